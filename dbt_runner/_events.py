@@ -1,0 +1,137 @@
+"""dbt's event stream turned into :class:`NodeEvent` s, ``logging`` records and callbacks.
+
+dbt fires callbacks from its worker threads. :class:`EventRelay` keeps each
+callback cheap (it reads a handful of fields and hands a frozen dataclass on),
+never lets a user's callback break dbt, and is safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["EventRelay", "NodeEvent"]
+
+log = logging.getLogger("dbt_runner.dbt")
+
+#: dbt fires this exactly once each time it loads (parses) a project
+PARSE_EVENT = "StateCheckVarsHash"
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """A node started or finished (what progress displays and log pipelines need)."""
+
+    event: str  # "node_start" | "node_finish"
+    unique_id: str
+    name: str
+    resource_type: str
+    thread: str
+    timestamp: str
+    status: str | None = None
+    elapsed_s: float | None = None
+    rows_affected: int | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return asdict(self)
+
+
+NodeCallback = Callable[[NodeEvent], None]
+
+
+class EventRelay:
+    """The callback handed to ``dbtRunner``; counts parses and relays node events."""
+
+    def __init__(self, callbacks: Sequence[NodeCallback] = ()) -> None:
+        self._callbacks = tuple(callbacks)
+        self._lock = threading.Lock()
+        self.parse_events = 0
+        self.threads_seen: set[str] = set()
+        self.full_parse_reasons: list[str] = []
+
+    def __call__(self, msg: Any) -> None:
+        try:
+            name = msg.info.name
+            if name == PARSE_EVENT:
+                with self._lock:
+                    self.parse_events += 1
+            elif name == "UnableToPartialParse":
+                with self._lock:
+                    self.full_parse_reasons.append(str(msg.data.reason))
+            elif name in ("NodeStart", "NodeFinished"):
+                self._node(name, msg)
+        except Exception:  # never break dbt from a callback
+            log.warning("could not relay dbt event %s", getattr(msg.info, "name", "?"), exc_info=True)
+
+    def _node(self, name: str, msg: Any) -> None:
+        info = msg.data.node_info
+        thread = str(msg.info.thread or threading.current_thread().name)
+        if name == "NodeStart":
+            event = NodeEvent(
+                event="node_start",
+                unique_id=info.unique_id,
+                name=info.node_name,
+                resource_type=info.resource_type,
+                thread=thread,
+                timestamp=_now(),
+            )
+            log.info("START %s %s [%s]", event.resource_type, event.name, thread)
+        else:
+            result = msg.data.run_result
+            rows = _rows(result)
+            event = NodeEvent(
+                event="node_finish",
+                unique_id=info.unique_id,
+                name=info.node_name,
+                resource_type=info.resource_type,
+                thread=thread,
+                timestamp=_now(),
+                status=result.status or info.node_status,
+                elapsed_s=round(float(result.execution_time or 0.0), 3),
+                rows_affected=rows,
+                message=result.message or None,
+            )
+            level = logging.INFO if event.status in ("success", "pass") else logging.WARNING
+            log.log(
+                level,
+                "DONE  %s %s %s in %.2fs%s [%s]%s",
+                event.resource_type,
+                event.name,
+                event.status,
+                event.elapsed_s or 0.0,
+                "" if rows is None else f" rows={rows}",
+                thread,
+                "" if level == logging.INFO or not event.message else f": {event.message}",
+            )
+        with self._lock:
+            self.threads_seen.add(thread)
+        for callback in self._callbacks:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("node event callback %r failed", callback)
+
+
+def _rows(result: Any) -> int | None:
+    response = result.adapter_response
+    try:
+        if "rows_affected" not in response:
+            return None
+        value = response["rows_affected"]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+    try:
+        rows = int(value)
+    except (TypeError, ValueError):
+        return None
+    return rows if rows >= 0 else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()

@@ -1,0 +1,287 @@
+"""Results of one invocation as plain, JSON-able data.
+
+dbt's ``dbtRunnerResult`` has three outcomes that must stay apart:
+
+* ``success=True``: every node ran and passed;
+* ``exception`` set: dbt could not run (compile error, no connection, ...);
+* ``result`` set but ``success=False``: dbt ran, some nodes failed.
+
+:func:`build_attempt` turns one of those into an :class:`Attempt`;
+:class:`RunResult` merges the attempts of an invocation (retries re-run only
+what failed) into the final picture.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ._exceptions import DbtInvocationError, DbtRunFailed, DbtTestsFailed, ErrorKind
+
+__all__ = ["Attempt", "ErrorInfo", "NodeResult", "RunResult"]
+
+#: node statuses that mean "this node did not do its job"
+FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "skipped", "partial success"})
+_TEST_TYPES = frozenset({"test", "unit_test"})
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why something failed: a classified ``kind`` and dbt's own message."""
+
+    kind: ErrorKind
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain JSON form."""
+        return {"kind": self.kind.value, "message": self.message}
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """What happened to one dbt node (model, test, seed, ...) in one attempt.
+
+    ``error`` is set for failed nodes (``status`` error/fail/skipped) and
+    classifies the node's message.
+    """
+
+    unique_id: str
+    name: str
+    resource_type: str
+    status: str
+    started_at: str | None
+    completed_at: str | None
+    elapsed_s: float
+    thread: str | None
+    rows_affected: int | None
+    message: str | None
+    attempt: int = 1
+    error: ErrorInfo | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when the node errored, failed, or was skipped."""
+        return self.status in FAILED_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        data = asdict(self)
+        data["error"] = self.error.to_dict() if self.error else None
+        return data
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of an invocation (the first, or a retry of what failed)."""
+
+    number: int
+    args: tuple[str, ...]
+    threads: int | None
+    started_at: str
+    elapsed_s: float
+    success: bool
+    nodes: tuple[NodeResult, ...]
+    error: ErrorInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return {
+            "number": self.number,
+            "args": list(self.args),
+            "threads": self.threads,
+            "started_at": self.started_at,
+            "elapsed_s": self.elapsed_s,
+            "success": self.success,
+            "nodes": [n.unique_id for n in self.nodes],
+            "error": self.error.to_dict() if self.error else None,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one invocation (all its attempts merged).
+
+    >>> r = RunResult(command="run", success=True, started_at="2026-01-01T00:00:00+00:00",
+    ...               elapsed_s=1.5, threads=3, attempts=1, nodes=())
+    >>> r.raise_for_status() is r
+    True
+    >>> r.to_dict()["command"]
+    'run'
+    """
+
+    command: str
+    success: bool
+    started_at: str
+    elapsed_s: float
+    threads: int | None
+    attempts: int
+    nodes: tuple[NodeResult, ...]
+    error: ErrorInfo | None = None
+    attempt_log: tuple[Attempt, ...] = field(default=(), repr=False)
+    degraded_threads: int | None = None
+
+    @property
+    def failed_nodes(self) -> tuple[NodeResult, ...]:
+        """Nodes that errored, failed or were skipped (in their final attempt)."""
+        return tuple(n for n in self.nodes if n.failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (safe for an Airflow XCom)."""
+        return {
+            "command": self.command,
+            "success": self.success,
+            "started_at": self.started_at,
+            "elapsed_s": self.elapsed_s,
+            "threads": self.threads,
+            "attempts": self.attempts,
+            "degraded_threads": self.degraded_threads,
+            "nodes": [n.to_dict() for n in self.nodes],
+            "error": self.error.to_dict() if self.error else None,
+            "attempt_log": [a.to_dict() for a in self.attempt_log],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def summary(self) -> str:
+        """One line per failed node (or a single OK line)."""
+        head = (
+            f"dbt {self.command}: {'OK' if self.success else 'FAILED'} "
+            f"({len(self.nodes)} nodes, {self.elapsed_s:.1f}s, {self.attempts} attempt(s))"
+        )
+        lines = [head]
+        if self.error and not self.failed_nodes:
+            lines.append(f"  [{self.error.kind.value}] {self.error.message}")
+        for node in self.failed_nodes:
+            kind = node.error.kind.value if node.error else node.status
+            lines.append(f"  {node.name}: {node.status} [{kind}] {node.message or ''}".rstrip())
+        return "\n".join(lines)
+
+    def raise_for_status(self) -> RunResult:
+        """Return ``self`` when successful, else raise the matching exception.
+
+        ``DbtInvocationError`` when dbt could not run (its ``kind`` says why),
+        ``DbtTestsFailed`` / ``DbtRunFailed`` when nodes failed.
+        """
+        if self.success:
+            return self
+        failed = self.failed_nodes
+        if self.error is not None and self.error.kind not in (
+            ErrorKind.MODEL_FAILURE,
+            ErrorKind.TEST_FAILURE,
+        ):
+            raise DbtInvocationError(self.summary(), self.error.kind, self)
+        if any(n.resource_type in _TEST_TYPES for n in failed):
+            raise DbtTestsFailed(self.summary(), self)
+        if failed or self.error is not None:
+            raise DbtRunFailed(self.summary(), self)
+        raise DbtInvocationError(self.summary(), ErrorKind.MODEL_FAILURE, self)
+
+    @classmethod
+    def merge(
+        cls,
+        command: str,
+        attempts: Sequence[Attempt],
+        *,
+        started_at: str,
+        elapsed_s: float,
+        degraded_threads: int | None = None,
+    ) -> RunResult:
+        """Merge attempts: a node's latest result wins; the last attempt's error stands."""
+        latest: dict[str, NodeResult] = {}
+        for attempt in attempts:
+            for node in attempt.nodes:
+                latest[node.unique_id] = node
+        last = attempts[-1]
+        nodes = tuple(latest.values())
+        success = last.success and not any(n.failed for n in nodes)
+        return cls(
+            command=command,
+            success=success,
+            started_at=started_at,
+            elapsed_s=round(elapsed_s, 3),
+            threads=attempts[0].threads,
+            attempts=len(attempts),
+            nodes=nodes,
+            error=None if success else last.error,
+            attempt_log=tuple(attempts),
+            degraded_threads=degraded_threads,
+        )
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 with a UTC offset."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat()
+    return str(value)
+
+
+def _span(pairs: Iterable[tuple[Any, Any]]) -> tuple[str | None, str | None]:
+    """First start and last end over dbt's timing steps (compile + execute)."""
+    starts, ends = [], []
+    for start, end in pairs:
+        if start is not None:
+            starts.append(_iso(start) or "")
+        if end is not None:
+            ends.append(_iso(end) or "")
+    return (min(starts) if starts else None, max(ends) if ends else None)
+
+
+def node_from_dbt(result: Any, attempt: int, error: ErrorInfo | None) -> NodeResult:
+    """A dbt ``RunResult`` (or a run_results.json entry as a dict) as a NodeResult."""
+    if isinstance(result, Mapping):
+        return _node_from_json(result, attempt, error)
+    node = result.node
+    started, completed = _span(
+        (t.started_at, t.completed_at) for t in (result.timing or ())
+    )
+    response = result.adapter_response or {}
+    rows = response.get("rows_affected")
+    return NodeResult(
+        unique_id=node.unique_id,
+        name=node.name,
+        resource_type=str(node.resource_type),
+        status=str(result.status),
+        started_at=started,
+        completed_at=completed,
+        elapsed_s=round(float(result.execution_time or 0.0), 3),
+        thread=result.thread_id,
+        rows_affected=int(rows) if isinstance(rows, int) and rows >= 0 else None,
+        message=result.message,
+        attempt=attempt,
+        error=error,
+    )
+
+
+def _node_from_json(data: Mapping[str, Any], attempt: int, error: ErrorInfo | None) -> NodeResult:
+    unique_id = str(data["unique_id"])
+    timings: Iterable[Mapping[str, Any]] = data.get("timing") or ()
+    started, completed = _span((t.get("started_at"), t.get("completed_at")) for t in timings)
+    rows = (data.get("adapter_response") or {}).get("rows_affected")
+    return NodeResult(
+        unique_id=unique_id,
+        name=unique_id.split(".")[-1] if unique_id.count(".") >= 2 else unique_id,
+        resource_type=unique_id.split(".", 1)[0],
+        status=str(data.get("status")),
+        started_at=started,
+        completed_at=completed,
+        elapsed_s=round(float(data.get("execution_time") or 0.0), 3),
+        thread=data.get("thread_id"),
+        rows_affected=int(rows) if isinstance(rows, int) and rows >= 0 else None,
+        message=data.get("message"),
+        attempt=attempt,
+        error=error,
+    )
+

@@ -1,0 +1,58 @@
+"""The retry policy for transient failures, declared with tenacity.
+
+Built from :class:`~dbt_runner.RetrySettings` at run time, so tests can set
+zero waits. Which failures are transient is decided by the error kind
+(:attr:`ErrorKind.is_transient`), never by a failed model or test.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from ._exceptions import ErrorKind
+from ._results import Attempt
+from ._settings import RetrySettings
+
+__all__ = ["TransientFailure", "build_retrying", "is_retryable"]
+
+log = logging.getLogger("dbt_runner.retry")
+
+
+class TransientFailure(Exception):
+    """Raised inside the retry loop for an attempt that failed transiently."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        kind = attempt.error.kind.value if attempt.error else "unknown"
+        super().__init__(f"attempt {attempt.number} failed: [{kind}]")
+        self.attempt = attempt
+
+
+def is_retryable(kind: ErrorKind | None, policy: RetrySettings) -> bool:
+    """True when a failure of ``kind`` is worth another try under ``policy``."""
+    if kind is None:
+        return False
+    if kind is ErrorKind.TIMEOUT:
+        return policy.retry_timeouts
+    return kind.is_transient
+
+
+def build_retrying(policy: RetrySettings) -> Retrying:
+    """A tenacity ``Retrying`` for ``policy`` (attempts counts every try)."""
+    jitter = min(1.0, policy.max_wait_s)
+    return Retrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_exponential_jitter(
+            initial=policy.initial_wait_s, max=policy.max_wait_s, jitter=jitter
+        ),
+        retry=retry_if_exception_type(TransientFailure),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )

@@ -1,0 +1,257 @@
+"""Settings: every knob, read from ``DBT_RUNNER_*`` environment variables.
+
+Constructor keywords override the environment. Invalid input raises
+:class:`~dbt_runner.ConfigurationError` naming the environment variable and the
+fix, before anything connects; secret values never appear in that message.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["RetrySettings", "SSHSettings", "Settings", "WarehouseSettings", "bundled_project_dir"]
+
+ENV_PREFIX = "DBT_RUNNER_"
+
+WarehouseType = Literal["duckdb", "postgres", "redshift"]
+SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+_DEFAULT_PORTS = {"postgres": 5432, "redshift": 5439}
+# Secure by default: both verify-ca choices work through a tunnel (the bastion
+# forwards to 127.0.0.1, which a verify-full host-name check would reject).
+_DEFAULT_SSLMODE: dict[str, SSLMode] = {"postgres": "require", "redshift": "verify-ca"}
+
+
+def bundled_project_dir() -> Path:
+    """The staging project shipped with the package (``models_sql``).
+
+    Inside a wheel it is ``dbt_runner/models_sql``; in a source checkout it is
+    the repository's top-level ``models_sql``.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models_sql", here.parent / "models_sql"):
+        if (candidate / "dbt_project.yml").is_file():
+            return candidate
+    raise ConfigurationError(
+        "the bundled models_sql project is missing from this installation; "
+        "set DBT_RUNNER_PROJECT_DIR to your dbt project"
+    )
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarehouseSettings(_Section):
+    """Where dbt connects: ``DBT_RUNNER_WAREHOUSE__*``."""
+
+    type: WarehouseType = Field("duckdb", description="redshift, postgres or duckdb (embedded)")
+    host: str | None = Field(None, description="warehouse host (redshift/postgres)")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="warehouse port (default 5439 redshift, 5432 postgres)"
+    )
+    user: str | None = Field(None, description="warehouse user (redshift/postgres)")
+    password: SecretStr | None = Field(None, description="warehouse password (secret)")
+    dbname: str | None = Field(None, description="database name (redshift/postgres)")
+    schema_: str = Field(
+        "staging", alias="schema", description="schema the staging models are built in"
+    )
+    sslmode: SSLMode | None = Field(
+        None, description="sslmode (default verify-ca on redshift, require on postgres)"
+    )
+    path: Path = Field(Path("dbt_runner.duckdb"), description="DuckDB database file")
+    connect_timeout_s: int = Field(10, ge=1, description="seconds to wait for a connection")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def schema(self) -> str:  # type: ignore[override]
+        """The target schema (``schema`` is a reserved name on pydantic models)."""
+        return self.schema_
+
+    @property
+    def effective_port(self) -> int | None:
+        """The configured port or the warehouse type's default."""
+        return self.port or _DEFAULT_PORTS.get(self.type)
+
+    @property
+    def effective_sslmode(self) -> SSLMode | None:
+        """The configured sslmode or the secure default for the type."""
+        return self.sslmode or _DEFAULT_SSLMODE.get(self.type)
+
+    @model_validator(mode="after")
+    def _network_fields(self) -> WarehouseSettings:
+        if self.type == "duckdb":
+            return self
+        missing = [name for name in ("host", "user", "dbname") if not getattr(self, name)]
+        if missing:
+            names = ", ".join(f"{ENV_PREFIX}WAREHOUSE__{m.upper()}" for m in missing)
+            raise ValueError(f"WAREHOUSE__TYPE={self.type} needs {names}")
+        return self
+
+
+class SSHSettings(_Section):
+    """The SSH bastion: ``DBT_RUNNER_SSH__*``. The tunnel is used only when HOST is set."""
+
+    host: str | None = Field(None, description="bastion host; unset = connect directly")
+    port: int = Field(22, ge=1, le=65535, description="bastion SSH port")
+    user: str | None = Field(None, description="bastion user")
+    private_key: Path | None = Field(None, description="private key file (mode 0600)")
+    private_key_passphrase: SecretStr | None = Field(
+        None, description="passphrase of the private key (secret)"
+    )
+    known_hosts: Path | None = Field(None, description="known_hosts file to verify the bastion")
+    host_key: str | None = Field(
+        None,
+        description="pinned bastion key: 'ssh-ed25519 AAAA...' or a 'SHA256:...' fingerprint",
+    )
+    insecure_skip_host_key_check: bool = Field(
+        False, description="DANGEROUS: accept any bastion host key (logs a warning)"
+    )
+    allow_agent: bool = Field(False, description="also try keys from a running ssh-agent")
+    look_for_keys: bool = Field(False, description="also try keys found in ~/.ssh")
+    local_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="local tunnel port; unset = stable port per bastion/warehouse, free fallback",
+    )
+    keepalive_s: float = Field(15.0, gt=0, description="SSH keepalive interval")
+    connect_timeout_s: float = Field(10.0, gt=0, description="seconds to reach the bastion")
+
+    @property
+    def enabled(self) -> bool:
+        """True when a bastion is configured."""
+        return bool(self.host)
+
+    @model_validator(mode="after")
+    def _check(self) -> SSHSettings:
+        if not self.host:
+            return self
+        if not self.user:
+            raise ValueError(f"SSH__HOST is set: {ENV_PREFIX}SSH__USER is required too")
+        if self.private_key is None and not (self.allow_agent or self.look_for_keys):
+            raise ValueError(
+                f"SSH__HOST is set: give {ENV_PREFIX}SSH__PRIVATE_KEY (a key file), "
+                f"or opt in to {ENV_PREFIX}SSH__ALLOW_AGENT / __LOOK_FOR_KEYS"
+            )
+        if self.private_key is not None:
+            _check_private_key(self.private_key)
+        verifiers = sum([self.known_hosts is not None, bool(self.host_key)])
+        if verifiers == 0 and not self.insecure_skip_host_key_check:
+            raise ValueError(
+                "the bastion's host key must be verified: set "
+                f"{ENV_PREFIX}SSH__KNOWN_HOSTS or {ENV_PREFIX}SSH__HOST_KEY "
+                f"(or, knowingly, {ENV_PREFIX}SSH__INSECURE_SKIP_HOST_KEY_CHECK=true)"
+            )
+        if verifiers and self.insecure_skip_host_key_check:
+            raise ValueError(
+                "SSH__INSECURE_SKIP_HOST_KEY_CHECK contradicts SSH__KNOWN_HOSTS/SSH__HOST_KEY: "
+                "set only one"
+            )
+        if self.known_hosts is not None and not self.known_hosts.is_file():
+            raise ValueError(f"SSH__KNOWN_HOSTS file {self.known_hosts} does not exist")
+        return self
+
+
+def _check_private_key(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ValueError(f"SSH__PRIVATE_KEY file {path} does not exist") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"SSH__PRIVATE_KEY {path} is not a regular file")
+    if os.name == "posix" and mode & 0o077:
+        raise ValueError(
+            f"SSH__PRIVATE_KEY {path} is readable by other users (mode {stat.filemode(mode)}); "
+            f"fix it with: chmod 600 {path}"
+        )
+
+
+class RetrySettings(_Section):
+    """Retry policy for transient failures: ``DBT_RUNNER_RETRY__*``."""
+
+    attempts: int = Field(3, ge=1, le=20, description="tries in all (1 = no retry)")
+    max_wait_s: float = Field(30.0, ge=0, description="longest back-off between tries")
+    initial_wait_s: float = Field(1.0, ge=0, description="first back-off before jitter")
+    retry_timeouts: bool = Field(False, description="also retry invocations that timed out")
+    degrade_threads: int | None = Field(
+        None,
+        ge=1,
+        description="threads for a retry after too_many_connections/conflict (unset = same)",
+    )
+
+
+class Settings(BaseSettings):
+    """All settings of a :class:`~dbt_runner.DbtSession`.
+
+    >>> s = Settings(warehouse={"type": "duckdb", "path": "demo.duckdb"}, threads=3)
+    >>> s.warehouse.type, s.threads
+    ('duckdb', 3)
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    project_dir: Path | None = Field(None, description="dbt project (default: bundled models_sql)")
+    profiles_dir: Path | None = Field(
+        None, description="use this profiles.yml; unset = generate one from WAREHOUSE__*"
+    )
+    target: str = Field("dev", description="dbt target name")
+    threads: int = Field(3, ge=1, le=64, description="default dbt threads")
+    timeout_s: float | None = Field(
+        None, gt=0, description="watchdog: most seconds one invocation may take"
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="where dbt's target/ and logs/ go (default: <project>/target, or a user "
+        "cache dir when the project is read-only)",
+    )
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)  # type: ignore[arg-type]
+    ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]
+    retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.project_dir is not None and not (self.project_dir / "dbt_project.yml").is_file():
+            raise ValueError(f"PROJECT_DIR {self.project_dir} has no dbt_project.yml")
+        if self.profiles_dir is not None and not (self.profiles_dir / "profiles.yml").is_file():
+            raise ValueError(f"PROFILES_DIR {self.profiles_dir} has no profiles.yml")
+        if self.ssh.enabled and self.warehouse.type == "duckdb":
+            raise ValueError("SSH__HOST is set but WAREHOUSE__TYPE=duckdb has nothing to tunnel to")
+        return self
+
+    @property
+    def resolved_project_dir(self) -> Path:
+        """The dbt project this session runs."""
+        return (self.project_dir or bundled_project_dir()).resolve()
+
+
+def _describe(exc: ValidationError) -> str:
+    """A ValidationError as 'ENV_VAR: problem' lines, without the offending values."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [str(p).rstrip("_") for p in err["loc"] if not isinstance(p, int)]
+        field = ENV_PREFIX + "__".join(p.upper() for p in loc) if loc else "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{field}: {msg}")
+    return "invalid dbt_runner settings:\n  " + "\n  ".join(lines)
