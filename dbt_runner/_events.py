@@ -67,7 +67,9 @@ class EventRelay:
             elif name in ("NodeStart", "NodeFinished"):
                 self._node(name, msg)
         except Exception:  # never break dbt from a callback
-            log.warning("could not relay dbt event %s", getattr(msg.info, "name", "?"), exc_info=True)
+            log.warning(
+                "could not relay dbt event %s", getattr(msg.info, "name", "?"), exc_info=True
+            )
 
     def _node(self, name: str, msg: Any) -> None:
         info = msg.data.node_info

@@ -54,8 +54,12 @@ class GeneratedProfile:
     def write(self, host: str | None = None, port: int | None = None) -> Path:
         """(Re)write the profile, pointing at ``host:port`` when given (a tunnel)."""
         output = self._output(host, port)
-        document = {self._profile_name: {"target": self._settings.target, "outputs": {}}}
-        document[self._profile_name]["outputs"][self._settings.target] = output
+        document = {
+            self._profile_name: {
+                "target": self._settings.target,
+                "outputs": {self._settings.target: output},
+            }
+        }
         path = self.dir / "profiles.yml"
         tmp = self.dir / "profiles.yml.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -224,7 +224,7 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat()
+        return str(value.isoformat())
     return str(value)
 
 
@@ -244,9 +244,7 @@ def node_from_dbt(result: Any, attempt: int, error: ErrorInfo | None) -> NodeRes
     if isinstance(result, Mapping):
         return _node_from_json(result, attempt, error)
     node = result.node
-    started, completed = _span(
-        (t.started_at, t.completed_at) for t in (result.timing or ())
-    )
+    started, completed = _span((t.started_at, t.completed_at) for t in (result.timing or ()))
     response = result.adapter_response or {}
     rows = response.get("rows_affected")
     return NodeResult(
@@ -284,4 +282,3 @@ def _node_from_json(data: Mapping[str, Any], attempt: int, error: ErrorInfo | No
         attempt=attempt,
         error=error,
     )
-

@@ -161,6 +161,8 @@ class DbtSession:
 
     def _teardown(self) -> None:
         self._manifests.clear()
+        if self.settings.warehouse.type == "duckdb":
+            _release_duckdb()
         if self._tunnel is not None:
             self._tunnel.close()
             self._tunnel = None
@@ -300,11 +302,12 @@ class DbtSession:
         if manifest is None:
             parsed = self._run_dbt(["parse", *([] if not vars_key else ["--vars", vars_key])])
             if not parsed.success or parsed.result is None:
-                exc = parsed.exception
-                kind = classify_exception(exc) if exc else ErrorKind.COMPILATION
+                error = parsed.exception
+                kind = classify_exception(error) if error else ErrorKind.COMPILATION
                 if kind is ErrorKind.MODEL_FAILURE:
                     kind = ErrorKind.COMPILATION
-                return failed(kind, _message(exc) if exc else "dbt could not parse the project")
+                text = _message(error) if error else "dbt could not parse the project"
+                return failed(kind, text)
             manifest = self._manifests[vars_key] = parsed.result
 
         full_args = list(args)
@@ -349,9 +352,8 @@ class DbtSession:
         if not res.success:
             errors = [n.error for n in nodes if n.error is not None]
             transient = [e for e in errors if is_retryable(e.kind, self.settings.retry)]
-            chosen = (transient or errors or [None])[0]
-            if chosen is None:
-                chosen = ErrorInfo(ErrorKind.MODEL_FAILURE, "dbt reported failure")
+            fallback = ErrorInfo(ErrorKind.MODEL_FAILURE, "dbt reported failure")
+            chosen = (transient or errors or [fallback])[0]
             return failed(chosen.kind, chosen.message, nodes)  # type: ignore[no-any-return]
         return Attempt(
             number=number,
@@ -364,8 +366,6 @@ class DbtSession:
         )
 
     def _run_dbt(self, args: list[str], manifest: Any = None) -> Any:
-        from dbt.cli.main import dbtRunner
-
         assert self._profiles_dir is not None
         full = [
             *args,
@@ -386,7 +386,7 @@ class DbtSession:
             "--no-use-colors",
         ]
         log.debug("dbt %s", " ".join(args))
-        return dbtRunner(manifest=manifest, callbacks=[self._relay]).invoke(full)
+        return _make_runner(manifest, [self._relay]).invoke(full)
 
     def _ensure_tunnel(self) -> None:
         if self._tunnel is None:
@@ -417,6 +417,13 @@ class DbtSession:
 
 
 # ---------------------------------------------------------------------- helpers
+def _make_runner(manifest: Any, callbacks: list[Any]) -> Any:
+    """A ``dbtRunner`` (the seam unit tests replace with a fake)."""
+    from dbt.cli.main import dbtRunner
+
+    return dbtRunner(manifest=manifest, callbacks=callbacks)
+
+
 def _state_dir(settings: Settings, project_dir: Path) -> Path:
     if settings.state_dir is not None:
         return settings.state_dir.resolve()
@@ -501,11 +508,31 @@ def _retry_args(original: list[str], attempt: Attempt) -> list[str]:
     return [original[0], *kept, "--select", *names]
 
 
+def _release_duckdb() -> None:
+    """Close dbt-duckdb's process-wide database handle so the file is free again.
+
+    dbt-duckdb keeps the DuckDB database open for the life of the process; after
+    the session the user (or the next batch load) must be able to open it.
+    """
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - dbt-duckdb is a core dependency
+        return
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:
+                log.debug("could not close the DuckDB environment", exc_info=True)
+
+
 def _cancel_open_connections() -> None:
     try:
         from dbt.adapters.factory import FACTORY
 
         for adapter in list(FACTORY.adapters.values()):
-            adapter.cancel_open_connections()
+            adapter.cancel_open_connections()  # type: ignore[attr-defined]
     except Exception:  # best effort: the tunnel close already cut a tunnelled run
         log.debug("could not cancel open connections", exc_info=True)

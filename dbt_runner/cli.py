@@ -63,9 +63,7 @@ def _session_options(func: F) -> F:
             help="dbt project (default: $DBT_RUNNER_PROJECT_DIR or the bundled models_sql).",
         ),
         click.option("--target", help="dbt target name (default: $DBT_RUNNER_TARGET or dev)."),
-        click.option(
-            "--threads", type=click.IntRange(min=1), help="dbt threads (default: 3)."
-        ),
+        click.option("--threads", type=click.IntRange(min=1), help="dbt threads (default: 3)."),
         click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON."),
         click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr."),
     ]
@@ -221,7 +219,7 @@ def demo(path: Path, threads: int, quiet: bool) -> None:
     """Load synthetic data into DuckDB and run two staging cycles (no services needed)."""
     from .demo import run_demo
 
-    _setup_logging(True if quiet else False)
+    _setup_logging(quiet)
     with _errors_to_exit_codes():
         code = run_demo(path, threads=threads, echo=click.echo)
     sys.exit(code)
