@@ -1,0 +1,183 @@
+"""pytest fixtures: a real PostgreSQL server and a Redshift stand-in.
+
+* ``pg_server`` (session): a started :class:`PostgresServer`.
+* ``pg_db`` (function): a fresh database and login role on it -> :class:`PgDatabase`.
+* ``redshift_server`` (session): a :class:`RedshiftProxy` in front of ``pg_server``.
+* ``redshift_db`` (function): like ``pg_db``, reached through the proxy, with
+  the Redshift catalog stubs installed -> :class:`RedshiftDatabase`.
+
+Without PostgreSQL binaries the tests using them skip, or fail when
+``DBT_RUNNER_REQUIRE_INTEGRATION=1``. Tests using these fixtures are marked
+``integration`` automatically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.services._require import require_service
+from tests.services.postgres import PostgresServer, postgres_unavailable_reason
+from tests.services.redshift_proxy import DdlEntry, RedshiftProxy, install_redshift_stubs
+
+_PG_FIXTURES = frozenset({"pg_server", "pg_db", "redshift_server", "redshift_db"})
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    """Connection details of a throwaway database owned by a login role."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+    @property
+    def dsn(self) -> str:
+        """libpq keyword/value DSN (names and passwords here never need quoting)."""
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password} dbname={self.dbname}"
+        )
+
+    def connect(self) -> Any:
+        """A new psycopg2 connection (not autocommit); the caller closes it."""
+        import psycopg2
+
+        return psycopg2.connect(self.dsn, connect_timeout=10)
+
+    def dbt_output(self, schema: str = "analytics", threads: int = 1) -> dict[str, Any]:
+        """A profiles.yml output (target) for dbt-postgres."""
+        return {
+            "type": "postgres",
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.dbname,
+            "schema": schema,
+            "threads": threads,
+            "connect_timeout": 10,
+        }
+
+
+@dataclass(frozen=True)
+class RedshiftDatabase(PgDatabase):
+    """A :class:`PgDatabase` reached through the Redshift stand-in proxy."""
+
+    proxy: RedshiftProxy = field(repr=False, compare=False, kw_only=True)
+
+    @property
+    def ddl_log(self) -> list[DdlEntry]:
+        """``(statement, clauses)`` of each CREATE TABLE sent to this database."""
+        return self.proxy.ddl_log_for(self.dbname)
+
+    def clauses_for(self, table: str) -> list[list[str]]:
+        """Stripped Redshift clauses of each CREATE TABLE of ``table`` here."""
+        return self.proxy.clauses_for(table, database=self.dbname)
+
+    def connect_redshift(self, **kwargs: Any) -> Any:
+        """A redshift_connector connection through the proxy (no SSL)."""
+        import redshift_connector
+
+        return redshift_connector.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=self.dbname,
+            ssl=False,
+            timeout=10,
+            **kwargs,
+        )
+
+    def dbt_output(self, schema: str = "analytics", threads: int = 1) -> dict[str, Any]:
+        """A profiles.yml output (target) for dbt-redshift."""
+        return {
+            "type": "redshift",
+            "method": "database",
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.dbname,
+            "schema": schema,
+            "threads": threads,
+            "sslmode": "disable",
+            "connect_timeout": 10,
+            "retries": 0,
+        }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _PG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    reason = postgres_unavailable_reason()
+    require_service(reason is None, reason or "")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def _database(server: PostgresServer, prefix: str) -> Iterator[tuple[str, str, str]]:
+    if not server.running:  # a previous test stopped the shared server
+        server.start()
+    suffix = secrets.token_hex(5)
+    user, dbname, password = f"{prefix}_u_{suffix}", f"{prefix}_db_{suffix}", secrets.token_hex(16)
+    server.create_role(user, password)
+    try:
+        server.create_database(dbname, owner=user)
+        try:
+            yield user, password, dbname
+        finally:
+            if server.running:
+                server.drop_database(dbname)
+    finally:
+        if server.running:
+            server.drop_role(user)
+
+
+@pytest.fixture
+def pg_db(pg_server: PostgresServer) -> Iterator[PgDatabase]:
+    with _database(pg_server, "dbr_pg") as (user, password, dbname):
+        yield PgDatabase(pg_server.host, pg_server.port, user, password, dbname)
+
+
+@pytest.fixture(scope="session")
+def redshift_server(pg_server: PostgresServer) -> Iterator[RedshiftProxy]:
+    proxy = RedshiftProxy.for_server(pg_server)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def redshift_db(
+    pg_server: PostgresServer, redshift_server: RedshiftProxy
+) -> Iterator[RedshiftDatabase]:
+    with _database(pg_server, "dbr_rs") as (user, password, dbname):
+        install_redshift_stubs(pg_server, dbname)
+        yield RedshiftDatabase(
+            redshift_server.host,
+            redshift_server.port,
+            user,
+            password,
+            dbname,
+            proxy=redshift_server,
+        )
