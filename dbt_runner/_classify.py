@@ -44,7 +44,7 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = tuple(
             r"lock timeout|could not obtain lock|deadlock detected|could not serialize access|"
             r"serializable isolation violation|error:\s*1023|"
             r"could not open relation with oid|conflict with concurrent transaction|"
-            r"dropped by a concurrent transaction|concurrently (updated|deleted)|"
+            r"dropped by (a )?concurrent transaction|concurrently (updated|deleted)|"
             r"write-write conflict|conflict on tuple deletion|transactioncontext error|"
             r"could not set lock on file|conflicting lock is held|"
             r"tuple concurrently updated|canceling statement due to conflict with recovery",
@@ -111,6 +111,7 @@ _CONNECTION_TYPES = frozenset(
         "ConnectionResetError",
         "ConnectionRefusedError",
         "BrokenPipeError",
+        "TimeoutError",
     }
 )
 
@@ -140,10 +141,10 @@ def classify_message(message: str, default: ErrorKind) -> ErrorKind:
 def classify_exception(exc: BaseException) -> ErrorKind:
     """The kind of an exception dbt (or a driver, or the tunnel) raised."""
     for link in exception_chain(exc):
-        if isinstance(link, (HostKeyError, SSHAuthError, TunnelError)):
+        if isinstance(link, (HostKeyError, SSHAuthError)):
+            return ErrorKind.AUTH  # never retried (DESIGN: host key / SSH auth failures)
+        if isinstance(link, TunnelError):
             return ErrorKind.TUNNEL
-        if isinstance(link, TimeoutError) and type(link).__name__ == "TimeoutError":
-            return ErrorKind.TIMEOUT
     text = " | ".join(f"{type(e).__name__}: {e}" for e in exception_chain(exc))
     names = {type(e).__name__ for e in exception_chain(exc)}
     by_message = classify_message(text, default=ErrorKind.MODEL_FAILURE)

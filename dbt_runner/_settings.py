@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._exceptions import ConfigurationError
 
@@ -154,11 +154,11 @@ class SSHSettings(_Section):
             )
         if verifiers and self.insecure_skip_host_key_check:
             raise ValueError(
-                "SSH__INSECURE_SKIP_HOST_KEY_CHECK contradicts SSH__KNOWN_HOSTS/SSH__HOST_KEY: "
-                "set only one"
+                f"{ENV_PREFIX}SSH__INSECURE_SKIP_HOST_KEY_CHECK contradicts "
+                f"{ENV_PREFIX}SSH__KNOWN_HOSTS/{ENV_PREFIX}SSH__HOST_KEY: set only one"
             )
         if self.known_hosts is not None and not self.known_hosts.is_file():
-            raise ValueError(f"SSH__KNOWN_HOSTS file {self.known_hosts} does not exist")
+            raise ValueError(f"{ENV_PREFIX}SSH__KNOWN_HOSTS file {self.known_hosts} does not exist")
         return self
 
 
@@ -166,12 +166,13 @@ def _check_private_key(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise ValueError(f"SSH__PRIVATE_KEY file {path} does not exist") from None
+        raise ValueError(f"{ENV_PREFIX}SSH__PRIVATE_KEY file {path} does not exist") from None
     if not stat.S_ISREG(mode):
-        raise ValueError(f"SSH__PRIVATE_KEY {path} is not a regular file")
+        raise ValueError(f"{ENV_PREFIX}SSH__PRIVATE_KEY {path} is not a regular file")
     if os.name == "posix" and mode & 0o077:
         raise ValueError(
-            f"SSH__PRIVATE_KEY {path} is readable by other users (mode {stat.filemode(mode)}); "
+            f"{ENV_PREFIX}SSH__PRIVATE_KEY {path} is readable by other users "
+            f"(mode {stat.filemode(mode)}); "
             f"fix it with: chmod 600 {path}"
         )
 
@@ -217,8 +218,8 @@ class Settings(BaseSettings):
     )
     state_dir: Path | None = Field(
         None,
-        description="where dbt's target/ and logs/ go (default: <project>/target, or a user "
-        "cache dir when the project is read-only)",
+        description="where dbt's target/ and logs/ go (default: your project's own dir; for the "
+        "bundled project or a read-only one, ~/.cache/dbt_runner/<hash>)",
     )
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)  # type: ignore[arg-type]
     ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]
@@ -229,15 +230,20 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(_describe(exc)) from None
+        except SettingsError as exc:  # an env var pydantic-settings cannot decode (bad JSON)
+            raise ConfigurationError(f"invalid dbt_runner settings:\n  {exc}") from None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.project_dir is not None and not (self.project_dir / "dbt_project.yml").is_file():
-            raise ValueError(f"PROJECT_DIR {self.project_dir} has no dbt_project.yml")
+            raise ValueError(f"{ENV_PREFIX}PROJECT_DIR {self.project_dir} has no dbt_project.yml")
         if self.profiles_dir is not None and not (self.profiles_dir / "profiles.yml").is_file():
-            raise ValueError(f"PROFILES_DIR {self.profiles_dir} has no profiles.yml")
+            raise ValueError(f"{ENV_PREFIX}PROFILES_DIR {self.profiles_dir} has no profiles.yml")
         if self.ssh.enabled and self.warehouse.type == "duckdb":
-            raise ValueError("SSH__HOST is set but WAREHOUSE__TYPE=duckdb has nothing to tunnel to")
+            raise ValueError(
+                f"{ENV_PREFIX}SSH__HOST is set but {ENV_PREFIX}WAREHOUSE__TYPE=duckdb has nothing "
+                "to tunnel to: unset the SSH host or use redshift/postgres"
+            )
         return self
 
     @property

@@ -1,0 +1,371 @@
+"""Failure classification: every rule against real messages from drivers, dbt and the tunnel.
+
+Each message below is text the named component really produces (copied from its
+source, its documentation or a captured run), so a rule that stops matching
+real-world wording fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from dbt_runner import ErrorKind, HostKeyError, SSHAuthError, TunnelError
+from dbt_runner._classify import RULES, classify_exception, classify_message
+
+K = ErrorKind
+
+#: (source, message, expected kind)
+CASES: list[tuple[str, str, ErrorKind]] = [
+    # --- our watchdog
+    (
+        "dbt_runner watchdog",
+        "invocation timed out after 900s (dbt_runner watchdog, DBT_RUNNER_TIMEOUT_S); "
+        "its connections were cancelled",
+        K.TIMEOUT,
+    ),
+    # --- SSH tunnel
+    ("sshtunnel", "Could not establish session to SSH gateway", K.TUNNEL),
+    (
+        "paramiko",
+        "Secsh channel 1 open FAILED: open failed: Administratively prohibited",
+        K.TUNNEL,
+    ),
+    (
+        "sshtunnel handler",
+        "open new channel ssh error: ChannelException(2, 'Connect failed')",
+        K.TUNNEL,
+    ),
+    # --- too many connections
+    (
+        "psycopg2",
+        'connection to server at "10.0.0.5", port 5439 failed: '
+        'FATAL:  too many connections for role "dbt"',
+        K.TOO_MANY_CONNECTIONS,
+    ),
+    (
+        "psycopg2 (PostgreSQL <16)",
+        "FATAL:  remaining connection slots are reserved for non-replication superuser connections",
+        K.TOO_MANY_CONNECTIONS,
+    ),
+    (
+        "psycopg2 (PostgreSQL 16+)",
+        "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute",
+        K.TOO_MANY_CONNECTIONS,
+    ),
+    ("psycopg2", "FATAL:  sorry, too many clients already", K.TOO_MANY_CONNECTIONS),
+    (
+        "Redshift via psycopg2",
+        'FATAL:  connection limit "500" exceeded for non-bootstrap users',
+        K.TOO_MANY_CONNECTIONS,
+    ),
+    (
+        "redshift_connector",
+        "{'S': 'FATAL', 'C': '53300', 'M': 'connection limit \"500\" exceeded for "
+        "non-bootstrap users', 'F': '/home/ec2-user/padb/src/pg/src/backend/utils/init/"
+        "postinit.c', 'L': '1218', 'R': 'InitPostgres'}",
+        K.TOO_MANY_CONNECTIONS,
+    ),
+    # --- lock / serialization conflicts
+    ("PostgreSQL", "canceling statement due to lock timeout", K.CONFLICT),
+    (
+        "PostgreSQL",
+        "deadlock detected\nDETAIL:  Process 4242 waits for ShareLock on transaction 815; "
+        "blocked by process 4243.",
+        K.CONFLICT,
+    ),
+    ("PostgreSQL", "could not serialize access due to concurrent update", K.CONFLICT),
+    ("PostgreSQL NOWAIT", 'could not obtain lock on relation "stg_ecs_order_info"', K.CONFLICT),
+    ("PostgreSQL", "tuple concurrently updated", K.CONFLICT),
+    (
+        "redshift_connector",
+        "{'S': 'ERROR', 'C': 'XX000', 'M': '1023', 'D': 'Serializable isolation violation on "
+        "table - 123, transactions forming the cycle are: 1, 2 (pid:3)'}",
+        K.CONFLICT,
+    ),
+    (
+        "Redshift via psycopg2",
+        "ERROR:  1023\nDETAIL:  Serializable isolation violation on table - 156362, "
+        "transactions forming the cycle are: 1525298, 1525304 (pid:14218)",
+        K.CONFLICT,
+    ),
+    ("Redshift", "could not open relation with OID 12345", K.CONFLICT),
+    ("Redshift", "table 3379442 dropped by concurrent transaction", K.CONFLICT),
+    (
+        "DuckDB",
+        'TransactionContext Error: Catalog write-write conflict on create with "main.stg"',
+        K.CONFLICT,
+    ),
+    ("DuckDB", "TransactionContext Error: Conflict on update!", K.CONFLICT),
+    (
+        "DuckDB",
+        'IO Error: Could not set lock on file "/data/x.duckdb": Conflicting lock is held in '
+        "/usr/bin/python3.11 (PID 4242). See also https://duckdb.org/docs/current/connect/"
+        "concurrency",
+        K.CONFLICT,
+    ),
+    # --- authentication
+    ("psycopg2", 'FATAL:  password authentication failed for user "dbt"', K.AUTH),
+    (
+        "psycopg2",
+        'connection to server at "10.0.0.5", port 5432 failed: FATAL:  no pg_hba.conf entry '
+        'for host "10.0.0.9", user "dbt", database "analytics", no encryption',
+        K.AUTH,
+    ),
+    ("psycopg2", 'FATAL:  role "dbt" does not exist', K.AUTH),
+    ("psycopg2", "fe_sendauth: no password supplied", K.AUTH),
+    (
+        "Redshift IAM (boto3)",
+        "An error occurred (InvalidClientTokenId) when calling the GetClusterCredentials "
+        "operation: The security token included in the request is invalid.",
+        K.AUTH,
+    ),
+    # --- statement timeouts on the server
+    ("PostgreSQL", "canceling statement due to statement timeout", K.TIMEOUT),
+    ("DuckDB", "INTERRUPT Error: Interrupted!", K.TIMEOUT),
+    # --- connection faults
+    (
+        "psycopg2",
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?",
+        K.CONNECTION,
+    ),
+    (
+        "psycopg2",
+        "server closed the connection unexpectedly\n\tThis probably means the server "
+        "terminated abnormally\n\tbefore or while processing the request.",
+        K.CONNECTION,
+    ),
+    (
+        "psycopg2",
+        'connection to server at "127.0.0.1", port 44497 failed: timeout expired',
+        K.CONNECTION,
+    ),
+    ("psycopg2", "SSL SYSCALL error: EOF detected", K.CONNECTION),
+    ("PostgreSQL", "terminating connection due to administrator command", K.CONNECTION),
+    ("PostgreSQL", "FATAL:  the database system is starting up", K.CONNECTION),
+    (
+        "psycopg2",
+        'could not translate host name "cluster.invalid" to address: Name or service not known',
+        K.CONNECTION,
+    ),
+    ("psycopg2", "connection already closed", K.CONNECTION),
+    (
+        "redshift_connector",
+        "('communication error', ConnectionRefusedError(111, 'Connection refused'))",
+        K.CONNECTION,
+    ),
+    ("redshift_connector", "('connection time out', TimeoutError('timed out'))", K.CONNECTION),
+    # --- compilation
+    (
+        "dbt",
+        "Compilation Error in model stg_x (models/stg_x.sql)\n  'this_macro_does_not_exist' "
+        "is undefined. This can happen when calling a macro that does not exist.",
+        K.COMPILATION,
+    ),
+    ("dbt", "Parsing Error\n  Invalid models config given in models/schema.yml", K.COMPILATION),
+    (
+        "dbt",
+        "Compilation Error\n  Model 'model.mini.a' (models/a.sql) depends on a node named 'b' "
+        "which was not found",
+        K.COMPILATION,
+    ),
+    (
+        "dbt",
+        "Runtime Error\n  Could not find profile named 'mini'",
+        K.COMPILATION,
+    ),
+]
+
+#: messages no rule may claim: a model's own SQL error is a model failure
+UNMATCHED = [
+    "Runtime Error in model broken (models/broken.sql)\n  Catalog Error: Table with name "
+    "this_table_does_not_exist does not exist!",
+    'column "amount" must appear in the GROUP BY clause or be used in an aggregate function',
+    "division by zero",
+]
+
+
+def _rule_index(message: str) -> int | None:
+    for i, (_, pattern) in enumerate(RULES):
+        if pattern.search(message):
+            return i
+    return None
+
+
+@pytest.mark.parametrize(
+    ("source", "message", "expected"),
+    CASES,
+    ids=[f"{kind.value}:{src}:{msg[:40]}" for src, msg, kind in CASES],
+)
+def test_real_message_is_classified(source: str, message: str, expected: ErrorKind) -> None:
+    assert classify_message(message, K.MODEL_FAILURE) is expected, source
+
+
+@pytest.mark.parametrize("message", UNMATCHED)
+def test_model_sql_errors_keep_the_default(message: str) -> None:
+    assert classify_message(message, K.MODEL_FAILURE) is K.MODEL_FAILURE
+    assert classify_message(message, K.TEST_FAILURE) is K.TEST_FAILURE
+
+
+def test_every_rule_is_exercised_by_a_real_message() -> None:
+    used = {_rule_index(message) for _, message, _ in CASES}
+    unused = [
+        f"#{i} {kind.value}: {pattern.pattern[:60]}"
+        for i, (kind, pattern) in enumerate(RULES)
+        if i not in used
+    ]
+    assert not unused, f"rules without a test case: {unused}"
+
+
+def test_rules_are_compiled_case_insensitive() -> None:
+    assert all(p.flags & re.IGNORECASE for _, p in RULES)
+    assert classify_message("DEADLOCK DETECTED", K.MODEL_FAILURE) is K.CONFLICT
+
+
+# ---------------------------------------------------------------------- exceptions
+def _raise_chain(outer: BaseException, inner: BaseException) -> BaseException:
+    """``outer`` raised while handling ``inner`` (an implicit ``__context__``, as dbt does)."""
+    try:
+        try:
+            raise inner
+        except BaseException:
+            raise outer  # noqa: B904 - dbt-adapters raises this way
+    except BaseException as exc:
+        return exc
+
+
+def test_dbt_compilation_error_object() -> None:
+    from dbt_common.exceptions import CompilationError
+
+    exc = CompilationError("'this_macro_does_not_exist' is undefined.")
+    assert classify_exception(exc) is K.COMPILATION
+
+
+def test_dbt_parsing_error_by_type_alone() -> None:
+    from dbt.exceptions import ParsingError
+
+    assert classify_exception(ParsingError("unexpected key 'colums'")) is K.COMPILATION
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            'connection to server at "127.0.0.1", port 1 failed: Connection refused',
+            K.CONNECTION,
+        ),
+        ('FATAL:  password authentication failed for user "dbt"', K.AUTH),
+        ('FATAL:  too many connections for role "dbt"', K.TOO_MANY_CONNECTIONS),
+        # whatever the driver said, failing to connect is a connection fault
+        ("something nobody has seen before", K.CONNECTION),
+    ],
+)
+def test_dbt_failed_to_connect_wrapping_driver_messages(message: str, expected: ErrorKind) -> None:
+    from dbt.adapters.exceptions import FailedToConnectError
+
+    assert classify_exception(FailedToConnectError(message)) is expected
+
+
+def test_dbt_database_error_from_redshift_conflict() -> None:
+    from dbt_common.exceptions import DbtDatabaseError
+
+    exc = DbtDatabaseError("table 3379442 dropped by concurrent transaction")
+    assert classify_exception(exc) is K.CONFLICT
+
+
+def test_real_psycopg2_refused_connection_wrapped_by_dbt() -> None:
+    psycopg2 = pytest.importorskip("psycopg2", reason="pip install 'dbt-runner[postgres]'")
+    from dbt.adapters.exceptions import FailedToConnectError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(psycopg2.OperationalError) as info:
+        psycopg2.connect(host="127.0.0.1", port=port, user="dbt", dbname="x", connect_timeout=5)
+    exc = _raise_chain(FailedToConnectError(str(info.value)), info.value)
+    assert classify_exception(exc) is K.CONNECTION
+
+
+def test_real_redshift_connect_timeout_is_a_connection_fault() -> None:
+    """redshift_connector raises a socket timeout as OperationalError(TimeoutError).
+
+    A warehouse that does not answer in time is a transient connection fault
+    (retried), the same as psycopg2's "timeout expired" — not the watchdog's
+    ``timeout`` kind.
+    """
+    redshift_connector = pytest.importorskip(
+        "redshift_connector", reason="pip install 'dbt-runner[redshift]'"
+    )
+    from dbt.adapters.exceptions import FailedToConnectError
+
+    with socket.socket() as silent:  # accepts the TCP connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        with pytest.raises(redshift_connector.OperationalError) as info:
+            redshift_connector.connect(
+                host="127.0.0.1", port=port, user="u", password="p", database="d", timeout=0.3
+            )
+    exc = _raise_chain(FailedToConnectError(str(info.value)), info.value)
+    assert classify_exception(exc) is K.CONNECTION
+
+
+def test_real_duckdb_write_write_conflict() -> None:
+    duckdb = pytest.importorskip("duckdb")
+    con = duckdb.connect(":memory:")
+    first, second = con.cursor(), con.cursor()
+    first.execute("begin")
+    second.execute("begin")
+    first.execute("create table stg (i int)")
+    with pytest.raises(duckdb.Error) as info:
+        second.execute("create table stg (i int)")
+    assert classify_exception(info.value) is K.CONFLICT
+
+
+def test_real_sshtunnel_error_type_is_a_tunnel_fault() -> None:
+    sshtunnel = pytest.importorskip("sshtunnel")
+    exc = sshtunnel.HandlerSSHTunnelForwarderError("An error occurred while opening tunnels.")
+    assert classify_exception(exc) is K.TUNNEL
+
+
+def test_our_tunnel_error_is_a_tunnel_fault() -> None:
+    assert classify_exception(TunnelError("bastion 10.0.0.1:22 unreachable")) is K.TUNNEL
+
+
+@pytest.mark.parametrize("exc_type", [HostKeyError, SSHAuthError])
+def test_host_key_and_ssh_auth_failures_are_not_transient(exc_type: type[TunnelError]) -> None:
+    kind = classify_exception(exc_type("the bastion's host key does not match"))
+    assert kind is K.AUTH
+    assert not kind.is_transient
+
+
+def test_cause_deep_in_the_chain_decides() -> None:
+    from dbt_common.exceptions import DbtRuntimeError
+
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError as inner:
+            raise DbtRuntimeError("Runtime Error\n  unexpected failure") from inner
+    except DbtRuntimeError as outer:
+        assert classify_exception(outer) is K.CONNECTION
+
+
+def test_tunnel_error_as_cause_of_a_dbt_error() -> None:
+    from dbt_common.exceptions import DbtRuntimeError
+
+    exc = _raise_chain(DbtRuntimeError("query failed"), TunnelError("tunnel dropped"))
+    assert classify_exception(exc) is K.TUNNEL
+
+
+def test_a_cyclic_chain_terminates() -> None:
+    a, b = RuntimeError("a"), RuntimeError("b")
+    a.__cause__, b.__cause__ = b, a
+    assert classify_exception(a) is K.MODEL_FAILURE
+
+
+def test_unknown_exception_is_a_model_failure() -> None:
+    assert classify_exception(ValueError("Catalog Error: no such table")) is K.MODEL_FAILURE

@@ -1,0 +1,176 @@
+"""The ``dbt-runner`` CLI against real dbt on DuckDB (the mini fixture project)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from dbt_runner import ErrorInfo, ErrorKind, RunResult
+from dbt_runner.cli import exit_code, main
+
+MINI = Path(__file__).parent / "fixtures" / "mini_project"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DBT_RUNNER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "DBT_RUNNER_WAREHOUSE__PATH": str(tmp_path / "cli.duckdb"),
+        "DBT_RUNNER_STATE_DIR": str(tmp_path / "state"),
+    }
+
+
+def run_cli(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+# ---------------------------------------------------------------------- real runs
+def test_cycle_json_runs_staging_then_tests(env: dict[str, str]) -> None:
+    result = run_cli(env, "cycle", "--json", "--project-dir", str(MINI))
+
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)  # stdout is the JSON and nothing else
+    assert set(payload) == {"staging", "tests"}
+    staging, tests = payload["staging"], payload["tests"]
+    assert staging["success"] is True
+    assert staging["command"] == "run"
+    assert sorted(n["name"] for n in staging["nodes"]) == ["part_1", "part_2", "part_3"]
+    assert {n["status"] for n in staging["nodes"]} == {"success"}
+    assert tests["success"] is True
+    assert tests["command"] == "test"
+    assert len(tests["nodes"]) == 3
+    assert {n["resource_type"] for n in tests["nodes"]} == {"test"}
+    assert {n["status"] for n in tests["nodes"]} == {"pass"}
+
+
+def test_failing_model_exits_1_and_names_it(env: dict[str, str]) -> None:
+    result = run_cli(env, "staging", "--select", "tag:broken", "--project-dir", str(MINI))
+
+    assert result.exit_code == 1, result.output
+    summary = result.stdout
+    assert "FAILED" in summary
+    assert "broken: error [model_failure]" in summary
+
+
+def test_failed_cycle_json_is_still_pure_json_of_the_same_shape(env: dict[str, str]) -> None:
+    """dbt's own console lines must not break ``--json``; tests are skipped, the shape stays."""
+    result = run_cli(env, "cycle", "--json", "--select", "tag:broken", "--project-dir", str(MINI))
+
+    assert result.exit_code == 1, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"staging"}  # tests did not run after staging failed
+    staging = payload["staging"]
+    assert staging["success"] is False
+    assert staging["error"]["kind"] == "model_failure"
+    assert [(n["name"], n["status"]) for n in staging["nodes"]] == [("broken", "error")]
+
+
+# ---------------------------------------------------------------------- configuration
+def test_invalid_settings_exit_2_naming_the_env_var(env: dict[str, str]) -> None:
+    result = run_cli({**env, "DBT_RUNNER_THREADS": "0"}, "staging", "--project-dir", str(MINI))
+
+    assert result.exit_code == 2
+    assert "DBT_RUNNER_THREADS" in result.stderr
+    assert result.stdout == ""
+
+
+def test_installed_entry_point_reports_bad_configuration(env: dict[str, str]) -> None:
+    script = Path(sys.executable).with_name("dbt-runner")
+    if not script.exists():
+        pytest.skip(f"{script} is not installed (pip install -e .)")
+    proc = subprocess.run(
+        [str(script), "cycle", "--project-dir", str(MINI)],
+        env={**os.environ, **env, "DBT_RUNNER_WAREHOUSE__TYPE": "redshift"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "DBT_RUNNER_WAREHOUSE__HOST" in proc.stderr
+
+
+def test_project_dir_without_dbt_project_is_exit_2(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_cli(env, "staging", "--project-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "dbt_project.yml" in result.stderr
+
+
+# ---------------------------------------------------------------------- help
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        (
+            "staging",
+            ["--project-dir", "--target", "--threads", "--json", "--quiet", "--select"],
+        ),
+        ("staging", ["--full-refresh"]),
+        ("test", ["--project-dir", "--target", "--threads", "--json", "--quiet", "--select"]),
+        ("cycle", ["--project-dir", "--threads", "--json", "--select", "--tests / --no-tests"]),
+        ("demo", ["--path", "--threads", "--quiet"]),
+    ],
+)
+def test_help_lists_the_options(command: str, options: list[str]) -> None:
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    for option in options:
+        assert option in result.stdout, f"{command} --help lacks {option}"
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("staging", "test", "cycle", "demo"):
+        assert command in result.stdout
+
+
+# ---------------------------------------------------------------------- exit codes
+def _result(kind: ErrorKind | None) -> RunResult:
+    return RunResult(
+        command="run",
+        success=kind is None,
+        started_at="2026-01-01T00:00:00+00:00",
+        elapsed_s=1.0,
+        threads=3,
+        attempts=1,
+        nodes=(),
+        error=None if kind is None else ErrorInfo(kind, "x"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        (None, 0),
+        (ErrorKind.MODEL_FAILURE, 1),
+        (ErrorKind.TEST_FAILURE, 1),
+        (ErrorKind.COMPILATION, 1),
+        (ErrorKind.AUTH, 2),
+        (ErrorKind.TUNNEL, 3),
+        (ErrorKind.CONNECTION, 3),
+        (ErrorKind.TOO_MANY_CONNECTIONS, 3),
+        (ErrorKind.CONFLICT, 3),
+        (ErrorKind.TIMEOUT, 3),
+    ],
+)
+def test_exit_code_per_kind(kind: ErrorKind | None, code: int) -> None:
+    assert exit_code(_result(kind)) == code
+
+
+def test_exit_code_worst_result_wins() -> None:
+    ok, failed = _result(None), _result(ErrorKind.MODEL_FAILURE)
+    assert exit_code() == 0
+    assert exit_code(ok, ok) == 0
+    assert exit_code(ok, failed) == 1
+    assert exit_code(failed, _result(ErrorKind.CONNECTION), ok) == 3

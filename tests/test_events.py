@@ -1,0 +1,226 @@
+"""EventRelay: dbt's node events become NodeEvents, log lines and callbacks — safely."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from dbt_runner import NodeEvent
+from dbt_runner._events import PARSE_EVENT, EventRelay
+
+LOGGER = "dbt_runner.dbt"
+
+
+def _info(uid: str, resource_type: str = "model", status: str = "") -> SimpleNamespace:
+    return SimpleNamespace(
+        unique_id=uid,
+        node_name=uid.rsplit(".", 1)[-1],
+        resource_type=resource_type,
+        node_status=status,
+    )
+
+
+def start(uid: str, thread: str = "Thread-1 (worker)", resource_type: str = "model") -> Any:
+    return SimpleNamespace(
+        info=SimpleNamespace(name="NodeStart", thread=thread),
+        data=SimpleNamespace(node_info=_info(uid, resource_type)),
+    )
+
+
+def finish(
+    uid: str,
+    status: str = "success",
+    *,
+    thread: str = "Thread-1 (worker)",
+    elapsed: float = 1.5,
+    rows: Any = 42,
+    message: str = "OK",
+    resource_type: str = "model",
+) -> Any:
+    response = {} if rows is None else {"rows_affected": rows, "_message": "INSERT 0 42"}
+    return SimpleNamespace(
+        info=SimpleNamespace(name="NodeFinished", thread=thread),
+        data=SimpleNamespace(
+            node_info=_info(uid, resource_type, status),
+            run_result=SimpleNamespace(
+                status=status, execution_time=elapsed, message=message, adapter_response=response
+            ),
+        ),
+    )
+
+
+def test_node_start_becomes_an_event_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    got: list[NodeEvent] = []
+
+    EventRelay([got.append])(start("model.mini.part_1", thread="Thread-2 (worker)"))
+
+    assert len(got) == 1
+    event = got[0]
+    assert (event.event, event.unique_id, event.name) == (
+        "node_start",
+        "model.mini.part_1",
+        "part_1",
+    )
+    assert event.resource_type == "model"
+    assert event.thread == "Thread-2 (worker)"
+    assert event.status is None
+    assert "START model part_1 [Thread-2 (worker)]" in caplog.text
+
+
+def test_node_finish_carries_status_elapsed_and_rows(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    got: list[NodeEvent] = []
+
+    EventRelay([got.append])(finish("model.mini.part_1", elapsed=1.2345, rows=42))
+
+    event = got[0]
+    assert event.event == "node_finish"
+    assert event.status == "success"
+    assert event.elapsed_s == 1.234  # rounded to ms
+    assert event.rows_affected == 42
+    assert event.message == "OK"
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    assert record.levelno == logging.INFO
+    assert "DONE  model part_1 success in 1.23s rows=42 [Thread-1 (worker)]" in record.getMessage()
+
+
+def test_failed_node_logs_a_warning_with_the_message(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    relay = EventRelay()
+
+    relay(finish("model.mini.broken", "error", rows=None, message="Catalog Error: no table x"))
+
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    assert record.levelno == logging.WARNING
+    text = record.getMessage()
+    assert "broken error" in text
+    assert "Catalog Error: no table x" in text
+    assert "rows=" not in text
+
+
+def test_test_node_pass_is_info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    EventRelay()(finish("test.mini.unique_part_1_part", "pass", resource_type="test", rows=None))
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    assert record.levelno == logging.INFO
+    assert "DONE  test unique_part_1_part pass" in record.getMessage()
+
+
+@pytest.mark.parametrize("rows", [-1, "n/a", None])
+def test_unknown_row_counts_are_none(rows: Any) -> None:
+    """Redshift reports -1 for DDL; some adapters report nothing."""
+    got: list[NodeEvent] = []
+    EventRelay([got.append])(finish("model.mini.part_1", rows=rows))
+    assert got[0].rows_affected is None
+
+
+def test_real_dbt_event_messages_are_understood() -> None:
+    from dbt.events.types import NodeFinished, NodeStart
+    from dbt_common.events.base_types import msg_from_base_event
+
+    node_info = {
+        "unique_id": "model.mini.part_3",
+        "node_name": "part_3",
+        "resource_type": "model",
+        "node_status": "success",
+    }
+    got: list[NodeEvent] = []
+    relay = EventRelay([got.append])
+
+    relay(msg_from_base_event(NodeStart(node_info=node_info)))
+    relay(
+        msg_from_base_event(
+            NodeFinished(
+                node_info=node_info,
+                run_result={
+                    "status": "success",
+                    "execution_time": 0.5,
+                    "message": "OK",
+                    "adapter_response": {"rows_affected": 7, "_message": "OK"},
+                },
+            )
+        )
+    )
+
+    assert [(e.event, e.name) for e in got] == [("node_start", "part_3"), ("node_finish", "part_3")]
+    assert got[1].status == "success"
+    assert got[1].rows_affected == 7
+    assert got[1].elapsed_s == 0.5
+
+
+def test_parse_events_are_counted() -> None:
+    relay = EventRelay()
+    parse = SimpleNamespace(info=SimpleNamespace(name=PARSE_EVENT, thread="MainThread"))
+    relay(parse)
+    relay(parse)
+    relay(SimpleNamespace(info=SimpleNamespace(name="MainReportVersion", thread="MainThread")))
+    assert relay.parse_events == 2
+
+
+def test_a_raising_callback_is_logged_and_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    got: list[NodeEvent] = []
+
+    def broken(event: NodeEvent) -> None:
+        raise RuntimeError("progress bar exploded")
+
+    relay = EventRelay([broken, got.append])
+    relay(start("model.mini.part_1"))  # does not raise into dbt
+    relay(finish("model.mini.part_1"))
+
+    assert [e.event for e in got] == ["node_start", "node_finish"]
+    failures = [r for r in caplog.records if "callback" in r.getMessage()]
+    assert len(failures) == 2
+    assert all(r.levelno == logging.ERROR for r in failures)
+    assert all(r.exc_info and "progress bar exploded" in str(r.exc_info[1]) for r in failures)
+
+
+def test_a_malformed_event_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    malformed = SimpleNamespace(info=SimpleNamespace(name="NodeFinished", thread="t"), data=None)
+    EventRelay()(malformed)
+    assert "could not relay dbt event NodeFinished" in caplog.text
+
+
+def test_events_from_many_threads_are_each_delivered_once() -> None:
+    n_threads, per_thread = 8, 200
+    lock = threading.Lock()
+    delivered: Counter[tuple[str, str]] = Counter()
+
+    def collect(event: NodeEvent) -> None:
+        with lock:
+            delivered[(event.event, event.unique_id)] += 1
+
+    relay = EventRelay([collect])
+    barrier = threading.Barrier(n_threads)
+
+    def fire(t: int) -> None:
+        barrier.wait(timeout=10)
+        for i in range(per_thread):
+            uid = f"model.mini.m_{t}_{i}"
+            thread = f"Thread-{t} (worker)"
+            relay(start(uid, thread=thread) if i % 2 == 0 else finish(uid, thread=thread))
+
+    threads = [threading.Thread(target=fire, args=(t,)) for t in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+
+    expected = {
+        ("node_start" if i % 2 == 0 else "node_finish", f"model.mini.m_{t}_{i}")
+        for t in range(n_threads)
+        for i in range(per_thread)
+    }
+    assert set(delivered) == expected
+    assert set(delivered.values()) == {1}
+    assert relay.threads_seen == {f"Thread-{t} (worker)" for t in range(n_threads)}

@@ -1,0 +1,95 @@
+"""The public surface is ``dbt_runner.__all__`` — and it is honest (as in httpx)."""
+
+from __future__ import annotations
+import __future__
+
+import importlib
+import inspect
+import types
+
+import pytest
+
+import dbt_runner
+
+
+def _exported_public_names() -> set[str]:
+    """Names a user can reach on the package that are not private or plumbing."""
+    names = set()
+    for name, value in vars(dbt_runner).items():
+        if isinstance(value, (types.ModuleType, __future__._Feature)):
+            continue  # submodules and ``from __future__ import annotations``
+        if name.startswith("_") and name != "__version__":
+            continue
+        names.add(name)
+    return names
+
+
+def test_all_lists_exactly_what_the_package_exports() -> None:
+    assert len(dbt_runner.__all__) == len(set(dbt_runner.__all__)), "duplicates in __all__"
+    assert set(dbt_runner.__all__) == _exported_public_names()
+
+
+@pytest.mark.parametrize("name", dbt_runner.__all__)
+def test_every_public_name_is_importable_and_documented(name: str) -> None:
+    module = importlib.import_module("dbt_runner")
+    value = getattr(module, name)  # ``from dbt_runner import <name>`` works
+    if name == "__version__":
+        assert isinstance(value, str) and value
+        return
+    # its own docstring, not one inherited from a base class
+    doc = value.__dict__.get("__doc__") if inspect.isclass(value) else value.__doc__
+    assert doc and doc.strip(), f"dbt_runner.{name} has no docstring"
+
+
+@pytest.mark.parametrize(
+    "name", ["DbtSession", "Settings", "run_staging", "run_tests", "RunResult", "NodeResult"]
+)
+def test_design_names_are_public(name: str) -> None:
+    assert name in dbt_runner.__all__
+
+
+def test_error_kinds_are_exactly_the_design_values() -> None:
+    values = {kind.value for kind in dbt_runner.ErrorKind}
+    assert values == {
+        "tunnel",
+        "connection",
+        "too_many_connections",
+        "conflict",
+        "auth",
+        "compilation",
+        "model_failure",
+        "test_failure",
+        "timeout",
+    }
+    # a str enum: a runbook can compare with plain strings and JSON keeps the value
+    assert dbt_runner.ErrorKind.CONFLICT == "conflict"
+    assert str(dbt_runner.ErrorKind.TOO_MANY_CONNECTIONS) == "too_many_connections"
+
+
+def test_exception_hierarchy_matches_design() -> None:
+    base = dbt_runner.DbtRunnerError
+    for name in (
+        "ConfigurationError",
+        "TunnelError",
+        "DbtInvocationError",
+        "DbtRunFailed",
+        "DbtTestsFailed",
+        "SessionStateError",
+    ):
+        assert name in dbt_runner.__all__
+        assert issubclass(getattr(dbt_runner, name), base), name
+    # host key and SSH auth failures are tunnel errors of their own
+    assert issubclass(dbt_runner.HostKeyError, dbt_runner.TunnelError)
+    assert issubclass(dbt_runner.SSHAuthError, dbt_runner.TunnelError)
+    # model and test failures are told apart, and neither is "dbt could not run"
+    families = [dbt_runner.DbtInvocationError, dbt_runner.DbtRunFailed, dbt_runner.DbtTestsFailed]
+    for a in families:
+        for b in families:
+            assert a is b or not issubclass(a, b), (a, b)
+    assert not issubclass(dbt_runner.ConfigurationError, dbt_runner.TunnelError)
+
+
+def test_invocation_error_carries_its_kind() -> None:
+    exc = dbt_runner.DbtInvocationError("no parse", dbt_runner.ErrorKind.COMPILATION)
+    assert exc.kind is dbt_runner.ErrorKind.COMPILATION
+    assert "compilation" in str(exc)

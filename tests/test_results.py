@@ -1,0 +1,290 @@
+"""RunResult: merged attempts, plain JSON, and the exception each failure turns into."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from dbt_runner import (
+    Attempt,
+    DbtInvocationError,
+    DbtRunFailed,
+    DbtRunnerError,
+    DbtTestsFailed,
+    ErrorInfo,
+    ErrorKind,
+    NodeResult,
+    RunResult,
+)
+from dbt_runner._results import node_from_dbt
+
+T0 = "2026-01-01T00:00:00+00:00"
+
+
+def _node(
+    name: str,
+    status: str = "success",
+    *,
+    resource_type: str = "model",
+    attempt: int = 1,
+    message: str | None = None,
+    kind: ErrorKind | None = None,
+) -> NodeResult:
+    return NodeResult(
+        unique_id=f"{resource_type}.mini.{name}",
+        name=name,
+        resource_type=resource_type,
+        status=status,
+        started_at=T0,
+        completed_at=T0,
+        elapsed_s=0.5,
+        thread="Thread-1 (worker)",
+        rows_affected=3,
+        message=message,
+        attempt=attempt,
+        error=ErrorInfo(kind, message or "") if kind else None,
+    )
+
+
+def _attempt(
+    number: int, *nodes: NodeResult, error: ErrorInfo | None = None, threads: int = 3
+) -> Attempt:
+    failed = error is not None or any(n.failed for n in nodes)
+    return Attempt(
+        number=number,
+        args=("run", "--select", "tag:staging"),
+        threads=threads,
+        started_at=T0,
+        elapsed_s=1.0,
+        success=not failed,
+        nodes=nodes,
+        error=error if error or not failed else ErrorInfo(ErrorKind.MODEL_FAILURE, "failed"),
+    )
+
+
+def _result(*nodes: NodeResult, error: ErrorInfo | None = None, command: str = "run") -> RunResult:
+    return RunResult.merge(command, [_attempt(1, *nodes, error=error)], started_at=T0, elapsed_s=1)
+
+
+# ---------------------------------------------------------------------- merge
+def test_merge_latest_attempt_of_a_node_wins() -> None:
+    conn = ErrorInfo(ErrorKind.CONNECTION, "server closed the connection unexpectedly")
+    first = _attempt(
+        1,
+        _node("part_1"),
+        _node("part_2", "error", message=conn.message, kind=conn.kind),
+        _node("part_3", "skipped"),
+        error=conn,
+    )
+    second = _attempt(2, _node("part_2", attempt=2), _node("part_3", attempt=2), threads=1)
+
+    result = RunResult.merge("run", [first, second], started_at=T0, elapsed_s=2.5)
+
+    assert result.success
+    assert result.error is None
+    assert result.attempts == 2
+    by_name = {n.name: n for n in result.nodes}
+    assert set(by_name) == {"part_1", "part_2", "part_3"}
+    assert {n.status for n in result.nodes} == {"success"}
+    assert by_name["part_1"].attempt == 1
+    assert by_name["part_2"].attempt == 2
+    assert by_name["part_3"].attempt == 2
+    assert result.threads == 3  # what was asked for; the retry's threads stay in attempt_log
+    assert [a.threads for a in result.attempt_log] == [3, 1]
+
+
+def test_merge_fails_when_a_final_node_still_failed() -> None:
+    conn = ErrorInfo(ErrorKind.CONNECTION, "server closed the connection unexpectedly")
+    first = _attempt(1, _node("part_1", "error", kind=conn.kind), error=conn)
+    second = _attempt(2, _node("part_1", "error", attempt=2, kind=conn.kind), error=conn)
+
+    result = RunResult.merge("run", [first, second], started_at=T0, elapsed_s=2)
+
+    assert not result.success
+    assert result.attempts == 2
+    assert result.error == conn
+    assert [n.name for n in result.failed_nodes] == ["part_1"]
+
+
+def test_merge_fails_when_the_last_attempt_could_not_run() -> None:
+    """All nodes passed once, but the retry itself failed: not a success."""
+    conn = ErrorInfo(ErrorKind.CONNECTION, "Connection refused")
+    result = RunResult.merge(
+        "run",
+        [_attempt(1, _node("part_1")), _attempt(2, error=conn)],
+        started_at=T0,
+        elapsed_s=1,
+    )
+    assert not result.success
+    assert result.error == conn
+
+
+# ---------------------------------------------------------------------- JSON
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _assert_plain(value: Any, where: str = "$") -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert type(key) is str, f"{where}: key {key!r}"
+            _assert_plain(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _assert_plain(item, f"{where}[{i}]")
+    else:
+        assert type(value) in _PLAIN, f"{where}: {type(value).__name__}"
+
+
+def test_to_dict_and_to_json_round_trip_as_plain_data() -> None:
+    conn = ErrorInfo(ErrorKind.CONNECTION, "server closed the connection unexpectedly")
+    first = _attempt(1, _node("part_1"), _node("part_2", "error", kind=conn.kind), error=conn)
+    second = _attempt(2, _node("part_2", attempt=2))
+    result = RunResult.merge("run", [first, second], started_at=T0, elapsed_s=2, degraded_threads=1)
+
+    data = result.to_dict()
+    _assert_plain(data)  # no enums, dataclasses or dbt objects: safe for an Airflow XCom
+    assert json.loads(result.to_json()) == data
+    assert data["success"] is True
+    assert data["attempts"] == 2
+    assert data["degraded_threads"] == 1
+    assert {n["name"] for n in data["nodes"]} == {"part_1", "part_2"}
+    assert data["attempt_log"][0]["error"] == {"kind": "connection", "message": conn.message}
+
+
+def test_failed_result_json_carries_error_kind_as_a_string() -> None:
+    result = _result(error=ErrorInfo(ErrorKind.COMPILATION, "Compilation Error in model x"))
+    data = json.loads(result.to_json())
+    _assert_plain(result.to_dict())
+    assert data["success"] is False
+    assert data["error"] == {"kind": "compilation", "message": "Compilation Error in model x"}
+
+
+# ---------------------------------------------------------------------- raise_for_status
+def test_raise_for_status_returns_self_on_success() -> None:
+    result = _result(_node("part_1"))
+    assert result.raise_for_status() is result
+
+
+@pytest.mark.parametrize(
+    "kind", [ErrorKind.COMPILATION, ErrorKind.CONNECTION, ErrorKind.TUNNEL, ErrorKind.TIMEOUT]
+)
+def test_dbt_could_not_run_raises_invocation_error_with_kind(kind: ErrorKind) -> None:
+    result = _result(error=ErrorInfo(kind, "it did not work"))
+    with pytest.raises(DbtInvocationError) as info:
+        result.raise_for_status()
+    assert info.value.kind is kind
+    assert info.value.result is result
+    assert "it did not work" in str(info.value)
+
+
+def test_failed_models_raise_run_failed() -> None:
+    result = _result(
+        _node("part_1"),
+        _node("broken", "error", message="Catalog Error: no table", kind=ErrorKind.MODEL_FAILURE),
+    )
+    with pytest.raises(DbtRunFailed) as info:
+        result.raise_for_status()
+    assert info.value.result is result
+    assert isinstance(info.value, DbtRunnerError)
+    assert "broken" in str(info.value)
+
+
+def test_failed_tests_raise_tests_failed() -> None:
+    result = _result(
+        _node("unique_part_1_part", "pass", resource_type="test"),
+        _node(
+            "not_null_part_1_part",
+            "fail",
+            resource_type="test",
+            message="Got 2 results, configured to fail if != 0",
+            kind=ErrorKind.TEST_FAILURE,
+        ),
+        command="test",
+    )
+    with pytest.raises(DbtTestsFailed) as info:
+        result.raise_for_status()
+    assert info.value.result is result
+    assert "not_null_part_1_part" in str(info.value)
+
+
+def test_build_with_a_failed_model_and_its_skipped_tests_raises_run_failed() -> None:
+    """In ``dbt build`` a model's tests are skipped when it fails: the model is the failure."""
+    result = _result(
+        _node("broken", "error", message="Catalog Error", kind=ErrorKind.MODEL_FAILURE),
+        _node("not_null_broken_id", "skipped", resource_type="test"),
+        command="build",
+    )
+    with pytest.raises(DbtRunFailed):
+        result.raise_for_status()
+
+
+# ---------------------------------------------------------------------- summary
+def test_summary_names_failed_nodes_and_their_kind() -> None:
+    result = _result(
+        _node("part_1"),
+        _node("part_2", "error", message="deadlock detected", kind=ErrorKind.CONFLICT),
+        _node("part_3", "skipped"),
+    )
+    text = result.summary()
+    assert "FAILED" in text
+    assert "part_2: error [conflict] deadlock detected" in text
+    assert "part_3: skipped" in text
+    assert "part_1" not in text
+
+
+def test_summary_of_an_invocation_error_shows_the_message() -> None:
+    result = _result(error=ErrorInfo(ErrorKind.COMPILATION, "Compilation Error in model x"))
+    assert "[compilation] Compilation Error in model x" in result.summary()
+
+
+def test_summary_of_success_is_one_ok_line() -> None:
+    text = _result(_node("part_1"), _node("part_2")).summary()
+    assert text.startswith("dbt run: OK")
+    assert "\n" not in text
+
+
+# ---------------------------------------------------------------------- from dbt
+def test_node_from_a_run_results_entry() -> None:
+    entry = {
+        "unique_id": "model.mini.part_1",
+        "status": "success",
+        "message": "OK",
+        "thread_id": "Thread-2 (worker)",
+        "execution_time": 1.23456,
+        "timing": [
+            {
+                "name": "compile",
+                "started_at": "2026-01-01T00:00:01Z",
+                "completed_at": "2026-01-01T00:00:02Z",
+            },
+            {
+                "name": "execute",
+                "started_at": "2026-01-01T00:00:02Z",
+                "completed_at": "2026-01-01T00:00:05Z",
+            },
+        ],
+        "adapter_response": {"_message": "INSERT 0 42", "rows_affected": 42},
+    }
+    node = node_from_dbt(entry, attempt=2, error=None)
+    assert node.name == "part_1"
+    assert node.resource_type == "model"
+    assert node.status == "success"
+    assert node.thread == "Thread-2 (worker)"
+    assert node.elapsed_s == 1.235
+    assert node.rows_affected == 42
+    assert node.started_at == "2026-01-01T00:00:01Z"
+    assert node.completed_at == "2026-01-01T00:00:05Z"
+    assert node.attempt == 2
+    assert not node.failed
+
+
+@pytest.mark.parametrize("status", ["error", "fail", "skipped", "runtime error"])
+def test_failing_statuses_count_as_failed(status: str) -> None:
+    assert _node("x", status).failed
+
+
+@pytest.mark.parametrize("status", ["success", "pass", "warn"])
+def test_passing_statuses_do_not(status: str) -> None:
+    assert not _node("x", status).failed

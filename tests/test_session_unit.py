@@ -1,0 +1,518 @@
+"""DbtSession with a fake dbt runner: lifecycle, one parse, retries, concurrency, watchdog.
+
+The fake replaces ``dbt_runner._session._make_runner`` (the one seam where the
+session builds a ``dbtRunner``) and answers like ``dbtRunnerResult``:
+``success``, ``exception``, and ``result.results`` holding run_results.json
+entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pytest_mock import MockerFixture
+
+from dbt_runner import (
+    ConfigurationError,
+    DbtInvocationError,
+    DbtRunFailed,
+    DbtSession,
+    ErrorKind,
+    SessionState,
+    SessionStateError,
+    Settings,
+)
+from dbt_runner._events import PARSE_EVENT
+
+MINI = Path(__file__).parent / "fixtures" / "mini_project"
+STAGING = ["part_1", "part_2", "part_3"]
+WAIT_S = 10.0  # upper bound for every wait on another thread; never reached when green
+
+
+# ---------------------------------------------------------------------- the fake dbt
+@dataclass
+class Call:
+    """One ``dbtRunner(...).invoke(args)`` the session made."""
+
+    args: list[str]
+    manifest: Any
+
+    @property
+    def command(self) -> str:
+        return self.args[0]
+
+    def option(self, flag: str) -> str | None:
+        return self.args[self.args.index(flag) + 1] if flag in self.args else None
+
+    @property
+    def selected(self) -> list[str]:
+        if "--select" not in self.args:
+            return []
+        values = []
+        for arg in self.args[self.args.index("--select") + 1 :]:
+            if arg.startswith("-"):
+                break
+            values.append(arg)
+        return values
+
+
+Answer = Callable[[Call], Any]
+
+
+def dbt_result(success: bool, results: list[dict[str, Any]] | None, exc: Any = None) -> Any:
+    return SimpleNamespace(
+        success=success,
+        exception=exc,
+        result=None if results is None else SimpleNamespace(results=results),
+    )
+
+
+def nodes(**outcomes: tuple[str, str]) -> Answer:
+    """Answer for the nodes the call selected: ``part_2=("error", "message")``; others pass."""
+
+    def answer(call: Call) -> Any:
+        names = [n for sel in call.selected for n in (STAGING if sel == "tag:staging" else [sel])]
+        results = []
+        for name in names:
+            status, message = outcomes.get(name, ("success", "OK"))
+            results.append(
+                {
+                    "unique_id": f"model.mini.{name}",
+                    "status": status,
+                    "message": message,
+                    "thread_id": "Thread-1 (worker)",
+                    "execution_time": 0.01,
+                    "timing": [],
+                    "adapter_response": {},
+                }
+            )
+        return dbt_result(all(r["status"] == "success" for r in results), results)
+
+    return answer
+
+
+def raises(exc: BaseException) -> Answer:
+    """dbt could not run: ``exception`` set, no per-node results."""
+    return lambda call: dbt_result(False, None, exc)
+
+
+@dataclass
+class FakeDbt:
+    """Records every invocation; answers parses itself and runs from ``answers``."""
+
+    answers: list[Answer] = field(default_factory=list)
+    parse_answer: Answer | None = None
+    calls: list[Call] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def make_runner(self, manifest: Any, callbacks: list[Any]) -> Any:
+        return SimpleNamespace(invoke=lambda args: self._invoke(list(args), manifest, callbacks))
+
+    def _invoke(self, args: list[str], manifest: Any, callbacks: list[Any]) -> Any:
+        call = Call(args, manifest)
+        with self._lock:
+            self.calls.append(call)
+            answer = (
+                self.parse_answer
+                if call.command == "parse"
+                else (self.answers.pop(0) if self.answers else nodes())
+            )
+        if call.command == "parse" and answer is None:
+            for callback in callbacks:  # dbt fires this once per project load
+                callback(SimpleNamespace(info=SimpleNamespace(name=PARSE_EVENT, thread="Main")))
+            # a stand-in manifest that remembers the vars it was parsed with
+            manifest = SimpleNamespace(vars=call.option("--vars"))
+            return SimpleNamespace(success=True, exception=None, result=manifest)
+        assert answer is not None
+        return answer(call)
+
+    @property
+    def parses(self) -> list[Call]:
+        return [c for c in self.calls if c.command == "parse"]
+
+    @property
+    def runs(self) -> list[Call]:
+        return [c for c in self.calls if c.command != "parse"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DBT_RUNNER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fake(mocker: MockerFixture) -> FakeDbt:
+    fake = FakeDbt()
+    mocker.patch("dbt_runner._session._make_runner", side_effect=fake.make_runner)
+    return fake
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        retry = {"initial_wait_s": 0, "max_wait_s": 0, **overrides.pop("retry", {})}
+        values: dict[str, Any] = {
+            "project_dir": MINI,
+            "warehouse": {"type": "duckdb", "path": str(tmp_path / "x.duckdb")},
+            "state_dir": tmp_path / "state",
+            "retry": retry,
+            **overrides,
+        }
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def session(settings: Settings, fake: FakeDbt) -> Iterator[DbtSession]:
+    with DbtSession(settings) as session:
+        yield session
+
+
+# ---------------------------------------------------------------------- lifecycle
+def test_invoke_before_open_is_a_state_error(settings: Settings, fake: FakeDbt) -> None:
+    session = DbtSession(settings)
+    assert session.state is SessionState.UNOPENED
+    with pytest.raises(SessionStateError, match="open"):
+        session.run_staging()
+    assert fake.calls == []
+
+
+def test_close_twice_is_fine_and_a_closed_session_stays_closed(
+    settings: Settings, fake: FakeDbt
+) -> None:
+    session = DbtSession(settings).open()
+    session.close()
+    session.close()
+    assert session.state is SessionState.CLOSED
+    with pytest.raises(SessionStateError):
+        session.open()
+    with pytest.raises(SessionStateError):
+        session.invoke(["run"])
+    assert fake.calls == []
+
+
+def test_context_manager_closes_and_removes_the_profile_on_exception(
+    make_settings: Callable[..., Settings], fake: FakeDbt
+) -> None:
+    settings = make_settings(
+        warehouse={
+            "type": "postgres",
+            "host": "127.0.0.1",
+            "user": "dbt",
+            "dbname": "d",
+            "password": "pw-never-left-behind",
+        }
+    )
+    secrets_before = {k for k in os.environ if k.startswith("DBT_ENV_SECRET_")}
+    with pytest.raises(RuntimeError, match="task failed"), DbtSession(settings) as session:
+        session.invoke(["debug"])
+        profiles_dir = Path(fake.calls[0].option("--profiles-dir") or "")
+        assert (profiles_dir / "profiles.yml").is_file()
+        raise RuntimeError("task failed")
+    assert session.state is SessionState.CLOSED
+    assert not profiles_dir.exists()
+    assert {k for k in os.environ if k.startswith("DBT_ENV_SECRET_")} == secrets_before
+
+
+@pytest.mark.parametrize(("args", "threads"), [([], None), (["--select", "x"], None), (["run"], 0)])
+def test_misuse_of_invoke_is_a_configuration_error(
+    session: DbtSession, fake: FakeDbt, args: list[str], threads: int | None
+) -> None:
+    with pytest.raises(ConfigurationError):
+        session.invoke(args, threads=threads)
+    assert fake.calls == []
+
+
+# ---------------------------------------------------------------------- one parse
+def test_parse_happens_once_across_invocations(session: DbtSession, fake: FakeDbt) -> None:
+    staging = session.run_staging(threads=3)
+    tests = session.run_tests()
+    build = session.invoke(["build", "--select", "tag:staging"])
+
+    assert staging.success and tests.success and build.success
+    assert len(fake.parses) == 1
+    assert session.parse_count == 1
+    manifest = fake.runs[0].manifest
+    assert manifest is not None  # the parsed manifest is handed to every invocation
+    assert all(run.manifest is manifest for run in fake.runs)
+    assert [r.command for r in fake.runs] == ["run", "test", "build"]
+
+
+def test_session_runs_the_project_with_its_profile_and_state_dir(
+    session: DbtSession, fake: FakeDbt, settings: Settings
+) -> None:
+    session.run_staging()
+    run = fake.runs[0]
+    assert run.option("--project-dir") == str(MINI.resolve())
+    assert run.option("--target-path") == str((settings.state_dir or Path()) / "target")
+    assert run.option("--threads") == "3"
+    assert run.selected == ["tag:staging"]
+
+
+def test_vars_lead_to_a_parse_with_those_vars(session: DbtSession, fake: FakeDbt) -> None:
+    broken_vars = json.dumps({"break_compile": True}, sort_keys=True)
+
+    session.run_staging(vars={"break_compile": True})
+    session.run_staging()
+    session.run_staging(vars={"break_compile": True})
+
+    assert [p.option("--vars") for p in fake.parses] == [broken_vars, None]
+    with_vars, plain, with_vars_again = fake.runs
+    assert with_vars.option("--vars") == broken_vars
+    assert with_vars.manifest.vars == broken_vars  # compiled with those vars
+    assert plain.manifest.vars is None
+    assert with_vars_again.manifest is with_vars.manifest
+
+
+def test_a_project_that_does_not_parse_is_a_compilation_result(
+    session: DbtSession, fake: FakeDbt
+) -> None:
+    from dbt_common.exceptions import CompilationError
+
+    fake.parse_answer = raises(CompilationError("'this_macro_does_not_exist' is undefined"))
+
+    result = session.run_staging()
+
+    assert not result.success
+    assert result.attempts == 1
+    assert result.error is not None and result.error.kind is ErrorKind.COMPILATION
+    assert "this_macro_does_not_exist" in result.error.message
+    assert fake.runs == []  # nothing ran against a project that does not compile
+    with pytest.raises(DbtInvocationError) as info:
+        result.raise_for_status()
+    assert info.value.kind is ErrorKind.COMPILATION
+
+
+# ---------------------------------------------------------------------- retries
+def test_transient_node_failure_is_retried_for_the_failed_nodes_only(
+    session: DbtSession, fake: FakeDbt
+) -> None:
+    fake.answers = [
+        nodes(
+            part_2=("error", "server closed the connection unexpectedly"),
+            part_3=("skipped", "SKIP relation staging.part_3"),
+        ),
+        nodes(),
+    ]
+
+    result = session.run_staging()
+
+    assert result.success
+    assert result.attempts == 2
+    first, retry = fake.runs
+    assert first.selected == ["tag:staging"]
+    assert retry.command == "run"
+    assert sorted(retry.selected) == ["part_2", "part_3"]
+    assert "part_1" not in retry.args and "tag:staging" not in retry.args
+    by_name = {n.name: n for n in result.nodes}
+    assert {n: by_name[n].status for n in STAGING} == dict.fromkeys(STAGING, "success")
+    assert (by_name["part_1"].attempt, by_name["part_2"].attempt) == (1, 2)
+    assert result.attempt_log[0].error is not None
+    assert result.attempt_log[0].error.kind is ErrorKind.CONNECTION
+
+
+def test_connection_exception_is_retried_with_the_same_selection(
+    session: DbtSession, fake: FakeDbt
+) -> None:
+    from dbt.adapters.exceptions import FailedToConnectError
+
+    fake.answers = [
+        raises(
+            FailedToConnectError(
+                'connection to server at "127.0.0.1", port 5439 failed: Connection refused'
+            )
+        ),
+        nodes(),
+    ]
+
+    result = session.run_staging()
+
+    assert result.success
+    assert result.attempts == 2
+    assert [r.selected for r in fake.runs] == [["tag:staging"], ["tag:staging"]]
+
+
+def test_model_failure_is_not_retried(session: DbtSession, fake: FakeDbt) -> None:
+    fake.answers = [
+        nodes(part_2=("error", "Catalog Error: Table with name nope does not exist!")),
+    ]
+
+    result = session.run_staging()
+
+    assert not result.success
+    assert result.attempts == 1
+    assert len(fake.runs) == 1
+    assert result.error is not None and result.error.kind is ErrorKind.MODEL_FAILURE
+    assert [n.name for n in result.failed_nodes] == ["part_2"]
+    with pytest.raises(DbtRunFailed):
+        result.raise_for_status()
+
+
+def test_auth_failure_is_not_retried(session: DbtSession, fake: FakeDbt) -> None:
+    from dbt.adapters.exceptions import FailedToConnectError
+
+    fake.answers = [
+        raises(
+            FailedToConnectError(
+                'connection to server at "10.0.0.5", port 5439 failed: '
+                'FATAL:  password authentication failed for user "dbt"'
+            )
+        ),
+        nodes(),
+    ]
+
+    result = session.run_staging()
+
+    assert not result.success
+    assert result.attempts == 1
+    assert len(fake.runs) == 1
+    assert result.error is not None and result.error.kind is ErrorKind.AUTH
+
+
+def test_retry_attempts_one_means_no_retry(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings], fake: FakeDbt
+) -> None:
+    monkeypatch.setenv("DBT_RUNNER_RETRY__ATTEMPTS", "1")
+    fake.answers = [nodes(part_1=("error", "server closed the connection unexpectedly")), nodes()]
+
+    with DbtSession(make_settings()) as session:
+        result = session.run_staging()
+
+    assert not result.success
+    assert result.attempts == 1
+    assert len(fake.runs) == 1
+    assert result.error is not None and result.error.kind is ErrorKind.CONNECTION
+
+
+def test_transient_failure_still_failing_after_all_attempts_is_a_result(
+    session: DbtSession, fake: FakeDbt, settings: Settings
+) -> None:
+    too_many = 'FATAL:  too many connections for role "dbt"'
+    fake.answers = [nodes(part_1=("error", too_many)) for _ in range(settings.retry.attempts)]
+
+    result = session.run_staging()  # returns, does not raise
+
+    assert not result.success
+    assert result.attempts == settings.retry.attempts
+    assert len(fake.runs) == settings.retry.attempts
+    assert result.error is not None and result.error.kind is ErrorKind.TOO_MANY_CONNECTIONS
+    with pytest.raises(DbtInvocationError) as info:
+        result.raise_for_status()
+    assert info.value.kind is ErrorKind.TOO_MANY_CONNECTIONS
+
+
+def test_degrade_threads_lowers_threads_after_too_many_connections(
+    make_settings: Callable[..., Settings], fake: FakeDbt
+) -> None:
+    fake.answers = [nodes(part_3=("error", 'FATAL:  too many connections for role "dbt"'))]
+
+    with DbtSession(make_settings(retry={"degrade_threads": 1})) as session:
+        result = session.run_staging(threads=3)
+
+    assert result.success
+    assert result.attempts == 2
+    assert [r.option("--threads") for r in fake.runs] == ["3", "1"]
+    assert result.degraded_threads == 1
+    assert result.to_dict()["degraded_threads"] == 1
+
+
+def test_without_degrade_threads_a_retry_keeps_its_threads(
+    session: DbtSession, fake: FakeDbt
+) -> None:
+    fake.answers = [nodes(part_3=("error", 'FATAL:  too many connections for role "dbt"'))]
+
+    result = session.run_staging(threads=3)
+
+    assert result.success
+    assert [r.option("--threads") for r in fake.runs] == ["3", "3"]
+    assert result.degraded_threads is None
+
+
+# ---------------------------------------------------------------------- concurrency
+def test_a_second_session_running_at_the_same_time_gets_a_state_error(
+    make_settings: Callable[..., Settings], fake: FakeDbt
+) -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def held(call: Call) -> Any:
+        inside.set()
+        assert release.wait(WAIT_S), "test never released the first invocation"
+        return nodes()(call)
+
+    fake.answers = [held]
+    results: list[Any] = []
+
+    with DbtSession(make_settings()) as first, DbtSession(make_settings()) as second:
+        worker = threading.Thread(target=lambda: results.append(first.run_staging()))
+        worker.start()
+        try:
+            assert inside.wait(WAIT_S), "first invocation never reached dbt"
+            with pytest.raises(SessionStateError, match="another DbtSession"):
+                second.run_staging()
+        finally:
+            release.set()
+            worker.join(WAIT_S)
+        assert not worker.is_alive()
+        assert results and results[0].success
+        # once the first is done, the second may run
+        assert second.run_staging().success
+
+    assert len(fake.runs) == 2
+
+
+# ---------------------------------------------------------------------- watchdog
+def _watchdogs() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "dbt_runner-watchdog" and t.is_alive()]
+
+
+def test_watchdog_cancels_a_hung_invocation(
+    make_settings: Callable[..., Settings], fake: FakeDbt, mocker: MockerFixture
+) -> None:
+    cancelled = threading.Event()
+    mocker.patch("dbt_runner._session._cancel_open_connections", side_effect=cancelled.set)
+
+    def hung(call: Call) -> Any:
+        # like a query blocked on a lock: returns only once its connection is cancelled
+        assert cancelled.wait(WAIT_S), "watchdog never cancelled the connections"
+        return nodes(part_1=("error", "INTERRUPT Error: Interrupted!"))(call)
+
+    fake.answers = [hung]
+
+    with DbtSession(make_settings(timeout_s=0.2)) as session:
+        result = session.run_staging()
+
+    assert cancelled.is_set()
+    assert not result.success
+    assert result.attempts == 1  # timeouts are not retried unless RETRY__RETRY_TIMEOUTS
+    assert result.error is not None and result.error.kind is ErrorKind.TIMEOUT
+    assert "DBT_RUNNER_TIMEOUT_S" in result.error.message
+    assert _watchdogs() == []
+
+
+def test_watchdog_is_gone_after_an_invocation_that_finishes_in_time(
+    make_settings: Callable[..., Settings], fake: FakeDbt, mocker: MockerFixture
+) -> None:
+    cancel = mocker.patch("dbt_runner._session._cancel_open_connections")
+
+    with DbtSession(make_settings(timeout_s=60)) as session:
+        result = session.run_staging()
+
+    assert result.success
+    cancel.assert_not_called()
+    assert _watchdogs() == []

@@ -1,0 +1,318 @@
+"""Settings: ``DBT_RUNNER_*`` env vars, keyword overrides, early and secret-free errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbt_runner import ConfigurationError, Settings
+
+MINI = Path(__file__).parent / "fixtures" / "mini_project"
+PASSWORD = "pw-Vb7!do-not-print"
+PASSPHRASE = "pp-Lm4!do-not-print-either"
+REDSHIFT = {"type": "redshift", "host": "cluster.example", "user": "dbt", "dbname": "analytics"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DBT_RUNNER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "id_ed25519"
+    path.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def known_hosts(tmp_path: Path) -> Path:
+    path = tmp_path / "known_hosts"
+    path.write_text("bastion.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx\n")
+    return path
+
+
+def _error(**kwargs: Any) -> str:
+    with pytest.raises(ConfigurationError) as info:
+        Settings(**kwargs)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------------- environment
+def test_env_prefix_and_double_underscore_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBT_RUNNER_THREADS", "5")
+    monkeypatch.setenv("DBT_RUNNER_TARGET", "prod")
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__TYPE", "redshift")
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__HOST", "cluster.example")
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__USER", "dbt")
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__DBNAME", "analytics")
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__PASSWORD", PASSWORD)
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__SCHEMA", "stg")
+    monkeypatch.setenv("DBT_RUNNER_RETRY__ATTEMPTS", "1")
+    monkeypatch.setenv("DBT_RUNNER_TIMEOUT_S", "90")
+
+    s = Settings()
+
+    assert s.threads == 5
+    assert s.target == "prod"
+    assert s.warehouse.type == "redshift"
+    assert s.warehouse.host == "cluster.example"
+    assert s.warehouse.schema == "stg"
+    assert s.warehouse.password is not None
+    assert s.warehouse.password.get_secret_value() == PASSWORD
+    assert s.retry.attempts == 1
+    assert s.timeout_s == 90
+
+
+def test_keywords_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBT_RUNNER_THREADS", "5")
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__PATH", "/from/env.duckdb")
+
+    s = Settings(threads=2, warehouse={"type": "duckdb", "path": "kw.duckdb"})
+
+    assert s.threads == 2
+    assert s.warehouse.path == Path("kw.duckdb")
+
+
+def test_invalid_env_value_names_the_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__PORT", "fifty")
+    with pytest.raises(ConfigurationError, match="DBT_RUNNER_WAREHOUSE__PORT"):
+        Settings()
+
+
+def test_undecodable_env_json_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE", '{"type": "redshift", "password": "' + PASSWORD)
+    with pytest.raises(ConfigurationError) as info:
+        Settings()
+    assert "warehouse" in str(info.value)
+    assert PASSWORD not in str(info.value)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kind", ["redshift", "postgres"])
+def test_network_warehouse_needs_host_user_and_dbname(kind: str) -> None:
+    message = _error(warehouse={"type": kind})
+    for var in ("HOST", "USER", "DBNAME"):
+        assert f"DBT_RUNNER_WAREHOUSE__{var}" in message
+
+
+def test_only_the_missing_network_fields_are_named() -> None:
+    message = _error(warehouse={"type": "redshift", "user": "dbt", "dbname": "analytics"})
+    assert "DBT_RUNNER_WAREHOUSE__HOST" in message
+    assert "DBT_RUNNER_WAREHOUSE__USER" not in message
+
+
+def test_threads_below_one() -> None:
+    message = _error(threads=0)
+    assert "DBT_RUNNER_THREADS" in message
+    assert "greater than or equal to 1" in message
+
+
+def test_retry_attempts_below_one() -> None:
+    message = _error(retry={"attempts": 0})
+    assert "DBT_RUNNER_RETRY__ATTEMPTS" in message
+    assert "greater than or equal to 1" in message
+
+
+def test_private_key_file_that_does_not_exist(tmp_path: Path, known_hosts: Path) -> None:
+    missing = tmp_path / "no_such_key"
+    message = _error(
+        warehouse=REDSHIFT,
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": missing,
+            "known_hosts": known_hosts,
+        },
+    )
+    assert "DBT_RUNNER_SSH__PRIVATE_KEY" in message
+    assert str(missing) in message
+    assert "does not exist" in message
+
+
+def test_private_key_readable_by_others(key_file: Path, known_hosts: Path) -> None:
+    key_file.chmod(0o644)
+    message = _error(
+        warehouse=REDSHIFT,
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": key_file,
+            "known_hosts": known_hosts,
+        },
+    )
+    assert "DBT_RUNNER_SSH__PRIVATE_KEY" in message
+    assert f"chmod 600 {key_file}" in message
+
+
+def test_ssh_host_without_user(key_file: Path, known_hosts: Path) -> None:
+    message = _error(
+        warehouse=REDSHIFT,
+        ssh={"host": "bastion", "private_key": key_file, "known_hosts": known_hosts},
+    )
+    assert "DBT_RUNNER_SSH__USER" in message
+
+
+def test_ssh_host_without_host_key_verification(key_file: Path) -> None:
+    message = _error(
+        warehouse=REDSHIFT, ssh={"host": "bastion", "user": "ec2-user", "private_key": key_file}
+    )
+    assert "DBT_RUNNER_SSH__KNOWN_HOSTS" in message
+    assert "DBT_RUNNER_SSH__HOST_KEY" in message
+
+
+def test_known_hosts_file_missing(tmp_path: Path, key_file: Path) -> None:
+    missing = tmp_path / "no_known_hosts"
+    message = _error(
+        warehouse=REDSHIFT,
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": key_file,
+            "known_hosts": missing,
+        },
+    )
+    assert "DBT_RUNNER_SSH__KNOWN_HOSTS" in message
+    assert str(missing) in message
+
+
+def test_verification_and_insecure_flag_together(key_file: Path, known_hosts: Path) -> None:
+    message = _error(
+        warehouse=REDSHIFT,
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": key_file,
+            "known_hosts": known_hosts,
+            "insecure_skip_host_key_check": True,
+        },
+    )
+    assert "DBT_RUNNER_SSH__INSECURE_SKIP_HOST_KEY_CHECK" in message
+    assert "only one" in message
+
+
+def test_ssh_with_duckdb(key_file: Path, known_hosts: Path) -> None:
+    message = _error(
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": key_file,
+            "known_hosts": known_hosts,
+        }
+    )
+    assert "DBT_RUNNER_SSH__HOST" in message
+    assert "duckdb" in message
+
+
+def test_project_dir_without_dbt_project_yml(tmp_path: Path) -> None:
+    message = _error(project_dir=tmp_path)
+    assert "DBT_RUNNER_PROJECT_DIR" in message
+    assert "dbt_project.yml" in message
+
+
+def test_a_valid_ssh_configuration_is_accepted(key_file: Path, known_hosts: Path) -> None:
+    s = Settings(
+        warehouse=REDSHIFT,
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": key_file,
+            "known_hosts": known_hosts,
+        },
+    )
+    assert s.ssh.enabled
+    assert s.ssh.private_key == key_file
+
+
+# ---------------------------------------------------------------------- secrets
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"port": "not-a-port"},
+        {"sslmode": "sometimes"},
+        {"type": "oracle"},
+        {"pasword": "typo-field"},
+    ],
+    ids=["port", "sslmode", "type", "unknown-field"],
+)
+def test_invalid_values_never_echo_the_password(bad: dict[str, str]) -> None:
+    message = _error(warehouse={**REDSHIFT, "password": PASSWORD, **bad})
+    assert "DBT_RUNNER_WAREHOUSE__" in message
+    assert PASSWORD not in message
+
+
+def test_invalid_ssh_settings_never_echo_the_passphrase(key_file: Path, known_hosts: Path) -> None:
+    message = _error(
+        warehouse={**REDSHIFT, "password": PASSWORD},
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": key_file,
+            "private_key_passphrase": PASSPHRASE,
+            "known_hosts": known_hosts,
+            "port": "twenty-two",
+        },
+    )
+    assert "DBT_RUNNER_SSH__PORT" in message
+    assert PASSPHRASE not in message
+    assert PASSWORD not in message
+
+
+def test_a_secret_with_the_wrong_type_is_not_echoed() -> None:
+    # the secret itself is the invalid value: pydantic would normally quote it
+    message = _error(warehouse={**REDSHIFT, "password": ["pw-in-a-list-4711"]})
+    assert "DBT_RUNNER_WAREHOUSE__PASSWORD" in message
+    assert "pw-in-a-list-4711" not in message
+
+
+def test_repr_and_str_hide_password_and_passphrase(key_file: Path, known_hosts: Path) -> None:
+    s = Settings(
+        warehouse={**REDSHIFT, "password": PASSWORD},
+        ssh={
+            "host": "bastion",
+            "user": "ec2-user",
+            "private_key": key_file,
+            "private_key_passphrase": PASSPHRASE,
+            "known_hosts": known_hosts,
+        },
+    )
+    for text in (repr(s), str(s), repr(s.warehouse), str(s.ssh)):
+        assert PASSWORD not in text
+        assert PASSPHRASE not in text
+    assert s.warehouse.password is not None
+    assert s.warehouse.password.get_secret_value() == PASSWORD
+
+
+# ---------------------------------------------------------------------- defaults
+def test_defaults_are_the_embedded_duckdb_with_three_threads() -> None:
+    s = Settings()
+    assert s.warehouse.type == "duckdb"
+    assert s.threads == 3
+    assert s.retry.attempts >= 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "port", "sslmode"), [("redshift", 5439, "verify-ca"), ("postgres", 5432, "require")]
+)
+def test_port_and_sslmode_defaults(kind: str, port: int, sslmode: str) -> None:
+    s = Settings(warehouse={**REDSHIFT, "type": kind})
+    assert s.warehouse.effective_port == port
+    assert s.warehouse.effective_sslmode == sslmode
+
+
+@pytest.mark.parametrize("kind", ["redshift", "postgres"])
+def test_explicit_port_and_disabled_ssl_are_accepted(kind: str) -> None:
+    s = Settings(warehouse={**REDSHIFT, "type": kind, "port": 15439, "sslmode": "disable"})
+    assert s.warehouse.effective_port == 15439
+    assert s.warehouse.effective_sslmode == "disable"
+
+
+def test_project_dir_with_dbt_project_yml_is_used() -> None:
+    s = Settings(project_dir=MINI)
+    assert s.resolved_project_dir == MINI.resolve()
