@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ._logjson import EVENT_KEY
+
 __all__ = ["EventRelay", "NodeEvent"]
 
 log = logging.getLogger("dbt_runner.dbt")
@@ -83,7 +85,13 @@ class EventRelay:
                 thread=thread,
                 timestamp=_now(),
             )
-            log.info("START %s %s [%s]", event.resource_type, event.name, thread)
+            log.info(
+                "START %s %s [%s]",
+                event.resource_type,
+                event.name,
+                thread,
+                extra={EVENT_KEY: event.to_dict()},
+            )
         else:
             result = msg.data.run_result
             rows = _rows(result)
@@ -110,6 +118,7 @@ class EventRelay:
                 "" if rows is None else f" rows={rows}",
                 thread,
                 "" if level == logging.INFO or not event.message else f": {event.message}",
+                extra={EVENT_KEY: event.to_dict()},
             )
         with self._lock:
             self.threads_seen.add(thread)

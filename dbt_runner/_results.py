@@ -14,9 +14,11 @@ what failed) into the final picture.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from ._exceptions import DbtInvocationError, DbtRunFailed, DbtTestsFailed, ErrorKind
@@ -38,6 +40,11 @@ class ErrorInfo:
     def to_dict(self) -> dict[str, str]:
         """Plain JSON form."""
         return {"kind": self.kind.value, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ErrorInfo:
+        """The inverse of :meth:`to_dict`."""
+        return cls(kind=ErrorKind(data["kind"]), message=str(data["message"]))
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,26 @@ class NodeResult:
         data = asdict(self)
         data["error"] = self.error.to_dict() if self.error else None
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeResult:
+        """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        error = data.get("error")
+        rows = data.get("rows_affected")
+        return cls(
+            unique_id=str(data["unique_id"]),
+            name=str(data["name"]),
+            resource_type=str(data["resource_type"]),
+            status=str(data["status"]),
+            started_at=data.get("started_at"),
+            completed_at=data.get("completed_at"),
+            elapsed_s=float(data.get("elapsed_s") or 0.0),
+            thread=data.get("thread"),
+            rows_affected=None if rows is None else int(rows),
+            message=data.get("message"),
+            attempt=int(data.get("attempt") or 1),
+            error=ErrorInfo.from_dict(error) if error else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -141,7 +168,82 @@ class RunResult:
             "nodes": [n.to_dict() for n in self.nodes],
             "error": self.error.to_dict() if self.error else None,
             "attempt_log": [a.to_dict() for a in self.attempt_log],
+            # results that a later attempt replaced (retried nodes): keeps the timeline whole
+            "superseded_nodes": [n.to_dict() for n in self.superseded_nodes],
         }
+
+    @property
+    def superseded_nodes(self) -> tuple[NodeResult, ...]:
+        """Node results of earlier attempts that a retry replaced (oldest first)."""
+        final = {(n.unique_id, n.attempt) for n in self.nodes}
+        return tuple(
+            n for a in self.attempt_log for n in a.nodes if (n.unique_id, n.attempt) not in final
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        """Load what :meth:`to_dict` (or ``dbt-runner ... --json``) produced.
+
+        >>> r = RunResult(command="run", success=True, started_at="2026-01-01T00:00:00+00:00",
+        ...               elapsed_s=1.5, threads=3, attempts=1, nodes=())
+        >>> RunResult.from_dict(r.to_dict()) == r
+        True
+        """
+        nodes = tuple(NodeResult.from_dict(n) for n in data.get("nodes") or ())
+        earlier = [NodeResult.from_dict(n) for n in data.get("superseded_nodes") or ()]
+        by_try = {(n.unique_id, n.attempt): n for n in (*earlier, *nodes)}
+        attempt_log = tuple(
+            Attempt(
+                number=int(a["number"]),
+                args=tuple(a.get("args") or ()),
+                threads=a.get("threads"),
+                started_at=str(a["started_at"]),
+                elapsed_s=float(a.get("elapsed_s") or 0.0),
+                success=bool(a["success"]),
+                nodes=tuple(
+                    by_try[(uid, int(a["number"]))]
+                    for uid in a.get("nodes") or ()
+                    if (uid, int(a["number"])) in by_try
+                ),
+                error=ErrorInfo.from_dict(a["error"]) if a.get("error") else None,
+            )
+            for a in data.get("attempt_log") or ()
+        )
+        error = data.get("error")
+        return cls(
+            command=str(data["command"]),
+            success=bool(data["success"]),
+            started_at=str(data["started_at"]),
+            elapsed_s=float(data["elapsed_s"]),
+            threads=data.get("threads"),
+            attempts=int(data.get("attempts") or len(attempt_log) or 1),
+            nodes=nodes,
+            error=ErrorInfo.from_dict(error) if error else None,
+            attempt_log=attempt_log,
+            degraded_threads=data.get("degraded_threads"),
+        )
+
+    def to_timeline(self, *, title: str | None = None) -> Any:
+        """A Gantt chart of this result's nodes per thread over time (a plotly ``Figure``).
+
+        Needs ``pip install 'dbt-runner[timeline]'``. In a notebook the figure shows
+        inline; retried attempts are hatched and each attempt's start is marked.
+
+        >>> staging.to_timeline()                    # doctest: +SKIP
+        """
+        from ._timeline import timeline_figure
+
+        return timeline_figure(self, title=title)
+
+    def timeline_html(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+        """Write :meth:`to_timeline` as a self-contained HTML file (opens offline).
+
+        >>> staging.timeline_html("timeline.html")    # doctest: +SKIP
+        PosixPath('timeline.html')
+        """
+        from ._timeline import write_timeline_html
+
+        return write_timeline_html(self, path, title=title)
 
     def to_json(self, **kwargs: Any) -> str:
         """:meth:`to_dict` as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
@@ -175,7 +277,8 @@ class RunResult:
             ErrorKind.TEST_FAILURE,
         ):
             raise DbtInvocationError(self.summary(), self.error.kind, self)
-        if any(n.resource_type in _TEST_TYPES for n in failed):
+        # a test skipped because its model failed is not a test failure (dbt build)
+        if any(n.resource_type in _TEST_TYPES and n.status != "skipped" for n in failed):
             raise DbtTestsFailed(self.summary(), self)
         if failed or self.error is not None:
             raise DbtRunFailed(self.summary(), self)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 
 from tenacity import (
+    RetryCallState,
     Retrying,
-    before_sleep_log,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
 )
 
 from ._exceptions import ErrorKind
+from ._logjson import event_extra
 from ._results import Attempt
 from ._settings import RetrySettings
 
@@ -53,6 +54,30 @@ def build_retrying(policy: RetrySettings) -> Retrying:
             initial=policy.initial_wait_s, max=policy.max_wait_s, jitter=jitter
         ),
         retry=retry_if_exception_type(TransientFailure),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        before_sleep=_log_retry,
         reraise=True,
+    )
+
+
+def _log_retry(state: RetryCallState) -> None:
+    """Before each retry's wait: one WARNING carrying a structured ``retry`` event."""
+    failure = state.outcome.exception() if state.outcome is not None else None
+    attempt = failure.attempt if isinstance(failure, TransientFailure) else None
+    error = attempt.error if attempt is not None else None
+    wait_s = state.next_action.sleep if state.next_action is not None else 0.0
+    kind = error.kind.value if error is not None else None
+    log.warning(
+        "attempt %d failed [%s]: retrying in %.1fs",
+        state.attempt_number,
+        kind,
+        wait_s,
+        extra=event_extra(
+            "retry",
+            attempt=state.attempt_number,
+            next_attempt=state.attempt_number + 1,
+            kind=kind,
+            wait_s=round(wait_s, 3),
+            failed_nodes=[n.unique_id for n in attempt.nodes if n.failed] if attempt else [],
+            message=error.message[:500] if error is not None else None,
+        ),
     )

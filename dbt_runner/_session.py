@@ -252,7 +252,10 @@ class DbtSession:
                     if not attempt.success and attempt.error is not None:
                         kind = attempt.error.kind
                         if is_retryable(kind, policy) and len(attempts) < policy.attempts:
-                            next_args = _retry_args(args, attempt)
+                            if any(n.failed for n in attempt.nodes):
+                                next_args = _retry_args(args, attempt)
+                            # else no node ran (e.g. the server was still down): retry
+                            # this attempt's selection, never widen back to the original
                             if kind in (ErrorKind.TOO_MANY_CONNECTIONS, ErrorKind.CONFLICT) and (
                                 policy.degrade_threads is not None
                                 and next_threads is not None
@@ -425,9 +428,14 @@ def _make_runner(manifest: Any, callbacks: list[Any]) -> Any:
 
 
 def _state_dir(settings: Settings, project_dir: Path) -> Path:
+    """Where target/ and logs/ go: the setting, a user's own project, else a cache dir.
+
+    The bundled project lives inside the installed package, which may be
+    read-only and is no place for run artifacts.
+    """
     if settings.state_dir is not None:
         return settings.state_dir.resolve()
-    if os.access(project_dir, os.W_OK):
+    if settings.project_dir is not None and os.access(project_dir, os.W_OK):
         return project_dir
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(str(project_dir).encode()).hexdigest()[:12]
