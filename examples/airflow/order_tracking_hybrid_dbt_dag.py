@@ -1,0 +1,128 @@
+"""order_tracking_hybrid_dbt_dag, rebuilt on dbt_runner (Apache Airflow 3, TaskFlow API).
+
+Every 15 minutes **one task** opens one ``DbtSession`` (so one SSH tunnel) from
+two Airflow connections, runs the staging models with 3 threads and, on the
+cycle that starts each hour, the staging tests and the audit test, all in the
+same session. dbt runs in-process: no ``pip install``, no ``dbt debug``, no
+subprocess.
+
+Connections (secrets stay in Airflow's connection store):
+
+* ``dbt_warehouse``: a ``redshift`` (or ``postgres``) connection. Host, Port,
+  Login, Password; *Schema* is the database name. Extras: ``sslmode``.
+* ``dbt_bastion``: an ``ssh`` connection. Host, Port, Login; extras as the SSH
+  provider names them: ``key_file`` or ``private_key`` (+
+  ``private_key_passphrase``) and ``host_key`` (or ``no_host_key_check``).
+  Leave the ``ssh_conn_id`` param empty to connect directly.
+
+Everything else comes from ``DBT_RUNNER_*`` variables in the worker's
+environment (target schema, retries, timeout: see docs/configuration.md).
+
+Outcome: the task fails when a model or a test fails, with the node names and
+dbt's messages in the task log; model/test failures, compile errors and bad
+configuration fail it at once, while infrastructure failures (tunnel,
+connection, timeout) that dbt_runner's own retries could not fix are left to
+Airflow's task retries. The results, as plain JSON, go to XCom:
+``return_value`` on success, key ``dbt_results`` on failure, each shaped
+``{"staging": RunResult, "tests": RunResult?, "audit": RunResult?}``.
+
+``dbt_runner`` is imported inside the task, so parsing this file stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+log = logging.getLogger(__name__)
+
+#: the schedule's period; test cadences below are multiples of it
+CYCLE_MINUTES = 15
+
+
+@dag(
+    dag_id="order_tracking_hybrid_dbt_dag",
+    schedule=f"*/{CYCLE_MINUTES} * * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,  # a slow cycle delays the next one; cycles never overlap
+    tags=["dbt", "staging"],
+    doc_md=__doc__,
+    params={
+        "warehouse_conn_id": Param("dbt_warehouse", type="string"),
+        "ssh_conn_id": Param("dbt_bastion", type=["null", "string"], description="empty: direct"),
+        "threads": Param(3, type="integer", minimum=1),
+        "tests_every_minutes": Param(
+            60, type="integer", minimum=0, description="0: never; 15: every cycle"
+        ),
+        "audit_every_minutes": Param(
+            60, type="integer", minimum=0, description="0: never; 15: every cycle"
+        ),
+    },
+)
+def order_tracking_hybrid_dbt_dag() -> None:
+    @task(
+        retries=2,
+        retry_delay=timedelta(minutes=1),
+        execution_timeout=timedelta(minutes=12),
+    )
+    def dbt_staging() -> dict[str, Any]:
+        """Staging (+ tests and audit when due) in one session, one tunnel."""
+        from dbt_runner import ConfigurationError, HostKeyError, SSHAuthError
+        from dbt_runner.airflow import cycle_is_due, dbt_session
+
+        context = get_current_context()
+        params = context["params"]
+        ti = context["ti"]
+        # logical_date is None for runs triggered without one; run_after is always set
+        when = context.get("logical_date") or context["dag_run"].run_after
+        tests_due = cycle_is_due(when, params["tests_every_minutes"], CYCLE_MINUTES)
+        audit_due = cycle_is_due(when, params["audit_every_minutes"], CYCLE_MINUTES)
+        log.info("cycle %s: staging, tests %s, audit %s", when, tests_due, audit_due)
+
+        results = {}
+        try:
+            with dbt_session(params["warehouse_conn_id"], params["ssh_conn_id"] or None) as s:
+                results["staging"] = s.run_staging(threads=params["threads"])
+                if results["staging"].success:
+                    if tests_due:
+                        results["tests"] = s.run_tests()
+                    if audit_due:
+                        results["audit"] = s.run_tests(select="tag:audit")
+        except (ConfigurationError, HostKeyError, SSHAuthError) as exc:
+            raise _fail_now(f"{type(exc).__name__}: {exc}") from exc
+
+        payload = {name: result.to_dict() for name, result in results.items()}
+        failed = {name: result for name, result in results.items() if not result.success}
+        for name, result in results.items():
+            (log.error if name in failed else log.info)("%s\n%s", name, result.summary())
+        if not failed:
+            return payload
+        ti.xcom_push(key="dbt_results", value=payload)
+        message = "\n".join(result.summary() for result in failed.values())
+        if any(_is_infrastructure(result) for result in failed.values()):
+            raise RuntimeError(message)  # Airflow retries the task
+        raise _fail_now(message)
+
+    dbt_staging()
+
+
+def _is_infrastructure(result: Any) -> bool:
+    """Tunnel, connection or timeout trouble: worth an Airflow retry (a model failure is not)."""
+    kind = result.error.kind.value if result.error is not None else "model_failure"
+    return kind in {"tunnel", "connection", "too_many_connections", "conflict", "timeout"}
+
+
+def _fail_now(message: str) -> Exception:
+    """An exception that fails the task without using its retries."""
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:  # Airflow 3.0
+        from airflow.exceptions import AirflowFailException
+    return AirflowFailException(message)
+
+
+order_tracking_hybrid_dbt_dag()

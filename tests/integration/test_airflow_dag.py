@@ -1,0 +1,306 @@
+"""The example DAG, run for real by Apache Airflow 3 against PostgreSQL through sshd.
+
+Airflow reads its configuration once per process, so everything Airflow does
+here happens in a child process with its own ``AIRFLOW_HOME`` (SQLite, no
+example DAGs) and the connections given as ``AIRFLOW_CONN_*`` variables. The
+child runs :func:`_drive` (this module, run as a script) and writes what it
+saw as JSON; the test asserts on that, on the captured task log and on the
+bastion's own count of SSH connections.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services._require import require_service
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = ROOT / "examples" / "airflow"
+DAG_ID = "order_tracking_hybrid_dbt_dag"
+TASK_ID = "dbt_staging"
+#: the raw data: two hours of orders ending at T0 + 2 h
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+CHILD_TIMEOUT_S = 240
+
+AIRFLOW_MISSING = "Apache Airflow 3 is not installed: pip install -e '.[airflow,test]'"
+
+
+def _airflow_available() -> bool:
+    return importlib.util.find_spec("airflow") is not None
+
+
+def _airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment: no inherited AIRFLOW_* / DBT_RUNNER_* settings."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DBT_RUNNER_", "DBT_"))
+    }
+    home = tmp_path / "airflow_home"
+    home.mkdir(exist_ok=True)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS_FOLDER),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # dbt's target/ and logs/ for this test only (not the repo's models_sql/target)
+        DBT_RUNNER_STATE_DIR=str(tmp_path / "dbt_state"),
+        DBT_RUNNER_RETRY__MAX_WAIT_S="1",
+    )
+    env.update(extra)
+    return env
+
+
+def _run_child(tmp_path: Path, env: dict[str, str], spec: dict[str, Any]) -> tuple[dict, str]:
+    spec_path, out_path = tmp_path / "spec.json", tmp_path / "out.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.integration.test_airflow_dag", str(spec_path), str(out_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+    )
+    output = proc.stdout + proc.stderr
+    (tmp_path / "child.log").write_text(output)
+    assert proc.returncode == 0, f"Airflow child failed ({proc.returncode}):\n{output[-6000:]}"
+    return json.loads(out_path.read_text()), output
+
+
+# ---------------------------------------------------------------------- tests
+@pytest.mark.timeout(CHILD_TIMEOUT_S + 60)
+def test_dag_file_parses_fast_without_importing_dbt_runner(tmp_path: Path) -> None:
+    require_service(_airflow_available(), AIRFLOW_MISSING)
+    out, _ = _run_child(tmp_path, _airflow_env(tmp_path), {"parse_only": True})
+
+    assert out["import_errors"] == {}
+    assert out["dag_ids"] == [DAG_ID]
+    # parsing must not pay for dbt: the task imports dbt_runner when it runs
+    assert out["dbt_runner_imported_by_parse"] is False
+    assert out["parse_s"] < 5.0, out["parse_s"]
+    print(f"DagBag parsed the folder in {out['parse_s']:.2f}s")
+    dag = out["dag"]
+    assert dag["task_ids"] == [TASK_ID]  # one task: one session, one tunnel
+    assert dag["max_active_runs"] == 1
+    assert dag["catchup"] is False
+    assert dag["schedule"] == "*/15 * * * *"
+    assert dag["retries"] >= 1
+    assert dag["params"]["threads"] == 3
+
+
+@pytest.mark.timeout(CHILD_TIMEOUT_S + 60)
+def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: Any) -> None:
+    """dag.test(): staging + tests + audit on the hourly cycle, one SSH connection;
+    then a cycle whose model fails fails the task, naming the node and dbt's message."""
+    require_service(_airflow_available(), AIRFLOW_MISSING)
+    from dbt_runner.synthetic import create_raw_tables, load_batch
+
+    conn = pg_db.connect()
+    try:
+        create_raw_tables(conn, "postgres")
+        load_batch(conn, "postgres", T0, T0 + 7200, orders_per_minute=5)
+    finally:
+        conn.close()
+
+    key_text = Path(sshd.encrypted_key_path).read_text()
+    warehouse = {
+        "conn_type": "postgres",
+        "host": pg_db.host,
+        "port": pg_db.port,
+        "login": pg_db.user,
+        "password": pg_db.password,
+        "schema": pg_db.dbname,
+        "extra": {"sslmode": "disable"},
+    }
+    bastion = {
+        "conn_type": "ssh",
+        "host": sshd.host,
+        "port": sshd.port,
+        "login": sshd.user,
+        # the key as text (the case that needs a private temp file), with its passphrase,
+        # and the bastion's key pinned the way the SSH provider's host_key extra takes it
+        "extra": {
+            "private_key": key_text,
+            "private_key_passphrase": sshd.key_passphrase,
+            "host_key": sshd.host_public_key,
+        },
+    }
+    env = _airflow_env(
+        tmp_path,
+        AIRFLOW_CONN_DBT_WAREHOUSE=json.dumps(warehouse),
+        AIRFLOW_CONN_DBT_BASTION=json.dumps(bastion),
+    )
+    spec = {
+        "parse_only": False,
+        "sshd_log": str(sshd.log_path),
+        "dsn": pg_db.dsn,
+        # 10:00 is the cycle that starts the hour: tests and audit are due
+        "cycles": [
+            {"name": "hourly", "logical_date": "2026-01-01T10:00:00+00:00"},
+            {
+                "name": "broken",
+                "logical_date": "2026-01-01T10:15:00+00:00",
+                "before_sql": "drop table raw.uni_tracking_spath",
+            },
+        ],
+    }
+    accepted_before = sshd.accepted_connections()
+    t0 = time.monotonic()
+    out, output = _run_child(tmp_path, env, spec)
+    elapsed = time.monotonic() - t0
+    print(f"Airflow child took {elapsed:.1f}s")
+
+    assert out["import_errors"] == {}
+    hourly, broken = out["cycles"]
+
+    # -- the hourly cycle: one task, success, results in XCom, one SSH connection
+    assert hourly["dag_run_state"] == "success", output[-4000:]
+    assert hourly["task_states"] == {TASK_ID: "success"}
+    assert hourly["try_numbers"] == {TASK_ID: 1}
+    assert hourly["ssh_connections"] == 1
+    xcom = hourly["xcom"]["return_value"]
+    assert set(xcom) == {"staging", "tests", "audit"}
+    json.dumps(xcom)  # plain JSON
+    staging, tests, audit = xcom["staging"], xcom["tests"], xcom["audit"]
+    assert staging["success"] and staging["command"] == "run" and staging["threads"] == 3
+    assert {n["name"] for n in staging["nodes"]} == {
+        "stg_ecs_order_info",
+        "stg_uni_tracking_info",
+        "stg_uni_tracking_spath",
+    }
+    assert all(n["status"] == "success" for n in staging["nodes"])
+    assert tests["success"] and tests["command"] == "test"
+    assert tests["nodes"] and all(n["resource_type"] == "test" for n in tests["nodes"])
+    assert audit["success"]
+    assert [n["name"] for n in audit["nodes"]] == ["audit_raw_keys_missing_from_staging"]
+
+    # -- the broken cycle: the model fails -> task failed at once, names in the log
+    assert broken["dag_run_state"] == "failed"
+    assert broken["task_states"] == {TASK_ID: "failed"}
+    assert broken["try_numbers"] == {TASK_ID: 1}  # a model failure is not retried
+    assert broken["ssh_connections"] == 1
+    failed = broken["xcom"]["dbt_results"]["staging"]
+    assert failed["success"] is False
+    assert failed["error"]["kind"] == "model_failure"
+    bad = [n for n in failed["nodes"] if n["status"] == "error"]
+    assert [n["name"] for n in bad] == ["stg_uni_tracking_spath"]
+    assert "uni_tracking_spath" in bad[0]["message"]
+    assert "stg_uni_tracking_spath: error [model_failure]" in output
+    assert 'relation "raw.uni_tracking_spath" does not exist' in output
+    assert "AirflowFailException" in output
+
+    # -- the bastion agrees: one SSH connection per task run
+    assert sshd.accepted_connections() - accepted_before == 2
+    # -- no secret reached the logs
+    for secret in (pg_db.password, sshd.key_passphrase, key_text.strip().splitlines()[1]):
+        assert secret not in output
+
+
+# ---------------------------------------------------------------------- the child
+def _count_accepted(sshd_log: str | None) -> int:
+    if not sshd_log:
+        return 0
+    try:
+        return Path(sshd_log).read_text(errors="replace").count("Accepted publickey")
+    except FileNotFoundError:
+        return 0
+
+
+def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in the child
+    """Parse the DAG folder, then ``dag.test()`` each cycle of the spec; write JSON."""
+    from datetime import datetime
+
+    spec = json.loads(Path(spec_path).read_text())
+    out: dict[str, Any] = {}
+
+    from airflow.models import DagBag
+
+    t0 = time.monotonic()
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    out["parse_s"] = round(time.monotonic() - t0, 3)
+    out["import_errors"] = {str(k): str(v) for k, v in bag.import_errors.items()}
+    out["dag_ids"] = sorted(bag.dag_ids)
+    out["dbt_runner_imported_by_parse"] = "dbt_runner" in sys.modules
+    dag = bag.dags.get(DAG_ID)
+    if dag is None:
+        Path(out_path).write_text(json.dumps(out))
+        return
+    task = dag.get_task(TASK_ID)
+    out["dag"] = {
+        "task_ids": sorted(dag.task_ids),
+        "max_active_runs": dag.max_active_runs,
+        "catchup": dag.catchup,
+        "schedule": str(dag.schedule),
+        "retries": task.retries,
+        "params": {k: dag.params[k] for k in dag.params},
+    }
+    if spec.get("parse_only"):
+        Path(out_path).write_text(json.dumps(out))
+        return
+
+    from airflow.utils.db import upgradedb
+
+    upgradedb()  # `airflow db migrate` on the test's own SQLite database
+
+    out["cycles"] = []
+    for cycle in spec["cycles"]:
+        if cycle.get("before_sql"):
+            import psycopg2
+
+            with psycopg2.connect(spec["dsn"]) as conn, conn.cursor() as cur:
+                cur.execute(cycle["before_sql"])
+            conn.close()
+        before = _count_accepted(spec.get("sshd_log"))
+        dag_run = dag.test(logical_date=datetime.fromisoformat(cycle["logical_date"]))
+        out["cycles"].append(
+            {
+                "name": cycle["name"],
+                "dag_run_state": str(getattr(dag_run.state, "value", dag_run.state)),
+                **_task_outcome(dag_run),
+                "ssh_connections": _count_accepted(spec.get("sshd_log")) - before,
+            }
+        )
+    Path(out_path).write_text(json.dumps(out, default=str))
+
+
+def _task_outcome(dag_run: Any) -> dict[str, Any]:  # pragma: no cover - runs in the child
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+            .all()
+        )
+        xcoms = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=TASK_ID)
+            .all()
+        )
+        return {
+            "task_states": {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis},
+            "try_numbers": {ti.task_id: ti.try_number for ti in tis},
+            "xcom": {x.key: _xcom_value(x.value) for x in xcoms},
+        }
+
+
+def _xcom_value(value: Any) -> Any:  # pragma: no cover - runs in the child
+    return json.loads(value) if isinstance(value, str) else value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _drive(sys.argv[1], sys.argv[2])
