@@ -27,7 +27,9 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = tuple(
         # --- SSH tunnel ---
         (
             _K.TUNNEL,
-            r"ssh tunnel|sshtunnel|ssh gateway|bastion|paramiko|"
+            # only phrases SSH libraries and our tunnel produce: bare words such as
+            # "bastion" also occur in user-chosen table names
+            r"ssh tunnel|sshtunnel|ssh gateway|secsh channel|"
             r"channelexception|administratively prohibited|could not establish session to ssh",
         ),
         # --- too many connections (role/server/Redshift limits) ---
@@ -126,14 +128,30 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+#: Echoes of user-chosen names in dbt's and PostgreSQL's messages (node names, file paths,
+#: the SQL line): never classified on, so a model named ``bastion_logs`` or a project under
+#: ``/srv/ssh_tunnel/`` cannot turn a failed model into a retried "tunnel" error.
+_USER_TEXT = re.compile(
+    r"^[ \t]*compiled code at .*$"
+    r"|\bin (?:model|test|seed|snapshot|unit_test|analysis|sql operation|operation) "
+    r"\S+ \([^()\n]*\)"
+    r"|^[ \t]*LINE \d+:.*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
 def classify_message(message: str, default: ErrorKind) -> ErrorKind:
     """The kind named by the first matching rule, else ``default``.
 
     >>> classify_message('FATAL: too many connections for role "dbt"', ErrorKind.MODEL_FAILURE)
     <ErrorKind.TOO_MANY_CONNECTIONS: 'too_many_connections'>
+    >>> classify_message('Database Error in model bastion_logs (models/bastion_logs.sql): '
+    ...                  'syntax error at or near "selec"', ErrorKind.MODEL_FAILURE)
+    <ErrorKind.MODEL_FAILURE: 'model_failure'>
     """
+    text = _USER_TEXT.sub(" ", message)
     for kind, pattern in RULES:
-        if pattern.search(message):
+        if pattern.search(text):
             return kind
     return default
 

@@ -53,6 +53,8 @@ _SELECT_FLAGS = frozenset({"--select", "-s", "--models", "-m"})
 _TEST_TYPES = frozenset({"test", "unit_test"})
 
 _PROCESS_LOCK = threading.Lock()
+#: how long the watchdog lets the server-side cancel run before it cuts the tunnel
+_CANCEL_GRACE_S = 3.0
 
 
 class SessionState(enum.Enum):
@@ -349,9 +351,22 @@ class DbtSession:
             )
             return failed(ErrorKind.TIMEOUT, message, nodes)  # type: ignore[no-any-return]
         if res.exception is not None:
-            return failed(  # type: ignore[no-any-return]
-                classify_exception(res.exception), _message(res.exception), nodes
+            kind = classify_exception(res.exception)
+            message = _message(res.exception)
+            # dbt reports only its last error; a node that failed transiently on
+            # the way (e.g. refused by a connection limit) says what really happened
+            node_error = next(
+                (
+                    n.error
+                    for n in nodes
+                    if n.error is not None and is_retryable(n.error.kind, self.settings.retry)
+                ),
+                None,
             )
+            if node_error is not None and not is_retryable(kind, self.settings.retry):
+                kind = node_error.kind
+                message = f"{message}\n(first transient node failure) {node_error.message}"
+            return failed(kind, message, nodes)  # type: ignore[no-any-return]
         if not res.success:
             errors = [n.error for n in nodes if n.error is not None]
             transient = [e for e in errors if is_retryable(e.kind, self.settings.retry)]
@@ -414,9 +429,18 @@ class DbtSession:
         log.error(
             "invocation exceeded DBT_RUNNER_TIMEOUT_S=%s; cancelling", self.settings.timeout_s
         )
+        # Ask the server to cancel the running statements first (this needs the
+        # tunnel); if the network is stalled that cannot finish, so after a short
+        # grace the tunnel is closed, which cuts every forwarded connection and
+        # ends the cancel attempt too. No thread outlives this method.
+        canceller = threading.Thread(
+            target=_cancel_open_connections, name="dbt_runner-cancel", daemon=True
+        )
+        canceller.start()
+        canceller.join(_CANCEL_GRACE_S)
         if self._tunnel is not None:
-            self._tunnel.close()  # every forwarded connection dies with it
-        _cancel_open_connections()
+            self._tunnel.close()
+        canceller.join(self.settings.warehouse.connect_timeout_s + _CANCEL_GRACE_S)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -542,5 +566,5 @@ def _cancel_open_connections() -> None:
 
         for adapter in list(FACTORY.adapters.values()):
             adapter.cancel_open_connections()  # type: ignore[attr-defined]
-    except Exception:  # best effort: the tunnel close already cut a tunnelled run
+    except Exception:  # best effort: closing the tunnel cuts a tunnelled run anyway
         log.debug("could not cancel open connections", exc_info=True)

@@ -11,13 +11,15 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ._exceptions import ConfigurationError, DbtRunnerError, ErrorKind, TunnelError
+from ._logjson import JsonFormatter
+from ._progress import PlainDisplay, choose_mode, make_display
 from ._results import RunResult
 from ._session import DbtSession
 from ._settings import Settings
@@ -66,6 +68,15 @@ def _session_options(func: F) -> F:
         click.option("--threads", type=click.IntRange(min=1), help="dbt threads (default: 3)."),
         click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON."),
         click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr."),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            envvar="DBT_RUNNER_LOG_FORMAT",
+            help="Log lines on stderr: text, or one JSON object per event "
+            "($DBT_RUNNER_LOG_FORMAT). A terminal gets a live display with text.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -83,19 +94,39 @@ def _settings(project_dir: Path | None, target: str | None, threads: int | None)
     return Settings(**overrides)
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+def _setup_logging(
+    quiet: bool, log_format: str = "text", *, as_json: bool = False, progress: bool = False
+) -> PlainDisplay:
+    """Configure logging on stderr; return the progress display the command should use.
+
+    ``progress``: the command shows node progress (live in a terminal, else the
+    plain START/DONE log lines).
+    """
+    level = logging.WARNING if quiet else logging.INFO
+    mode = choose_mode(quiet=quiet, as_json=as_json, log_format=log_format)
+    display = make_display(mode if progress else "plain")
+    handler = display.log_handler(level)
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    if handler is not None:
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=level,
+            format="%(asctime)s %(levelname)-7s %(message)s",
+            datefmt="%H:%M:%S",
+            stream=sys.stderr,
+        )
+    return display
 
 
 @contextmanager
-def _errors_to_exit_codes() -> Iterator[None]:
+def _errors_to_exit_codes(as_json: bool = False) -> Iterator[None]:
+    # with --json, stdout carries the JSON only: dbt's own console lines go to stderr
     try:
-        yield
+        with redirect_stdout(sys.stderr) if as_json else nullcontext():
+            yield
     except ConfigurationError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -107,17 +138,22 @@ def _errors_to_exit_codes() -> Iterator[None]:
         sys.exit(EXIT_FAILED)
 
 
-def _report(results: dict[str, RunResult], as_json: bool) -> None:
+def _report(
+    results: dict[str, RunResult],
+    as_json: bool,
+    *,
+    keyed: bool = False,
+    display: PlainDisplay | None = None,
+) -> None:
     if as_json:
         payload: Any = (
             next(iter(results.values())).to_dict()
-            if len(results) == 1
+            if len(results) == 1 and not keyed
             else {name: r.to_dict() for name, r in results.items()}
         )
         click.echo(json.dumps(payload, indent=2))
     else:
-        for result in results.values():
-            click.echo(result.summary())
+        (display or PlainDisplay()).report(results)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,16 +176,18 @@ def staging(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    log_format: str,
     select: str,
     full_refresh: bool,
 ) -> None:
     """Run the staging models (dbt run)."""
-    _setup_logging(quiet)
-    with _errors_to_exit_codes():
+    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
+    with _errors_to_exit_codes(as_json), display:
         settings = _settings(project_dir, target, threads)
-        with DbtSession(settings) as session:
+        session = DbtSession(settings, callbacks=display.callbacks)
+        with session, display.invocation("staging"):
             result = session.run_staging(select=select, full_refresh=full_refresh)
-    _report({"staging": result}, as_json)
+    _report({"staging": result}, as_json, display=display)
     sys.exit(exit_code(result))
 
 
@@ -162,15 +200,17 @@ def test_(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    log_format: str,
     select: str,
 ) -> None:
     """Run the data tests (dbt test)."""
-    _setup_logging(quiet)
-    with _errors_to_exit_codes():
+    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
+    with _errors_to_exit_codes(as_json), display:
         settings = _settings(project_dir, target, threads)
-        with DbtSession(settings) as session:
+        session = DbtSession(settings, callbacks=display.callbacks)
+        with session, display.invocation("tests"):
             result = session.run_tests(select=select)
-    _report({"tests": result}, as_json)
+    _report({"tests": result}, as_json, display=display)
     sys.exit(exit_code(result))
 
 
@@ -186,6 +226,7 @@ def cycle(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    log_format: str,
     select: str,
     tests: bool,
 ) -> None:
@@ -193,15 +234,18 @@ def cycle(
 
     Tests are skipped when staging failed.
     """
-    _setup_logging(quiet)
+    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
     results: dict[str, RunResult] = {}
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(as_json), display:
         settings = _settings(project_dir, target, threads)
-        with DbtSession(settings) as session:
-            results["staging"] = session.run_staging(select=select)
+        with DbtSession(settings, callbacks=display.callbacks) as session:
+            with display.invocation("staging"):
+                results["staging"] = session.run_staging(select=select)
             if tests and results["staging"].success:
-                results["tests"] = session.run_tests(select=select)
-    _report(results, as_json)
+                with display.invocation("tests"):
+                    results["tests"] = session.run_tests(select=select)
+    # same shape whether or not tests ran
+    _report(results, as_json, keyed=True, display=display)
     sys.exit(exit_code(*results.values()))
 
 
@@ -222,6 +266,104 @@ def demo(path: Path, threads: int, quiet: bool) -> None:
     _setup_logging(quiet)
     with _errors_to_exit_codes():
         code = run_demo(path, threads=threads, echo=click.echo)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("result_file", metavar="RESULT.json", type=click.File("r"))
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("timeline.html"),
+    show_default=True,
+    help="HTML file to write (self-contained: opens offline).",
+)
+@click.option("--title", help="Chart title (default: a summary of each result).")
+def report(result_file: Any, out: Path, title: str | None) -> None:
+    """Draw a timeline of a saved result: node bars per thread over time.
+
+    RESULT.json is what --json printed (one result, or cycle's {"staging": ..., "tests": ...};
+    "-" reads stdin). Needs the timeline extra: pip install 'dbt-runner[timeline]'.
+    """
+    try:
+        data = json.load(result_file)
+        results = _load_results(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.BadParameter(
+            f"not a dbt-runner result ({type(exc).__name__}: {exc})", param_hint="RESULT.json"
+        ) from exc
+    from ._timeline import write_timeline_html
+
+    try:
+        path = write_timeline_html(results, out, title=title)
+    except ImportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(f"timeline of {sum(len(r.nodes) for r in results.values())} nodes: {path}")
+
+
+def _load_results(data: Any) -> dict[str, RunResult]:
+    """One saved RunResult, or a mapping of name to RunResult (``cycle --json``)."""
+    if isinstance(data, dict) and "command" in data and "nodes" in data:
+        return {str(data["command"]): RunResult.from_dict(data)}
+    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+        return {str(name): RunResult.from_dict(value) for name, value in data.items()}
+    raise ValueError("expected a RunResult object or a mapping of them")
+
+
+@main.command()
+@click.option("--target", help="dbt target name (default: $DBT_RUNNER_TARGET or dev).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="dbt threads to diagnose for (default: $DBT_RUNNER_THREADS or 3).",
+)
+@click.option(
+    "--connections",
+    "-n",
+    type=click.IntRange(min=1),
+    help="Connections to open at once (default: threads + 1, what dbt holds).",
+)
+@click.option(
+    "--hold",
+    "hold_s",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds to hold all connections open together.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+def doctor(
+    target: str | None,
+    threads: int | None,
+    connections: int | None,
+    hold_s: float,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Diagnose parallel-run failures layer by layer (SSH, channel, TCP, auth, query).
+
+    Opens the session's tunnel, then as many warehouse connections at once as
+    dbt would (threads + 1), runs a trivial query on each, holds them together
+    and prints what succeeded and the exact error where not, with the settings
+    that matter (threads, the role's connection limit, timeouts). Exit code 0
+    when every layer is fine, 2 when a login or the bastion's host key/key is
+    refused, 3 for any other failing layer. See docs/troubleshooting.md.
+    """
+    from ._doctor import run_doctor
+
+    _setup_logging(quiet)
+    with _errors_to_exit_codes(as_json):
+        settings = _settings(None, target, threads)
+        report = run_doctor(settings, connections=connections, hold_s=hold_s)
+    click.echo(report.to_json(indent=2) if as_json else report.render())
+    code = EXIT_OK
+    for kind in report.failed_kinds:
+        code = max(code, EXIT_CONFIG if kind is ErrorKind.AUTH else EXIT_INFRA)
+    if not report.ok and code == EXIT_OK:  # a failed layer always has a kind; be safe
+        code = EXIT_INFRA
     sys.exit(code)
 
 

@@ -38,6 +38,8 @@ CASES: list[tuple[str, str, ErrorKind]] = [
         "open new channel ssh error: ChannelException(2, 'Connect failed')",
         K.TUNNEL,
     ),
+    # --- names users chose never decide the kind
+    ("postgres", 'relation "bastion.paramiko_log" does not exist', K.MODEL_FAILURE),
     # --- too many connections
     (
         "psycopg2",
