@@ -258,12 +258,15 @@ def cycle(
     help="DuckDB file to create (overwritten).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
-def demo(path: Path, threads: int, quiet: bool) -> None:
-    """Load synthetic data into DuckDB and run two staging cycles (no services needed)."""
+@click.option("--verbose", "-v", is_flag=True, help="Also log every node start/finish on stderr.")
+def demo(path: Path, threads: int, verbose: bool) -> None:
+    """Load synthetic data into DuckDB and run two staging cycles (no services needed).
+
+    The demo prints its own per-model table; node-level log lines are shown with --verbose.
+    """
     from .demo import run_demo
 
-    _setup_logging(quiet)
+    _setup_logging(quiet=not verbose)
     with _errors_to_exit_codes():
         code = run_demo(path, threads=threads, echo=click.echo)
     sys.exit(code)

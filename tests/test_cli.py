@@ -118,7 +118,7 @@ def test_project_dir_without_dbt_project_is_exit_2(env: dict[str, str], tmp_path
         ("staging", ["--full-refresh"]),
         ("test", ["--project-dir", "--target", "--threads", "--json", "--quiet", "--select"]),
         ("cycle", ["--project-dir", "--threads", "--json", "--select", "--tests / --no-tests"]),
-        ("demo", ["--path", "--threads", "--quiet"]),
+        ("demo", ["--path", "--threads", "--verbose"]),
     ],
 )
 def test_help_lists_the_options(command: str, options: list[str]) -> None:
