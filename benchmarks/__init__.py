@@ -1,0 +1,1 @@
+"""Benchmarks of the staging cycle (scripts that print figures; see benchmarks/README.md)."""

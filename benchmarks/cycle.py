@@ -1,0 +1,841 @@
+"""The 15-minute staging cycle: old job vs dbt_runner vs the warehouse floor.
+
+Run from the repository root (as root, or a user that can start PostgreSQL and sshd)::
+
+    python -m benchmarks.cycle --size 2m --rounds 5
+    python -m benchmarks.cycle --sizes 1m,4m,15m --rounds 3 --adapters postgres \\
+        --contenders new,floor,new7d
+
+Contenders (per adapter, run alternately: old new floor old new floor ...; a
+new 15-minute raw batch is appended before *every* cycle, so each one does
+real incremental work on the same staging tables):
+
+* ``old``   the old Airflow job without its pip install. Task 1: an OpenSSH
+  ``ssh -N -L`` tunnel subprocess, ``dbt debug``, ``dbt run --threads 1``
+  (subprocesses), tunnel closed; task 2: another ``ssh -N -L`` tunnel,
+  ``dbt test``, closed.
+* ``new``   one child process: ``DbtSession`` (one sshtunnel tunnel),
+  ``run_staging(threads=3)`` + ``run_tests()``. Its peak RSS is read with
+  ``wait4()``.
+* ``floor`` the SQL dbt executed in ``new``'s last cycle (``target/compiled`` +
+  ``target/run``: temp table, delete, insert per model) replayed on 3 parallel
+  direct connections, then the test queries on 3: the warehouse alone.
+* ``new7d`` (optional) ``new`` with ``--vars '{source_lookback_s: 604800,
+  delete_window_s: 604800}'``: the old 7-day scan.
+
+Prints figures; it is not a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECT_DIR = REPO / "models_sql"
+MODELS = ("stg_ecs_order_info", "stg_uni_tracking_info", "stg_uni_tracking_spath")
+VARS_7D = {"source_lookback_s": 604800, "delete_window_s": 604800}
+RESULT_TAG = "BENCH_RESULT "
+ALL_CONTENDERS = ("old", "new", "floor", "new7d")
+SESSION_STEPS = ("open", "staging", "tests", "close")
+STEP_TIMEOUT_S = 1800  # no single subprocess may run longer than this
+
+
+class BenchError(RuntimeError):
+    """A contender failed: the benchmark stops rather than report a bogus figure."""
+
+
+# ====================================================================== child: new
+def child_main(argv: Sequence[str]) -> int:
+    """``new`` contender body, run in its own process (settings from DBT_RUNNER_* env)."""
+    t_start = time.monotonic()
+    p = argparse.ArgumentParser()
+    p.add_argument("--vars", default=None)
+    p.add_argument("--full-refresh", action="store_true")
+    a = p.parse_args(argv)
+    variables = json.loads(a.vars) if a.vars else None
+
+    import dbt.cli.main  # noqa: F401  (dbt's import cost, timed on its own)
+
+    from dbt_runner import DbtSession, Settings
+
+    t_import = time.monotonic()
+    out: dict[str, Any] = {"import_s": t_import - t_start}
+    session = DbtSession(Settings())
+    session.open()
+    t_open = time.monotonic()
+    out["open_s"] = t_open - t_import
+    try:
+        staging = session.run_staging(threads=3, full_refresh=a.full_refresh, vars=variables)
+        t_run = time.monotonic()
+        out["staging_s"] = t_run - t_open
+        out["staging_ok"] = staging.success
+        out["rows"] = {n.name: n.rows_affected for n in staging.nodes}
+        out["model_s"] = {n.name: n.elapsed_s for n in staging.nodes}
+        if not staging.success:
+            out["error"] = staging.summary()
+        if a.full_refresh:
+            tests = None
+        else:
+            tests = session.run_tests(vars=variables)
+            out["tests_ok"] = tests.success
+            out["tests"] = len(tests.nodes)
+            if not tests.success:
+                out["error"] = tests.summary()
+        out["tests_s"] = time.monotonic() - t_run
+        out["parses"] = session.parse_count
+    finally:
+        t_close = time.monotonic()
+        session.close()
+        out["close_s"] = time.monotonic() - t_close
+    out["ok"] = bool(out.get("staging_ok")) and (tests is None or tests.success)
+    print(RESULT_TAG + json.dumps(out), flush=True)
+    return 0 if out["ok"] else 1
+
+
+# ====================================================================== measurements
+@dataclass
+class Sample:
+    contender: str
+    adapter: str
+    round: int
+    wall_s: float
+    steps: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    batch_rows: int = 0
+    load1: float = 0.0
+
+
+def run_child_rusage(
+    args: list[str], env: dict[str, str], timeout: float = STEP_TIMEOUT_S
+) -> tuple[float, int, str, float, float]:
+    """Run a subprocess reaped with ``os.wait4``.
+
+    Returns (wall s, exit code, output, peak RSS MB, user+sys CPU s).
+    """
+    import tempfile
+
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            args, env=env, cwd=REPO, stdin=devnull, stdout=out, stderr=subprocess.STDOUT
+        )
+        deadline = t0 + timeout
+        status, rusage = 0, None
+        for _ in range(int(timeout / 0.01) + 2):  # bounded poll
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                raise BenchError(f"{args[:4]} timed out after {timeout}s")
+            time.sleep(0.01)
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    rss_mb = rusage.ru_maxrss / 1024 if rusage is not None else 0.0  # Linux: KiB
+    cpu_s = rusage.ru_utime + rusage.ru_stime if rusage is not None else 0.0
+    return wall, proc.returncode, text, rss_mb, cpu_s
+
+
+def _child_result(text: str) -> dict[str, Any]:
+    for line in reversed(text.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG) :])  # type: ignore[no-any-return]
+    raise BenchError("the child printed no result:\n" + text[-3000:])
+
+
+# ---------------------------------------------------------------------- old
+class SshTunnel:
+    """``ssh -N -L 127.0.0.1:PORT:host:port`` as a subprocess (what the old DAG's bash did)."""
+
+    def __init__(self, bed: Any, remote: tuple[str, int], local_port: int) -> None:
+        self.cmd = [
+            "ssh",
+            "-N",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"IdentityFile={bed.sshd.private_key_path}",
+            "-o",
+            f"UserKnownHostsFile={bed.sshd.known_hosts_path}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            str(bed.sshd.port),
+            "-L",
+            f"127.0.0.1:{local_port}:{remote[0]}:{remote[1]}",
+            f"{bed.sshd.user}@{bed.sshd.host}",
+        ]
+        self.local_port = local_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def open(self, timeout: float = 15.0) -> None:
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.005) + 1):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise BenchError(f"ssh -L exited {self.proc.returncode}: {err}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.local_port), timeout=0.5),
+            ):
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        self.close()
+        raise BenchError(f"ssh -L did not listen on {self.local_port} within {timeout}s")
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def write_old_profile(
+    bed: Any, adapter: str, schema: str, local_port: int, directory: Path
+) -> None:
+    """The old job's profiles.yml: target ``dev``, ``threads: 1``, through the tunnel port."""
+    import yaml
+
+    ep = bed.endpoint(adapter)
+    output: dict[str, Any] = {
+        "type": adapter,
+        "host": "127.0.0.1",
+        "port": local_port,
+        "user": ep.user,
+        "password": "{{ env_var('DBT_BENCH_PASSWORD') }}",
+        "dbname": ep.dbname,
+        "schema": schema,
+        "threads": 1,
+        "sslmode": "disable",
+        "connect_timeout": 10,
+    }
+    if adapter == "redshift":
+        output.update({"method": "database", "ra3_node": True})
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = {"dbt_runner": {"target": "dev", "outputs": {"dev": output}}}
+    (directory / "profiles.yml").write_text(yaml.safe_dump(doc))
+
+
+@dataclass
+class Contenders:
+    """Everything a contender needs for one adapter phase."""
+
+    bed: Any
+    adapter: str
+    schema: str
+    workdir: Path
+    old_port: int
+    base_env: dict[str, str]
+
+    def __post_init__(self) -> None:
+        self.old_dir = self.workdir / f"old_{self.adapter}"
+        write_old_profile(self.bed, self.adapter, self.schema, self.old_port, self.old_dir)
+        self.new_state = self.workdir / f"new_{self.adapter}"
+        self.new7d_state = self.workdir / f"new7d_{self.adapter}"
+
+    # -- old
+    def old(self) -> tuple[float, dict[str, float], float]:
+        dbt = str(Path(sys.executable).parent / "dbt")
+        env = dict(
+            self.base_env,
+            DBT_BENCH_PASSWORD=self.bed.password,
+            DBT_TARGET_PATH=str(self.old_dir / "target"),  # `dbt debug` has no --target-path
+            DBT_LOG_PATH=str(self.old_dir / "logs"),
+        )
+        common = ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(self.old_dir)]
+        remote = (self.bed.endpoint(self.adapter).host, self.bed.endpoint(self.adapter).port)
+        steps: dict[str, float] = {}
+        rss = 0.0
+        t0 = time.monotonic()
+
+        def step(name: str, fn: Callable[[], Any]) -> Any:
+            ts = time.monotonic()
+            value = fn()
+            steps[name] = steps.get(name, 0.0) + time.monotonic() - ts
+            return value
+
+        def dbt_cmd(name: str, args: list[str]) -> None:
+            nonlocal rss
+            wall, code, text, peak, cpu = run_child_rusage([dbt, *args, *common], env)
+            steps["client_cpu"] = steps.get("client_cpu", 0.0) + cpu
+            steps[name] = wall
+            rss = max(rss, peak)
+            if code != 0:
+                raise BenchError(f"old: dbt {args[0]} exited {code}:\n{text[-3000:]}")
+
+        for task, commands in (
+            (
+                1,
+                [
+                    ("debug", ["debug"]),
+                    ("run", ["run", "--threads", "1", "--select", "tag:staging"]),
+                ],
+            ),
+            (2, [("test", ["test", "--select", "tag:staging"])]),
+        ):
+            tunnel = SshTunnel(self.bed, remote, self.old_port)
+            step(f"tunnel{task}_open", tunnel.open)
+            try:
+                for name, args in commands:
+                    dbt_cmd(name, args)
+            finally:
+                step(f"tunnel{task}_close", tunnel.close)
+        return time.monotonic() - t0, steps, rss
+
+    # -- new
+    def new(
+        self,
+        variables: dict[str, Any] | None = None,
+        *,
+        full_refresh: bool = False,
+        state: Path | None = None,
+    ) -> tuple[float, dict[str, float], float]:
+        env = dict(self.base_env)
+        env.update(self.bed.runner_env(self.adapter, self.schema, state or self.new_state))
+        args = [sys.executable, "-m", "benchmarks.cycle", "--child"]
+        if variables:
+            args += ["--vars", json.dumps(variables)]
+        if full_refresh:
+            args.append("--full-refresh")
+        wall, code, text, rss, cpu = run_child_rusage(args, env)
+        result = _child_result(text)
+        if code != 0 or not result.get("ok"):
+            raise BenchError(f"new ({self.adapter}) failed: {result.get('error')}\n{text[-2000:]}")
+        steps = {
+            k: float(result[k]) for k in ("import_s", "open_s", "staging_s", "tests_s", "close_s")
+        }
+        steps = {k.removesuffix("_s"): v for k, v in steps.items()}
+        steps["process_overhead"] = wall - sum(steps.values())
+        steps["client_cpu"] = cpu  # user+sys CPU of the process (not a wall-time step)
+        return wall, steps, rss
+
+    def new7d(self) -> tuple[float, dict[str, float], float]:
+        return self.new(VARS_7D, state=self.new7d_state)
+
+    # -- floor
+    def floor(self) -> tuple[float, dict[str, float], float]:
+        target = self.new_state / "target"
+        models = []
+        for name in MODELS:
+            compiled = _node_file(target / "compiled", f"{name}.sql").read_text()
+            run_sql = _node_file(target / "run", f"{name}.sql").read_text()
+            m = re.search(r'"([A-Za-z0-9_]+__dbt_tmp[0-9]*)"', run_sql)
+            if not m:
+                raise BenchError(f"floor: no temp table in target/run of {name}")
+            models.append(f'create temporary table "{m.group(1)}" as (\n{compiled}\n);\n{run_sql}')
+        tests = [p.read_text() for p in sorted((target / "run").rglob("schema.yml/*.sql"))]
+        if not tests:
+            raise BenchError("floor: no test SQL in target/run (run 'new' first)")
+        ep = self.bed.endpoint(self.adapter)
+
+        def run_model(sql: str) -> None:
+            conn = ep.connect()
+            try:
+                conn.autocommit = False
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+                conn.commit()
+            finally:
+                conn.close()
+
+        def run_test(conn: Any, sql: str) -> int:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return int(cur.fetchone()[0])
+
+        steps: dict[str, float] = {}
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            list(pool.map(run_model, models))
+        t1 = time.monotonic()
+        steps["models"] = t1 - t0
+        # 3 workers, each with its own connection, taking the next test as they
+        # free up (as dbt's thread pool does)
+        pending = list(reversed(tests))
+        lock = threading.Lock()
+
+        def worker() -> int:
+            failing = 0
+            conn = ep.connect()
+            try:
+                for _ in range(len(tests)):
+                    with lock:
+                        if not pending:
+                            break
+                        sql = pending.pop()
+                    failing += run_test(conn, sql)
+            finally:
+                conn.close()
+            return failing
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            failures = sum(pool.map(lambda _: worker(), range(3)))
+        steps["tests"] = time.monotonic() - t1
+        if failures:
+            raise BenchError(f"floor: tests report {failures} failing rows")
+        return time.monotonic() - t0, steps, 0.0
+
+
+def _node_file(root: Path, name: str) -> Path:
+    found = [p for p in root.rglob(name) if "schema.yml" not in p.parts]
+    if len(found) != 1:
+        raise BenchError(f"expected one {name} under {root}, found {found}")
+    return found[0]
+
+
+# ====================================================================== orchestration
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_size(
+    args: argparse.Namespace, size_rows: int, out: Callable[[str], None]
+) -> dict[str, Any]:
+    from benchmarks._harness import Bed
+
+    contenders = [c for c in args.contenders if c in ALL_CONTENDERS]
+    bed = Bed(
+        size_rows=size_rows,
+        orders_per_minute=args.orders_per_minute,
+        adapters=tuple(args.adapters),
+        log=out,
+    )
+    report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
+    with bed:
+        out(f"\n== size {size_rows:,} raw rows: loading ...")
+        bed.load_history()
+        out(
+            f"   loaded {bed.raw_total:,} raw rows "
+            f"({', '.join(f'{k} {v:,}' for k, v in bed.raw_counts.items())}) "
+            f"over {bed.history_minutes() / 1440:.1f} days in {bed.timings['load_s']:.1f}s; "
+            f"index+cluster {bed.timings['index_cluster_s']:.1f}s"
+        )
+        report["raw_rows"] = bed.raw_total
+        report["load_s"] = bed.timings["load_s"]
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+        base_env["PYTHONPATH"] = str(REPO)
+        base_env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+        for adapter in args.adapters:
+            schema = "stg_pg" if adapter == "postgres" else "stg_rs"
+            c = Contenders(bed, adapter, schema, bed.workdir, _free_port(), base_env)
+            t0 = time.monotonic()
+            c.new(full_refresh=True)
+            bed.index_staging(schema)
+            out(
+                f"   [{adapter}] staging built (full refresh + indexes) in "
+                f"{time.monotonic() - t0:.1f}s: {bed.staging_counts(schema)}"
+            )
+            funcs = {"old": c.old, "new": c.new, "floor": c.floor, "new7d": c.new7d}
+            # Phase 1: old/new/floor alternate. Phase 2 (if asked): the 7-day variant
+            # alone, afterwards, so the millions of rows each of its cycles deletes and
+            # re-inserts cannot bloat the tables under the 30-minute figures.
+            samples: list[Sample] = []
+            phases = [
+                [n for n in contenders if n != "new7d"],
+                [n for n in contenders if n == "new7d"],
+            ]
+            for phase in (ph for ph in phases if ph):
+                # warm-up (not measured): catch the staging tables up, warm caches and
+                # dbt's partial-parse files for every contender
+                for name in phase:
+                    bed.append_batch()
+                    funcs[name]()
+                for rnd in range(1, args.rounds + 1):
+                    for name in phase:
+                        batch = bed.append_batch()
+                        wall, steps, rss = funcs[name]()
+                        s = Sample(
+                            name,
+                            adapter,
+                            rnd,
+                            wall,
+                            steps,
+                            rss or None,
+                            sum(batch.values()),
+                            os.getloadavg()[0],
+                        )
+                        samples.append(s)
+                        out(
+                            f"   [{adapter}] round {rnd} {name:<6} {wall:7.2f}s  "
+                            + " ".join(f"{k}={v:.2f}" for k, v in steps.items())
+                            + (f"  rss={rss:.0f}MB" if name.startswith("new") else "")
+                            + f"  load1={s.load1:.1f}"
+                        )
+            report["adapters"][adapter] = summarize(samples, contenders, args.rounds)
+            print_adapter(out, adapter, report["adapters"][adapter], contenders)
+        report["raw_rows_end"] = bed.raw_total
+        if args.latency:
+            report["latency_ms"] = measure_latency(bed, args, out)
+    return report
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict[str, Any]:
+    by: dict[str, list[Sample]] = {c: [s for s in samples if s.contender == c] for c in contenders}
+    summary: dict[str, Any] = {
+        "contenders": {},
+        "ratios": {},
+        "load1_median": median([s.load1 for s in samples]),
+    }
+    for c, ss in by.items():
+        walls = [s.wall_s for s in ss]
+        step_names = list(dict.fromkeys(k for s in ss for k in s.steps))
+        summary["contenders"][c] = {
+            "median_s": median(walls),
+            "min_s": min(walls),
+            "max_s": max(walls),
+            "walls": walls,
+            "steps": {k: median([s.steps.get(k, 0.0) for s in ss]) for k in step_names},
+            "peak_rss_mb": max((s.peak_rss_mb or 0.0) for s in ss) or None,
+            "batch_rows": median([s.batch_rows for s in ss]),
+        }
+    if "new7d" in by and "new" in by:  # different phases: no per-round pairing
+        m = median([x.wall_s for x in by["new7d"]]) / median([x.wall_s for x in by["new"]])
+        summary["ratios"]["new7d/new"] = {"per_round": [], "median": m}
+    for a, b in (("old", "new"), ("new", "floor")):
+        if a in by and b in by:
+            per_round = [x.wall_s / y.wall_s for x, y in zip(by[a], by[b], strict=True)]
+            summary["ratios"][f"{a}/{b}"] = {"per_round": per_round, "median": median(per_round)}
+    if "new" in by and "floor" in by:
+        # the session alone (open + staging + tests + close): what a long-lived worker
+        # that already imported dbt pays; excludes interpreter start and imports
+        session = [sum(x.steps[k] for k in SESSION_STEPS) for x in by["new"]]
+        summary["contenders"]["new"]["session_median_s"] = median(session)
+        per_round = [x / y.wall_s for x, y in zip(session, by["floor"], strict=True)]
+        summary["ratios"]["session/floor"] = {"per_round": per_round, "median": median(per_round)}
+    return summary
+
+
+def print_adapter(
+    out: Callable[[str], None], adapter: str, s: dict[str, Any], contenders: list[str]
+) -> None:
+    out(
+        f"\n-- {adapter}: cycle wall time, seconds (medians over rounds; "
+        f"1-min load average during the rounds: median {s['load1_median']:.1f})"
+    )
+    out(f"   {'contender':<10}{'median':>9}{'min':>9}{'max':>9}  breakdown (medians)")
+    for c in contenders:
+        d = s["contenders"][c]
+        steps = " ".join(f"{k}={v:.2f}" for k, v in d["steps"].items())
+        rss = f"  peak RSS {d['peak_rss_mb']:.0f} MB" if d["peak_rss_mb"] else ""
+        if "session_median_s" in d:
+            rss += f"  (in-session {d['session_median_s']:.2f}s)"
+        out(f"   {c:<10}{d['median_s']:>9.2f}{d['min_s']:>9.2f}{d['max_s']:>9.2f}  {steps}{rss}")
+    for name, r in s["ratios"].items():
+        rounds = " ".join(f"{x:.2f}" for x in r["per_round"]) or "(ratio of medians)"
+        out(f"   ratio {name:<13} median {r['median']:.2f}x   per round: {rounds}")
+
+
+# ---------------------------------------------------------------------- latency
+def measure_latency(
+    bed: Any, args: argparse.Namespace, out: Callable[[str], None]
+) -> dict[str, Any]:
+    """Per-query latency, reusing ``benchmarks/tunnel_latency.py`` (the tunnel engineer's)."""
+    import psycopg2
+
+    from benchmarks import tunnel_latency as tl
+    from dbt_runner import SSHSettings
+    from dbt_runner._tunnel import Tunnel
+
+    ssh = SSHSettings(
+        host=bed.sshd.host,
+        port=bed.sshd.port,
+        user=bed.sshd.user,
+        private_key=bed.sshd.private_key_path,
+        known_hosts=bed.sshd.known_hosts_path,
+    )
+    q, r = args.latency_queries, 5
+
+    def pg_connect(host: str, port: int) -> Any:
+        conn = psycopg2.connect(
+            host=host,
+            port=port,
+            user=bed.user,
+            password=bed.password,
+            dbname=bed.dbname,
+            connect_timeout=10,
+        )
+        conn.autocommit = True
+        return conn
+
+    def rs_connect(host: str, port: int) -> Any:
+        import redshift_connector
+
+        conn = redshift_connector.connect(
+            host=host,
+            port=port,
+            user=bed.user,
+            password=bed.password,
+            database=bed.dbname,
+            ssl=False,
+            timeout=10,
+        )
+        conn.autocommit = True
+        return conn
+
+    clients = [("psycopg2", pg_connect, "postgres")]
+    if "redshift" in args.adapters:
+        clients.append(("redshift_connector", rs_connect, "redshift"))
+    results: dict[str, Any] = {}
+    run_rounds = getattr(tl, "run_rounds", None)
+    if run_rounds is None:
+        out("\n-- per-query latency: benchmarks/tunnel_latency.py has no run_rounds(); skipped")
+        return results
+    out(
+        f"\n-- per-query latency of 'select 1', ms (median of {r} rounds x {q} queries, the "
+        "connections taking turns; tunnel_latency.run_rounds)"
+    )
+    names = ("direct", "sshtunnel", "untuned", "ssh -L")
+    out(f"   {'client':<20}" + "".join(f"{n:>11}" for n in names))
+    for name, connect, adapter in clients:
+        ep = bed.endpoint(adapter)
+        port = _free_port()
+        openssh = SshTunnel(bed, (ep.host, ep.port), port)
+        with contextlib.ExitStack() as stack:
+            tuned = stack.enter_context(Tunnel(ssh, ep.host, ep.port))
+            untuned = stack.enter_context(Tunnel(ssh, ep.host, ep.port, tune_tcp=False))
+            openssh.open()
+            stack.callback(openssh.close)
+            conns = {
+                "direct": connect(ep.host, ep.port),
+                "sshtunnel": connect(tuned.local_host, tuned.local_port),
+                "untuned": connect(untuned.local_host, untuned.local_port),
+                "ssh -L": connect("127.0.0.1", port),
+            }
+            for conn in conns.values():
+                stack.callback(conn.close)
+            per_round = run_rounds({k: c.cursor() for k, c in conns.items()}, q, r)
+        results[name] = {k: statistics.median(v) for k, v in per_round.items()}
+        out(f"   {name:<20}" + "".join(f"{results[name][n]:>11.3f}" for n in names))
+    out(
+        "   sshtunnel = dbt_runner's Tunnel (new); untuned = Tunnel(tune_tcp=False); "
+        "ssh -L = OpenSSH client (old)"
+    )
+    return results
+
+
+# ---------------------------------------------------------------------- main
+def machine() -> str:
+    mem_kb = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    pg = "?"
+    with contextlib.suppress(Exception):
+        from tests.services.postgres import postgres_bin_dir
+
+        pg = subprocess.run(
+            [str(postgres_bin_dir() / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    import importlib.metadata as md
+
+    vers = " ".join(
+        f"{p} {md.version(p)}" for p in ("dbt-core", "dbt-postgres", "dbt-redshift") if _has(p)
+    )
+    return (
+        f"{os.cpu_count()} cpu ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, "
+        f"Linux {platform.release()}, Python {platform.python_version()}, {pg}, {vers}"
+    )
+
+
+def _has(pkg: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(pkg)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def print_scaling(
+    out: Callable[[str], None], reports: list[dict[str, Any]], adapters: list[str]
+) -> None:
+    """Per size: new (and its staging/tests steps), floor, new7d; new relative to the first."""
+    out("\n== scaling (medians, seconds; 'x first' = new relative to the first size)")
+    out(
+        f"   {'adapter':<9}{'raw rows':>12}{'new':>8}{'staging':>9}{'tests':>8}"
+        f"{'floor':>8}{'fl.models':>10}{'fl.tests':>9}{'new7d':>8}{'x first':>9}"
+    )
+    for adapter in adapters:
+        base = reports[0]["adapters"][adapter]["contenders"]["new"]["median_s"]
+        for rep in reports:
+            cs = rep["adapters"][adapter]["contenders"]
+            new = cs["new"]
+            floor = cs.get("floor")
+            n7 = cs.get("new7d")
+
+            def cell(value: float | None, width: int) -> str:
+                return f"{value:>{width}.2f}" if value is not None else f"{'-':>{width}}"
+
+            out(
+                f"   {adapter:<9}{rep['raw_rows']:>12,}{cell(new['median_s'], 8)}"
+                f"{cell(new['steps'].get('staging'), 9)}{cell(new['steps'].get('tests'), 8)}"
+                f"{cell(floor['median_s'] if floor else None, 8)}"
+                f"{cell(floor['steps'].get('models') if floor else None, 10)}"
+                f"{cell(floor['steps'].get('tests') if floor else None, 9)}"
+                f"{cell(n7['median_s'] if n7 else None, 8)}"
+                f"{new['median_s'] / base:>8.2f}x"
+            )
+
+
+def _ratio_cell(ratios: dict[str, Any], key: str) -> str:
+    return f"{ratios[key]['median']:.2f}x" if key in ratios else "-"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    from benchmarks._harness import ADAPTERS, DEFAULT_ORDERS_PER_MINUTE
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.cycle", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--size", default="2m", help="raw rows in all (2m, 500k, 15m, tiny)")
+    p.add_argument(
+        "--sizes", default=None, help="comma list: one full run per size, then a scaling table"
+    )
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--adapters", default=",".join(ADAPTERS))
+    p.add_argument("--contenders", default="old,new,floor", help=f"from {','.join(ALL_CONTENDERS)}")
+    p.add_argument(
+        "--orders-per-minute",
+        type=int,
+        default=None,
+        help=f"order rate (default {DEFAULT_ORDERS_PER_MINUTE}; 20 for --size tiny)",
+    )
+    p.add_argument("--no-latency", dest="latency", action="store_false")
+    p.add_argument("--latency-queries", type=int, default=100)
+    p.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    a = p.parse_args(argv)
+    a.adapters = [x for x in a.adapters.split(",") if x]
+    a.contenders = [x for x in a.contenders.split(",") if x]
+    bad = [c for c in a.contenders if c not in ALL_CONTENDERS] + [
+        x for x in a.adapters if x not in ADAPTERS
+    ]
+    if bad or not a.contenders or not a.adapters:
+        p.error(f"unknown contender/adapter: {bad}")
+    if "floor" in a.contenders and "new" not in a.contenders:
+        p.error("floor replays what 'new' executed: include 'new'")
+    if not 1 <= a.rounds <= 50:
+        p.error("--rounds must be 1..50")
+    a.size_list = (a.sizes or a.size).split(",")
+    if a.orders_per_minute is None:
+        a.orders_per_minute = 20 if a.size_list == ["tiny"] else DEFAULT_ORDERS_PER_MINUTE
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        return child_main(argv[1:])
+    from benchmarks._harness import parse_size
+
+    args = parse_args(argv)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    started = dt.datetime.now(dt.timezone.utc)
+    out(f"benchmarks.cycle  {started:%Y-%m-%d %H:%M} UTC  argv: {' '.join(argv) or '(defaults)'}")
+    out(f"machine: {machine()}")
+    out(
+        f"contenders {args.contenders}, adapters {args.adapters}, {args.rounds} rounds, "
+        f"{args.orders_per_minute} orders/min, 15-min batch appended before every cycle"
+    )
+    reports = []
+    for size in args.size_list:
+        reports.append(run_size(args, parse_size(size), out))
+    out("\n== summary (medians, seconds; ratios are medians of per-round ratios)")
+    cols = [c for c in ALL_CONTENDERS if c in args.contenders]
+    ratio_cols = (("old/new", 9), ("new/floor", 10), ("session/floor", 14), ("new7d/new", 10))
+    out(
+        f"   {'raw rows':>12} {'adapter':<9}"
+        + "".join(f"{c:>8}" for c in cols)
+        + "".join(f"{k:>{w}}" for k, w in ratio_cols)
+        + f"{'RSS MB':>8}"
+    )
+    for rep in reports:
+        for adapter, s in rep["adapters"].items():
+            cells = "".join(f"{s['contenders'][c]['median_s']:>8.2f}" for c in cols)
+            cells += "".join(f"{_ratio_cell(s['ratios'], k):>{w}}" for k, w in ratio_cols)
+            rss = s["contenders"].get("new", {}).get("peak_rss_mb")
+            rss_cell = f"{rss:.0f}" if rss else "-"
+            out(f"   {rep['raw_rows']:>12,} {adapter:<9}{cells}{rss_cell:>8}")
+    if "new" in args.contenders and len(reports) > 1:
+        print_scaling(out, reports, args.adapters)
+    out(f"\ndone in {(dt.datetime.now(dt.timezone.utc) - started).total_seconds():.0f}s")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "argv": argv,
+                    "started": started.isoformat(),
+                    "reports": reports,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
