@@ -281,38 +281,41 @@ class DbtSession:
     def _attempt(self, number: int, args: list[str], threads: int | None) -> Attempt:
         started_at = utc_now_iso()
         t0 = time.monotonic()
+        nodes, error = self._run_attempt(number, args, threads, t0)
+        return Attempt(
+            number=number,
+            args=tuple(args),
+            threads=threads,
+            started_at=started_at,
+            elapsed_s=round(time.monotonic() - t0, 3),
+            success=error is None,
+            nodes=nodes,
+            error=error,
+        )
 
-        def failed(kind: ErrorKind, message: str, nodes: tuple[NodeResult, ...] = ()) -> Attempt:
-            return Attempt(
-                number=number,
-                args=tuple(args),
-                threads=threads,
-                started_at=started_at,
-                elapsed_s=round(time.monotonic() - t0, 3),
-                success=False,
-                nodes=nodes,
-                error=ErrorInfo(kind, message),
-            )
-
+    def _run_attempt(
+        self, number: int, args: list[str], threads: int | None, t0: float
+    ) -> tuple[tuple[NodeResult, ...], ErrorInfo | None]:
+        """Tunnel check, parse (once per vars), then dbt: the nodes and the error, if any."""
         try:
             self._ensure_tunnel()
         except (HostKeyError, SSHAuthError) as exc:
             # not transient: the classification keeps it from being retried
-            return failed(ErrorKind.AUTH, str(exc))
+            return (), ErrorInfo(ErrorKind.AUTH, str(exc))
         except TunnelError as exc:
-            return failed(ErrorKind.TUNNEL, str(exc))
+            return (), ErrorInfo(ErrorKind.TUNNEL, str(exc))
 
         vars_key = _vars_of(args)
         manifest = self._manifests.get(vars_key)
         if manifest is None:
             parsed = self._run_dbt(["parse", *([] if not vars_key else ["--vars", vars_key])])
             if not parsed.success or parsed.result is None:
-                error = parsed.exception
-                kind = classify_exception(error) if error else ErrorKind.COMPILATION
+                cause = parsed.exception
+                kind = classify_exception(cause) if cause else ErrorKind.COMPILATION
                 if kind is ErrorKind.MODEL_FAILURE:
                     kind = ErrorKind.COMPILATION
-                text = _message(error) if error else "dbt could not parse the project"
-                return failed(kind, text)
+                text = _message(cause) if cause else "dbt could not parse the project"
+                return (), ErrorInfo(kind, text)
             manifest = self._manifests[vars_key] = parsed.result
 
         full_args = list(args)
@@ -326,62 +329,39 @@ class DbtSession:
             if timer is not None:
                 timer.cancel()
                 timer.join()
-        return self._to_attempt(number, args, threads, started_at, t0, res, failed)
+        return self._outcome(number, res, t0)
 
-    def _to_attempt(
-        self,
-        number: int,
-        args: list[str],
-        threads: int | None,
-        started_at: str,
-        t0: float,
-        res: Any,
-        failed: Any,
-    ) -> Attempt:
+    def _outcome(
+        self, number: int, res: Any, t0: float
+    ) -> tuple[tuple[NodeResult, ...], ErrorInfo | None]:
+        """dbt's three outcomes (success, exception, failed nodes) as nodes + error."""
         timed_out = self._watchdog_fired.is_set()
         raw_results = _node_results(res, self.state_dir / "target", t0)
         nodes = tuple(
             node_from_dbt(r, number, None if timed_out else _node_error(r)) for r in raw_results
         )
+        retry = self.settings.retry
         if timed_out:
-            nodes = tuple(_timeout_node(n) for n in nodes)
             message = (
                 f"invocation timed out after {self.settings.timeout_s:g}s "
                 "(dbt_runner watchdog, DBT_RUNNER_TIMEOUT_S); its connections were cancelled"
             )
-            return failed(ErrorKind.TIMEOUT, message, nodes)  # type: ignore[no-any-return]
+            return tuple(_timeout_node(n) for n in nodes), ErrorInfo(ErrorKind.TIMEOUT, message)
+        transient = [e for n in nodes if (e := n.error) is not None and is_retryable(e.kind, retry)]
         if res.exception is not None:
             kind = classify_exception(res.exception)
             message = _message(res.exception)
             # dbt reports only its last error; a node that failed transiently on
             # the way (e.g. refused by a connection limit) says what really happened
-            node_error = next(
-                (
-                    n.error
-                    for n in nodes
-                    if n.error is not None and is_retryable(n.error.kind, self.settings.retry)
-                ),
-                None,
-            )
-            if node_error is not None and not is_retryable(kind, self.settings.retry):
-                kind = node_error.kind
-                message = f"{message}\n(first transient node failure) {node_error.message}"
-            return failed(kind, message, nodes)  # type: ignore[no-any-return]
+            if transient and not is_retryable(kind, retry):
+                kind = transient[0].kind
+                message = f"{message}\n(first transient node failure) {transient[0].message}"
+            return nodes, ErrorInfo(kind, message)
         if not res.success:
             errors = [n.error for n in nodes if n.error is not None]
-            transient = [e for e in errors if is_retryable(e.kind, self.settings.retry)]
             fallback = ErrorInfo(ErrorKind.MODEL_FAILURE, "dbt reported failure")
-            chosen = (transient or errors or [fallback])[0]
-            return failed(chosen.kind, chosen.message, nodes)  # type: ignore[no-any-return]
-        return Attempt(
-            number=number,
-            args=tuple(args),
-            threads=threads,
-            started_at=started_at,
-            elapsed_s=round(time.monotonic() - t0, 3),
-            success=True,
-            nodes=nodes,
-        )
+            return nodes, (transient or errors or [fallback])[0]
+        return nodes, None
 
     def _run_dbt(self, args: list[str], manifest: Any = None) -> Any:
         assert self._profiles_dir is not None
