@@ -172,7 +172,7 @@ def test_parse_pinned_fingerprint_with_or_without_padding() -> None:
         "ssh-ed25519",
         "ssh-ed25519 not-base64!!",
         # the blob says ssh-ed25519, the type says ssh-rsa: a copy/paste slip
-        "ssh-rsa " + _ed25519_key().get_base64(),
+        pytest.param("ssh-rsa " + _ed25519_key().get_base64(), id="type-mismatch"),
     ],
 )
 def test_parse_host_key_rejects_garbage(text: str) -> None:
