@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from dbt_runner import DbtSession, Settings
 from tests import test_models_duckdb as cases
+from tests.integration._models_env import models_env
 from tests.services.pg_fixtures import PgDatabase
 
 pytestmark = pytest.mark.integration
@@ -37,30 +37,8 @@ SHARED_CASES: list[Callable[[cases.ModelsEnv], None]] = [
 
 @pytest.fixture
 def pg_env(pg_db: PgDatabase, tmp_path: Path) -> Iterator[cases.ModelsEnv]:
-    cfg = Settings(
-        project_dir=cases.MODELS_DIR,
-        warehouse={
-            "type": "postgres",
-            "host": pg_db.host,
-            "port": pg_db.port,
-            "user": pg_db.user,
-            "password": pg_db.password,
-            "dbname": pg_db.dbname,
-            "schema": cases.STAGING_SCHEMA,
-            "sslmode": "disable",
-        },
-        state_dir=tmp_path / "state",
-        threads=3,
-        retry={"attempts": 1},
-    )
-    conn = pg_db.connect()
-    try:
-        with DbtSession(cfg) as session:
-            env = cases.ModelsEnv(session, conn, "postgres")
-            env.reset()
-            yield env
-    finally:
-        conn.close()
+    with models_env(pg_db, "postgres", tmp_path) as env:
+        yield env
 
 
 @settings(

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from dbt_runner import DbtSession, Settings
 from tests import test_models_duckdb as cases
+from tests.integration._models_env import models_env
 from tests.services.pg_fixtures import RedshiftDatabase
 
 pytestmark = pytest.mark.integration
@@ -43,30 +43,8 @@ SHARED_CASES: list[Callable[[cases.ModelsEnv], None]] = [
 
 @pytest.fixture
 def rs_env(redshift_db: RedshiftDatabase, tmp_path: Path) -> Iterator[cases.ModelsEnv]:
-    cfg = Settings(
-        project_dir=cases.MODELS_DIR,
-        warehouse={
-            "type": "redshift",
-            "host": redshift_db.host,
-            "port": redshift_db.port,
-            "user": redshift_db.user,
-            "password": redshift_db.password,
-            "dbname": redshift_db.dbname,
-            "schema": cases.STAGING_SCHEMA,
-            "sslmode": "disable",
-        },
-        state_dir=tmp_path / "state",
-        threads=3,
-        retry={"attempts": 1},
-    )
-    conn = redshift_db.connect()  # psycopg2 through the same proxy, for loading and checks
-    try:
-        with DbtSession(cfg) as session:
-            env = cases.ModelsEnv(session, conn, "postgres")
-            env.reset()
-            yield env
-    finally:
-        conn.close()
+    with models_env(redshift_db, "redshift", tmp_path) as env:
+        yield env
 
 
 def _creates_of(redshift_db: RedshiftDatabase, model: str) -> dict[str, list[str]]:

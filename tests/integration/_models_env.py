@@ -1,0 +1,44 @@
+"""Open a ``ModelsEnv`` (tests/test_models_duckdb.py) on a network warehouse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dbt_runner import DbtSession, Settings
+from tests import test_models_duckdb as cases
+from tests.services.pg_fixtures import PgDatabase
+
+
+@contextmanager
+def models_env(db: PgDatabase, warehouse_type: str, tmp_path: Path) -> Iterator[cases.ModelsEnv]:
+    """A reset ModelsEnv whose session runs ``warehouse_type`` (postgres/redshift) on ``db``.
+
+    Loading and checks go through psycopg2 on the same host/port (for the
+    Redshift stand-in, through its proxy).
+    """
+    cfg = Settings(
+        project_dir=cases.MODELS_DIR,
+        warehouse={
+            "type": warehouse_type,
+            "host": db.host,
+            "port": db.port,
+            "user": db.user,
+            "password": db.password,
+            "dbname": db.dbname,
+            "schema": cases.STAGING_SCHEMA,
+            "sslmode": "disable",
+        },
+        state_dir=tmp_path / "state",
+        threads=3,
+        retry={"attempts": 1},
+    )
+    conn = db.connect()
+    try:
+        with DbtSession(cfg) as session:
+            env = cases.ModelsEnv(session, conn, "postgres")
+            env.reset()
+            yield env
+    finally:
+        conn.close()
