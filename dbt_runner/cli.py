@@ -156,6 +156,38 @@ def _report(
         (display or PlainDisplay()).report(results)
 
 
+Step = Callable[[DbtSession], RunResult]
+
+
+def _run_steps(
+    steps: list[tuple[str, Step]],
+    *,
+    project_dir: Path | None,
+    target: str | None,
+    threads: int | None,
+    as_json: bool,
+    quiet: bool,
+    log_format: str,
+    keyed: bool = False,
+) -> None:
+    """Run ``steps`` in one session (one tunnel, one parse), report, exit with the code.
+
+    A step after a failed one is skipped (tests do not run on failed staging).
+    """
+    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
+    results: dict[str, RunResult] = {}
+    with _errors_to_exit_codes(as_json), display:
+        settings = _settings(project_dir, target, threads)
+        with DbtSession(settings, callbacks=display.callbacks) as session:
+            for label, step in steps:
+                with display.invocation(label):
+                    results[label] = step(session)
+                if not results[label].success:
+                    break
+    _report(results, as_json, keyed=keyed, display=display)
+    sys.exit(exit_code(*results.values()))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dbt-runner")
 def main() -> None:
@@ -181,14 +213,15 @@ def staging(
     full_refresh: bool,
 ) -> None:
     """Run the staging models (dbt run)."""
-    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
-    with _errors_to_exit_codes(as_json), display:
-        settings = _settings(project_dir, target, threads)
-        session = DbtSession(settings, callbacks=display.callbacks)
-        with session, display.invocation("staging"):
-            result = session.run_staging(select=select, full_refresh=full_refresh)
-    _report({"staging": result}, as_json, display=display)
-    sys.exit(exit_code(result))
+    _run_steps(
+        [("staging", lambda s: s.run_staging(select=select, full_refresh=full_refresh))],
+        project_dir=project_dir,
+        target=target,
+        threads=threads,
+        as_json=as_json,
+        quiet=quiet,
+        log_format=log_format,
+    )
 
 
 @main.command("test")
@@ -204,14 +237,15 @@ def test_(
     select: str,
 ) -> None:
     """Run the data tests (dbt test)."""
-    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
-    with _errors_to_exit_codes(as_json), display:
-        settings = _settings(project_dir, target, threads)
-        session = DbtSession(settings, callbacks=display.callbacks)
-        with session, display.invocation("tests"):
-            result = session.run_tests(select=select)
-    _report({"tests": result}, as_json, display=display)
-    sys.exit(exit_code(result))
+    _run_steps(
+        [("tests", lambda s: s.run_tests(select=select))],
+        project_dir=project_dir,
+        target=target,
+        threads=threads,
+        as_json=as_json,
+        quiet=quiet,
+        log_format=log_format,
+    )
 
 
 @main.command()
@@ -234,19 +268,20 @@ def cycle(
 
     Tests are skipped when staging failed.
     """
-    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
-    results: dict[str, RunResult] = {}
-    with _errors_to_exit_codes(as_json), display:
-        settings = _settings(project_dir, target, threads)
-        with DbtSession(settings, callbacks=display.callbacks) as session:
-            with display.invocation("staging"):
-                results["staging"] = session.run_staging(select=select)
-            if tests and results["staging"].success:
-                with display.invocation("tests"):
-                    results["tests"] = session.run_tests(select=select)
-    # same shape whether or not tests ran
-    _report(results, as_json, keyed=True, display=display)
-    sys.exit(exit_code(*results.values()))
+    steps: list[tuple[str, Step]] = [("staging", lambda s: s.run_staging(select=select))]
+    if tests:
+        steps.append(("tests", lambda s: s.run_tests(select=select)))
+    # same JSON shape whether or not tests ran
+    _run_steps(
+        steps,
+        project_dir=project_dir,
+        target=target,
+        threads=threads,
+        as_json=as_json,
+        quiet=quiet,
+        log_format=log_format,
+        keyed=True,
+    )
 
 
 @main.command()
