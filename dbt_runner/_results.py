@@ -27,7 +27,9 @@ __all__ = ["Attempt", "ErrorInfo", "NodeResult", "RunResult"]
 
 #: node statuses that mean "this node did not do its job"
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "skipped", "partial success"})
-_TEST_TYPES = frozenset({"test", "unit_test"})
+#: failed statuses that carry an error of their own (a skip only follows one)
+ERROR_STATUSES = FAILED_STATUSES - {"skipped"}
+TEST_TYPES = frozenset({"test", "unit_test"})
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,7 @@ class RunResult:
         ):
             raise DbtInvocationError(self.summary(), self.error.kind, self)
         # a test skipped because its model failed is not a test failure (dbt build)
-        if any(n.resource_type in _TEST_TYPES and n.status != "skipped" for n in failed):
+        if any(n.resource_type in TEST_TYPES and n.status != "skipped" for n in failed):
             raise DbtTestsFailed(self.summary(), self)
         if failed or self.error is not None:
             raise DbtRunFailed(self.summary(), self)
@@ -342,7 +344,7 @@ def _span(pairs: Iterable[tuple[Any, Any]]) -> tuple[str | None, str | None]:
     return (min(starts) if starts else None, max(ends) if ends else None)
 
 
-def node_from_dbt(result: Any, attempt: int, error: ErrorInfo | None) -> NodeResult:
+def node_from_dbt(result: Any, attempt: int, error: ErrorInfo | None = None) -> NodeResult:
     """A dbt ``RunResult`` (or a run_results.json entry as a dict) as a NodeResult."""
     if isinstance(result, Mapping):
         return _node_from_json(result, attempt, error)

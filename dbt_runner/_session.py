@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,17 @@ from ._exceptions import (
     TunnelError,
 )
 from ._profile import GeneratedProfile, project_profile_name
-from ._results import Attempt, ErrorInfo, NodeResult, RunResult, node_from_dbt, utc_now_iso
+from ._results import (
+    ERROR_STATUSES,
+    FAILED_STATUSES,
+    TEST_TYPES,
+    Attempt,
+    ErrorInfo,
+    NodeResult,
+    RunResult,
+    node_from_dbt,
+    utc_now_iso,
+)
 from ._retry import TransientFailure, build_retrying, is_retryable
 from ._settings import Settings
 
@@ -50,7 +61,6 @@ log = logging.getLogger("dbt_runner.session")
 #: dbt commands that take ``--threads``
 _THREADED = frozenset({"run", "test", "build", "seed", "snapshot", "compile", "retry"})
 _SELECT_FLAGS = frozenset({"--select", "-s", "--models", "-m"})
-_TEST_TYPES = frozenset({"test", "unit_test"})
 
 _PROCESS_LOCK = threading.Lock()
 #: how long the watchdog lets the server-side cancel run before it cuts the tunnel
@@ -337,16 +347,19 @@ class DbtSession:
         """dbt's three outcomes (success, exception, failed nodes) as nodes + error."""
         timed_out = self._watchdog_fired.is_set()
         raw_results = _node_results(res, self.state_dir / "target", t0)
-        nodes = tuple(
-            node_from_dbt(r, number, None if timed_out else _node_error(r)) for r in raw_results
-        )
+        nodes = tuple(node_from_dbt(r, number) for r in raw_results)
         retry = self.settings.retry
         if timed_out:
             message = (
                 f"invocation timed out after {self.settings.timeout_s:g}s "
                 "(dbt_runner watchdog, DBT_RUNNER_TIMEOUT_S); its connections were cancelled"
             )
-            return tuple(_timeout_node(n) for n in nodes), ErrorInfo(ErrorKind.TIMEOUT, message)
+            # every node that did not finish (skipped ones too) was cut by the watchdog
+            nodes = tuple(
+                _with_error(n, ErrorKind.TIMEOUT, FAILED_STATUSES, "timed out") for n in nodes
+            )
+            return nodes, ErrorInfo(ErrorKind.TIMEOUT, message)
+        nodes = tuple(_with_error(n, _node_kind(n)) for n in nodes)
         transient = [e for n in nodes if (e := n.error) is not None and is_retryable(e.kind, retry)]
         if res.exception is not None:
             kind = classify_exception(res.exception)
@@ -460,29 +473,25 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _node_error(result: Any) -> ErrorInfo | None:
-    status = str(result["status"] if isinstance(result, dict) else result.status)
-    if status not in ("error", "fail", "runtime error", "partial success"):
-        return None
-    message = str((result.get("message") if isinstance(result, dict) else result.message) or "")
-    rtype = (
-        str(result["unique_id"]).split(".", 1)[0]
-        if isinstance(result, dict)
-        else str(result.node.resource_type)
-    )
-    if rtype in _TEST_TYPES:
-        if status == "fail":
-            return ErrorInfo(ErrorKind.TEST_FAILURE, message)
-        return ErrorInfo(classify_message(message, ErrorKind.TEST_FAILURE), message)
-    return ErrorInfo(classify_message(message, ErrorKind.MODEL_FAILURE), message)
+def _node_kind(node: NodeResult) -> ErrorKind:
+    """The kind of a node's own failure: a failed test is a test failure, else its message."""
+    if node.resource_type in TEST_TYPES:
+        if node.status == "fail":
+            return ErrorKind.TEST_FAILURE
+        return classify_message(node.message or "", ErrorKind.TEST_FAILURE)
+    return classify_message(node.message or "", ErrorKind.MODEL_FAILURE)
 
 
-def _timeout_node(node: NodeResult) -> NodeResult:
-    from dataclasses import replace
-
-    if node.status in ("success", "pass", "warn"):
+def _with_error(
+    node: NodeResult,
+    kind: ErrorKind,
+    statuses: frozenset[str] = ERROR_STATUSES,
+    default_message: str = "",
+) -> NodeResult:
+    """``node`` with an error of ``kind`` when its status is one of ``statuses``."""
+    if node.status not in statuses:
         return node
-    return replace(node, error=ErrorInfo(ErrorKind.TIMEOUT, node.message or "timed out"))
+    return replace(node, error=ErrorInfo(kind, node.message or default_message))
 
 
 def _node_results(res: Any, target: Path, t0: float) -> list[Any]:
