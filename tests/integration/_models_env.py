@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hypothesis import HealthCheck, Phase, settings
+
 from dbt_runner import DbtSession, Settings
 from tests import test_models_duckdb as cases
 from tests.services.pg_fixtures import PgDatabase
@@ -42,3 +44,17 @@ def models_env(db: PgDatabase, warehouse_type: str, tmp_path: Path) -> Iterator[
             yield env
     finally:
         conn.close()
+
+
+def property_settings(max_examples: int) -> settings:
+    """Hypothesis settings for the incremental property on a network warehouse."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,  # every example resets the database itself
+        ],
+    )

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 
 from tests import test_models_duckdb as cases
-from tests.integration._models_env import models_env
+from tests.integration._models_env import models_env, property_settings
 from tests.services.pg_fixtures import PgDatabase
 
 pytestmark = pytest.mark.integration
@@ -41,16 +41,7 @@ def pg_env(pg_db: PgDatabase, tmp_path: Path) -> Iterator[cases.ModelsEnv]:
         yield env
 
 
-@settings(
-    max_examples=3,
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,  # every example resets the database itself
-    ],
-)
+@property_settings(max_examples=3)
 @given(scenario=cases.scenarios())
 def test_incremental_cycles_equal_a_full_refresh_on_postgres(
     pg_env: cases.ModelsEnv, scenario: cases.Scenario
