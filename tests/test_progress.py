@@ -94,36 +94,47 @@ def test_json_prints_only_the_result_on_stdout(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------- a TTY
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> None:
+def _in_terminal(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a real pseudo-terminal; its exit code and output."""
     import fcntl
     import pty
+    import select
     import struct
     import termios
+    import time
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     child = subprocess.Popen(
-        [sys.executable, "-m", "dbt_runner.cli", "staging", "--project-dir", str(MINI)],
-        env=_env(tmp_path, TERM="xterm-256color", COLUMNS="120"),
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=env.get("PWD")
     )
     os.close(slave)
     chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert child.wait(timeout=300) == 0
-    raw = b"".join(chunks).decode("utf-8", "replace")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        if child.poll() is None and time.monotonic() >= deadline:
+            child.kill()
+    code = child.wait(timeout=30)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _assert_live_run(code: int, raw: str) -> str:
     text = ANSI.sub("", raw)
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
     assert ANSI.search(raw), "a terminal gets a redrawn display"
     # the live display: a bar for the invocation and a row per node
     assert re.search(r"staging .*3/3 nodes", text), text[-3000:]
@@ -134,6 +145,38 @@ def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> N
         assert re.search(rf"│ {name} +│ model │ success │ Thread-\d+ \(worker\)", text), text
     # node lines are in the table, not printed as plain log lines
     assert not re.search(r"INFO +START model", text)
+    return text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> None:
+    code, raw = _in_terminal(
+        [sys.executable, "-m", "dbt_runner.cli", "staging", "--project-dir", str(MINI)],
+        _env(tmp_path, TERM="xterm-256color", COLUMNS="120"),
+    )
+    _assert_live_run(code, raw)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.timeout(900)
+def test_base_install_at_a_terminal_runs_without_a_traceback(tmp_path: Path) -> None:
+    """What docs/getting-started.md installs (no extras) gives the live display at a terminal."""
+    from tests._venvs import cached_venv
+
+    bin_dir = cached_venv("base", ["."])  # `pip install .`: no extras
+    listed = subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.lower()
+    assert "plotly" not in listed and "apache-airflow" not in listed  # really the base install
+    env = _env(tmp_path, TERM="xterm-256color", COLUMNS="120", PWD=str(tmp_path))
+    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    code, raw = _in_terminal(
+        [str(bin_dir / "dbt-runner"), "staging", "--project-dir", str(MINI)], env
+    )
+    _assert_live_run(code, raw)
 
 
 # ----------------------------------------------------------------------- units
