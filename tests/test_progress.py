@@ -93,6 +93,43 @@ def test_json_prints_only_the_result_on_stdout(tmp_path: Path) -> None:
     assert not ANSI.search(proc.stderr)
 
 
+#: a line dbt itself prints on its console ("12:00:01  1 of 3 START sql table model ...")
+DBT_CONSOLE = re.compile(
+    r"\d+ of \d+ (START|OK|ERROR|PASS|FAIL)|Encountered an error|Completed with"
+)
+
+
+def test_stdout_is_the_result_and_each_node_event_is_told_once(tmp_path: Path) -> None:
+    """The documented contract: stdout = the summary, stderr = our log lines; dbt's own
+    console output is captured (not printed), so a failed node is reported once."""
+    proc = _cli(tmp_path, "staging", "--select", "tag:broken")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.startswith("dbt run: FAILED (1 nodes, ")
+    assert "broken: error [model_failure]" in proc.stdout
+    for stream in (proc.stdout, proc.stderr):
+        assert not DBT_CONSOLE.search(stream), stream
+    assert " DONE " not in proc.stdout and " START " not in proc.stdout
+    assert len([x for x in proc.stderr.splitlines() if "START model broken" in x]) == 1
+    assert len([x for x in proc.stderr.splitlines() if "DONE  model broken" in x]) == 1
+    assert proc.stderr.count("Catalog Error") == 1  # dbt's own copy is not printed
+
+
+def test_verbose_shows_dbts_console_lines_on_stderr_only(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "staging", "--select", "tag:broken", "--verbose")
+    assert proc.returncode == 1, proc.stderr
+    assert not DBT_CONSOLE.search(proc.stdout), proc.stdout
+    assert re.search(r"DEBUG +.*1 of 1 ERROR creating .*model .*broken", proc.stderr), proc.stderr
+
+
+def test_passing_tests_log_no_row_count(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "cycle")
+    assert proc.returncode == 0, proc.stderr
+    done = [x for x in proc.stderr.splitlines() if " DONE  test " in x]
+    assert len(done) == 3 and all(" pass in " in x for x in done), proc.stderr
+    assert not [x for x in done if "rows=" in x], done
+    assert proc.stdout.splitlines()[1].startswith("dbt test: OK (3 nodes, ")
+
+
 # ----------------------------------------------------------------------- a TTY
 def _in_terminal(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[int, str]:
     """Run ``argv`` with stdout and stderr on a real pseudo-terminal; its exit code and output."""
