@@ -357,10 +357,15 @@ def cycle(
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("dbt_runner_demo.duckdb"),
     show_default=True,
-    help="DuckDB file to create (overwritten).",
+    help="DuckDB file to create (an existing one is overwritten).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--verbose", "-v", is_flag=True, help="Also log every node start/finish on stderr.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also log every node start/finish on stderr, and dbt's own console lines.",
+)
 def demo(path: Path, threads: int, verbose: bool) -> None:
     """Load synthetic data into DuckDB and run two staging cycles (no services needed).
 
@@ -368,9 +373,10 @@ def demo(path: Path, threads: int, verbose: bool) -> None:
     """
     from .demo import run_demo
 
-    _setup_logging(quiet=not verbose)
-    with _errors_to_exit_codes():
-        code = run_demo(path, threads=threads, echo=click.echo)
+    _setup_logging(quiet=not verbose, verbose=verbose)
+    out = sys.stdout  # the demo's own lines; dbt's console lines go to the log
+    with _errors_to_exit_codes(), dbt_console_to_log():
+        code = run_demo(path, threads=threads, echo=lambda line: click.echo(line, file=out))
     sys.exit(code)
 
 
