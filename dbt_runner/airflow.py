@@ -337,7 +337,7 @@ def cycle_is_due(when: datetime, every_minutes: int, cycle_minutes: int = 15) ->
 
 # ---------------------------------------------------------------------- helpers
 def _base_hook() -> Any:
-    """Airflow's ``BaseHook`` (``airflow.sdk`` from 3.1 on, ``airflow.hooks.base`` in 3.0)."""
+    """Airflow's ``BaseHook`` (``airflow.sdk`` from 3.1 on, ``airflow.hooks.base`` in 3.0 and 2.x)."""
     error: ImportError | None = None
     for module in ("airflow.sdk", "airflow.hooks.base"):
         try:
@@ -347,7 +347,7 @@ def _base_hook() -> Any:
         except AttributeError:
             continue
     raise ConfigurationError(
-        "dbt_runner.airflow needs Apache Airflow 3: pip install 'dbt-runner[airflow]'"
+        "dbt_runner.airflow needs Apache Airflow 2.10 or 3: pip install 'dbt-runner[airflow]'"
     ) from error
 
 
