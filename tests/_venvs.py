@@ -4,11 +4,15 @@ Some claims are about an install that is *not* the test venv: the CLI with only
 the base install, the example DAG under Airflow 2. :func:`cached_venv` builds
 such a venv once under ``.cache/venvs/`` in the repository (git-ignored; CI
 keeps the clone for its whole run) and reuses it while the package's sources
-and the requested packages are unchanged. Creation is bounded in time.
+and the requested packages are unchanged. Creation is bounded in time, and a
+lock file makes a second caller (another pytest worker, or CI building it in
+the background meanwhile: ``python -m tests._venvs airflow2``) wait for the
+first instead of building it twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -18,6 +22,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "venvs"
+
+#: the venvs the tests use, by name
+REQUIREMENTS = {
+    # what docs/getting-started.md installs: no extras
+    "base": ["."],
+    # the Airflow 2 line many deployments run (pytest: the DAG test's child imports it)
+    "airflow2": ["apache-airflow==2.10.5", ".[postgres]", "pytest>=8"],
+}
 
 
 def _sources_digest() -> str:
@@ -48,12 +60,19 @@ def cached_venv(name: str, requirements: Sequence[str], *, timeout_s: float = 60
         "\n".join([sys.version, _sources_digest(), *requirements]).encode()
     ).hexdigest()[:16]
     home = CACHE / f"{name}-{key}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _build(home, name, requirements, timeout_s)
+
+
+def _build(home: Path, name: str, requirements: Sequence[str], timeout_s: float) -> Path:
     ready = home / ".ready"
     if ready.is_file():
         return home / "bin"
     for stale in CACHE.glob(f"{name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    home.parent.mkdir(parents=True, exist_ok=True)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(home)], check=True, timeout=120)
     proc = subprocess.run(
         [str(home / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
@@ -67,3 +86,8 @@ def cached_venv(name: str, requirements: Sequence[str], *, timeout_s: float = 60
         raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n{proc.stderr[-4000:]}")
     ready.write_text("\n".join(requirements) + "\n")
     return home / "bin"
+
+
+if __name__ == "__main__":  # CI: build a venv ahead of the tests, e.g. in the background
+    for venv_name in sys.argv[1:]:
+        print(cached_venv(venv_name, REQUIREMENTS[venv_name]))

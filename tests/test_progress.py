@@ -198,9 +198,9 @@ def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> N
 @pytest.mark.timeout(900)
 def test_base_install_at_a_terminal_runs_without_a_traceback(tmp_path: Path) -> None:
     """What docs/getting-started.md installs (no extras) gives the live display at a terminal."""
-    from tests._venvs import cached_venv
+    from tests._venvs import REQUIREMENTS, cached_venv
 
-    bin_dir = cached_venv("base", ["."])  # `pip install .`: no extras
+    bin_dir = cached_venv("base", REQUIREMENTS["base"])  # `pip install .`: no extras
     listed = subprocess.run(
         [str(bin_dir / "python"), "-m", "pip", "list", "--format=freeze"],
         capture_output=True,

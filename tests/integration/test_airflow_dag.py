@@ -40,8 +40,6 @@ T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 CHILD_TIMEOUT_S = 240
 
 AIRFLOW_MISSING = "Apache Airflow 3 is not installed: pip install -e '.[airflow,test]'"
-#: the Airflow 2 line many existing deployments run; its own venv (pytest: the child imports it)
-AIRFLOW2 = ["apache-airflow==2.10.5", ".[postgres]", "pytest>=8"]
 VENV_TIMEOUT_S = 600
 
 
@@ -55,10 +53,10 @@ def airflow_python(request: pytest.FixtureRequest) -> str:
     if request.param == "airflow3":
         require_service(_airflow_available(), AIRFLOW_MISSING)
         return sys.executable
-    from tests._venvs import cached_venv
+    from tests._venvs import REQUIREMENTS, cached_venv
 
     try:
-        bin_dir = cached_venv("airflow2", AIRFLOW2, timeout_s=VENV_TIMEOUT_S)
+        bin_dir = cached_venv("airflow2", REQUIREMENTS["airflow2"], timeout_s=VENV_TIMEOUT_S)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         require_service(False, f"could not build the Airflow 2.10 venv: {exc}")
         raise
