@@ -337,7 +337,7 @@ def cycle_is_due(when: datetime, every_minutes: int, cycle_minutes: int = 15) ->
 
 # ---------------------------------------------------------------------- helpers
 def _base_hook() -> Any:
-    """Airflow's ``BaseHook`` (``airflow.sdk`` from 3.1 on, ``airflow.hooks.base`` in 3.0 and 2.x)."""
+    """Airflow's ``BaseHook``: ``airflow.sdk`` from 3.1 on, else ``airflow.hooks.base`` (2.x)."""
     error: ImportError | None = None
     for module in ("airflow.sdk", "airflow.hooks.base"):
         try:
