@@ -48,10 +48,13 @@ class PgDatabase:
     @property
     def dsn(self) -> str:
         """libpq keyword/value DSN (names and passwords here never need quoting)."""
-        return (
+        dsn = (
             f"host={self.host} port={self.port} user={self.user} "
             f"password={self.password} dbname={self.dbname} sslmode={self.sslmode}"
         )
+        if self.sslmode.startswith("verify"):
+            dsn += f" sslrootcert={test_pki().ca_path}"
+        return dsn
 
     def connect(self) -> Any:
         """A new psycopg2 connection (not autocommit); the caller closes it."""
