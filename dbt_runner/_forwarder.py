@@ -36,7 +36,11 @@ Who owns and closes what (every socket, channel and pipe of a tunnel):
 - **SSH socket** (TCP to the bastion): made by ``_tunnel._connect_socket``;
   owned by the ``paramiko.Transport``, which alone closes it
   (``Transport.close()``, called by ``Tunnel._teardown`` or by paramiko when
-  the link dies). Nothing else touches it after the handshake.
+  the link dies). Nothing else touches it after the handshake. paramiko
+  closes it from the calling thread while its own thread may still be polling
+  it; ``Tunnel._teardown`` joins the transport thread before anything new is
+  opened (a failed ``open()`` closes the transport, then the socket object:
+  the second close is a no-op on the same object).
 - **Listening socket**: owned by the forward server; closed once by
   ``server_close()`` in ``Tunnel._teardown`` after ``shutdown()`` stopped its
   serve thread. A failed bind closes its own socket before the next port.
