@@ -60,6 +60,9 @@ PG_TUNING = {
     "effective_cache_size": "4GB",
     "max_wal_size": "4GB",
     "checkpoint_timeout": "30min",
+    # every statement and connection in the server log: counted per cycle (Bed.activity)
+    "log_statement": "all",
+    "log_connections": "on",
 }
 """ALTER SYSTEM settings on top of the test fixture's (fsync off, md5 passwords)."""
 
@@ -209,6 +212,24 @@ class Bed:
         else:
             host, port = self.pg.host, self.pg.port
         return Endpoint(adapter, host, port, self.user, self.password, self.dbname)
+
+    def activity(self) -> tuple[int, int]:
+        """(statements, connections) of the bench user logged by PostgreSQL so far.
+
+        Difference two readings around a cycle for its statements and connection opens
+        (``log_statement = all``, ``log_connections = on``; the floor's included).
+        """
+        assert self.pg is not None
+        who = f"{self.user}@{self.dbname} "
+        statements = connections = 0
+        for line in self.pg.log_text().splitlines():
+            if who not in line:
+                continue
+            if "LOG:  statement: " in line or "LOG:  execute " in line:
+                statements += 1
+            elif "LOG:  connection authorized" in line:
+                connections += 1
+        return statements, connections
 
     def sql(self, statement: str) -> list[tuple[Any, ...]]:
         """Run one statement (autocommit) as the bench user; return its rows."""

@@ -571,7 +571,11 @@ def run_size(
                 for rnd in range(1, args.rounds + 1):
                     for name in phase:
                         batch = bed.append_batch()
+                        before = bed.activity()
                         wall, steps, rss = funcs[name]()
+                        after = bed.activity()
+                        steps["statements"] = after[0] - before[0]
+                        steps["connections"] = after[1] - before[1]
                         s = Sample(
                             name,
                             adapter,
