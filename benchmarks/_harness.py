@@ -135,6 +135,8 @@ class Bed:
     adapters: tuple[str, ...] = ADAPTERS
     seed: int = 7
     log: Callable[[str], None] = print
+    #: latency mode: round-trip time added between the bastion and the warehouse
+    rtt_ms: float = 0.0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dbr-bench-")))
 
     pg: PostgresServer | None = None
@@ -145,6 +147,7 @@ class Bed:
     dbname: str = ""
     next_ts: int = START_TS
     raw_counts: dict[str, int] = field(default_factory=dict)
+    delayed: dict[str, tuple[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -174,6 +177,16 @@ class Bed:
         self._stack.callback(sshd.close)
         sshd.start()
         self.sshd = sshd
+        if self.rtt_ms:
+            from benchmarks._delay import DelayProxy
+
+            upstreams = {"postgres": (pg.host, pg.port)}
+            if self.proxy is not None:
+                upstreams["redshift"] = (self.proxy.host, self.proxy.port)
+            for adapter, upstream in upstreams.items():
+                delayed = DelayProxy(upstream, self.rtt_ms)
+                self._stack.callback(delayed.close)
+                self.delayed[adapter] = (delayed.host, delayed.port)
         with self.connect() as conn:
             synthetic.create_raw_tables(conn, "postgres", schema="raw")
         self.timings["services_s"] = time.monotonic() - t0
@@ -204,9 +217,12 @@ class Bed:
         )
 
     def endpoint(self, adapter: str) -> Endpoint:
-        """The warehouse as an adapter sees it: PostgreSQL itself, or the Redshift proxy."""
+        """The warehouse as an adapter sees it: PostgreSQL itself, or the Redshift proxy
+        (behind the delaying proxy in latency mode)."""
         assert self.pg is not None
-        if adapter == "redshift":
+        if adapter in self.delayed:  # latency mode: through the delaying proxy
+            host, port = self.delayed[adapter]
+        elif adapter == "redshift":
             assert self.proxy is not None, "start the bed with the redshift adapter"
             host, port = self.proxy.host, self.proxy.port
         else:

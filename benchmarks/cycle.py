@@ -520,6 +520,7 @@ def run_size(
         orders_per_minute=args.orders_per_minute,
         adapters=tuple(args.adapters),
         log=out,
+        rtt_ms=args.rtt_ms,
     )
     report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
     with bed:
@@ -862,6 +863,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=None,
         help=f"order rate (default {DEFAULT_ORDERS_PER_MINUTE}; 20 for --size tiny)",
     )
+    p.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="latency mode: add this round-trip time between bastion and warehouse "
+        "(a delaying proxy on loopback; the floor pays it too)",
+    )
     p.add_argument("--no-latency", dest="latency", action="store_false")
     p.add_argument("--latency-queries", type=int, default=100)
     p.add_argument("--json", type=Path, default=None, help="also write every figure here")
@@ -875,6 +883,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"unknown contender/adapter: {bad}")
     if "floor" in a.contenders and "new" not in a.contenders:
         p.error("floor replays what 'new' executed: include 'new'")
+    if not 0 <= a.rtt_ms <= 1000:
+        p.error("--rtt-ms must be 0..1000")
     if not 1 <= a.rounds <= 50:
         p.error("--rounds must be 1..50")
     a.size_list = (a.sizes or a.size).split(",")
@@ -897,6 +907,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     out(f"benchmarks.cycle  {started:%Y-%m-%d %H:%M} UTC  argv: {' '.join(argv) or '(defaults)'}")
     out(f"machine: {machine()}")
+    if args.rtt_ms:
+        out(f"latency mode: {args.rtt_ms:g} ms round trip added between bastion and warehouse")
     out(
         f"contenders {args.contenders}, adapters {args.adapters}, {args.rounds} rounds, "
         f"{args.orders_per_minute} orders/min, 15-min batch appended before every cycle"
