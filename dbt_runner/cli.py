@@ -478,5 +478,33 @@ def doctor(
     sys.exit(code)
 
 
+@main.command()
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Unix socket to listen on (default: <state dir>/worker.sock; created 0600).",
+)
+@click.option(
+    "--max-requests",
+    type=click.IntRange(min=1),
+    help="Exit after this many requests (default: serve until stopped).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+def serve(socket_path: Path | None, max_requests: int | None, quiet: bool) -> None:
+    """A warm worker: import dbt once, run each request in a forked child.
+
+    Clients (dbt_runner.WorkerClient, the example DAG's worker_socket) send
+    run_staging / run_tests / cycle / invoke and get the same RunResult back,
+    in a fraction of a fresh process's start-up. See docs/performance.md.
+    """
+    from ._worker import Worker
+
+    _setup_logging(quiet)
+    with _errors_to_exit_codes():
+        worker = Worker(_settings(None, None, None), socket_path)
+        worker.serve_forever(max_requests=max_requests)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -492,3 +492,46 @@ def test_close_while_a_client_is_connected(sshd: SshdServer, pg_db: PgDatabase) 
             cur.execute("select 1")
     finally:
         conn.close()
+
+
+class _AnswerAfterEof:
+    """A warehouse stand-in that reads until the client's EOF, then answers and closes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = "127.0.0.1", int(self.sock.getsockname()[1])
+        self.received = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(10)
+        for _ in range(3):  # the tunnel's open() probes with an empty connection first
+            conn, _ = self.sock.accept()
+            with conn:
+                conn.settimeout(10)
+                received = b""
+                while chunk := conn.recv(4096):
+                    received += chunk
+                conn.sendall(b"answer:" + received)
+            if received:
+                self.received = received
+                return
+
+
+def test_half_close_passes_the_eof_on_and_keeps_the_answer(sshd: SshdServer) -> None:
+    """TCP semantics survive the tunnel: the client's EOF reaches the server, whose answer
+    after it still reaches the client (the old handler dropped it on the client's EOF)."""
+    server = _AnswerAfterEof()
+    with Tunnel(settings(sshd), server.host, server.port) as tunnel:
+        client = socket.create_connection((tunnel.local_host, tunnel.local_port), timeout=10)
+        with client:
+            client.sendall(b"x" * 100_000)
+            client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+        server.thread.join(10)
+    server.sock.close()
+    assert server.received == b"x" * 100_000
+    assert reply == b"answer:" + b"x" * 100_000
