@@ -385,3 +385,14 @@ def test_summary_table_lists_every_node_with_thread_and_error() -> None:
     assert "staging: dbt run FAILED — 2 nodes, threads=2, up to 2 at once, 4.0s" in text
     assert re.search(r"│ a +│ model │ success │ Thread-1 │ +\+1\.0s │ +1\.00s │", text)
     assert re.search(r"│ b +│ model │ error +│ Thread-2 │ +\+2\.0s │", text)
+
+
+def test_without_rich_a_terminal_gets_plain_lines_and_a_one_line_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rich is a dependency; a trimmed install that lacks it still runs, and says why."""
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
+    display = make_display("live")
+    assert type(display) is PlainDisplay
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install rich" in err
