@@ -215,3 +215,44 @@ def test_a_chosen_warehouse_gets_no_default_notice(env: dict[str, str], tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "no DBT_RUNNER_WAREHOUSE__TYPE" not in proc.stderr
     assert "hint:" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "printed"),
+    [
+        (None, 0, ""),
+        (SystemExit(0), 0, ""),
+        (SystemExit(3), 3, ""),
+        (SystemExit("boom"), 1, "boom"),
+    ],
+    ids=["return", "exit-0", "exit-3", "exit-message"],
+)
+def test_console_script_exits_with_the_command_s_code(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: BaseException | None,
+    expected: int,
+    printed: str,
+) -> None:
+    """The console script ends with os._exit (no teardown GC) but keeps the exit code."""
+    from dbt_runner import cli
+
+    class Exited(Exception):
+        pass
+
+    def fake_main() -> None:
+        print("result on stdout")
+        if raised is not None:
+            raise raised
+
+    def fake_exit(code: int) -> None:
+        raise Exited(code)
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(Exited) as info:
+        cli.entry()
+    assert info.value.args == (expected,)
+    out, err = capsys.readouterr()
+    assert out == "result on stdout\n"
+    assert printed in err
