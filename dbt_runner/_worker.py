@@ -30,6 +30,8 @@ refused and falls back to running in-process.
 >>> from dbt_runner import WorkerClient
 >>> client = WorkerClient("/run/dbt-runner/worker.sock")      # doctest: +SKIP
 >>> staging, tests = client.cycle()                            # doctest: +SKIP
+>>> client.steps([("run_staging", [], {"threads": 3}),         # doctest: +SKIP
+...               ("run_tests", [], {"select": "tag:audit"})])
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +62,14 @@ __all__ = [
     "Worker",
     "WorkerClient",
     "default_socket_path",
-    "run_operation",
+    "run_steps",
     "settings_fingerprint",
 ]
 
 log = logging.getLogger("dbt_runner.worker")
 
 #: The operations a worker runs, and their session methods.
-OPERATIONS = ("run_staging", "run_tests", "invoke", "cycle")
+OPERATIONS = ("run_staging", "run_tests", "invoke")
 _ADAPTER_MODULES = {
     "postgres": "dbt.adapters.postgres",
     "redshift": "dbt.adapters.redshift",
@@ -246,11 +249,14 @@ class Worker:
         except (StopIteration, ValueError, OSError) as exc:
             log.warning("bad worker request: %s", exc)
             return
-        if request.get("fingerprint") != self.fingerprint:
+        fingerprint = request.get("fingerprint")
+        if fingerprint is not None and fingerprint != self.fingerprint:
             _send(conn, {"type": "refused", "reason": "the client's settings differ"})
             return
-        if request.get("op") not in OPERATIONS:
-            _send(conn, {"type": "refused", "reason": f"unknown operation {request.get('op')!r}"})
+        try:
+            steps = _steps_of(request)
+        except (ValueError, TypeError) as exc:
+            _send(conn, {"type": "refused", "reason": str(exc)})
             return
         conn.settimeout(None)
         started = utc_now_iso()
@@ -278,7 +284,7 @@ class Worker:
             message = f"the worker's child process died ({how}) before sending its result"
             log.error("%s", message)
             result = RunResult(
-                command=str(request.get("op")),
+                command=steps[0][0],
                 success=False,
                 started_at=started,
                 elapsed_s=round(time.monotonic() - t0, 3),
@@ -303,87 +309,106 @@ def _run_child(conn: socket.socket, settings: Settings, request: Mapping[str, An
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     with DbtSession(settings) as session:
-        results = run_operation(
-            session, request["op"], request.get("args"), request.get("kwargs") or {}
-        )
+        results = run_steps(session, _steps_of(request))
     root.removeHandler(handler)
     _send(conn, {"type": "result", "results": [r.to_dict() for r in results]})
     return 0
 
 
-def run_operation(
-    session: DbtSession, op: str, args: list[str] | None, kwargs: Mapping[str, Any]
-) -> list[RunResult]:
-    """One request in an open session: the worker's child and the in-process fallback alike.
+#: One step of a request: (operation, dbt args for ``invoke``, keyword arguments).
+Step = tuple[str, Sequence[str], Mapping[str, Any]]
 
-    ``cycle`` runs staging, then its tests when staging succeeded (like ``dbt-runner
-    cycle``); it takes ``threads`` and ``select``, which both steps share.
-    """
-    if op == "cycle":
-        unknown = set(kwargs) - {"threads", "select"}
-        if unknown:
-            raise ConfigurationError(f"cycle takes threads and select, not {sorted(unknown)}")
-        staging = session.run_staging(**kwargs)
-        return [staging, session.run_tests(**kwargs)] if staging.success else [staging]
-    if op == "invoke":
-        return [session.invoke(list(args or []), **kwargs)]
-    if op not in OPERATIONS:
-        raise ConfigurationError(f"unknown worker operation {op!r}; one of {OPERATIONS}")
-    result: RunResult = getattr(session, op)(**kwargs)
-    return [result]
+
+def run_steps(session: DbtSession, steps: Sequence[Step]) -> list[RunResult]:
+    """Run ``steps`` in one open session, stopping after a failed one (the worker's child
+    and the in-process fallback alike)."""
+    results: list[RunResult] = []
+    for op, args, kwargs in steps:
+        if op == "invoke":
+            result = session.invoke(list(args), **kwargs)
+        elif op in ("run_staging", "run_tests"):
+            result = getattr(session, op)(**kwargs)
+        else:
+            raise ConfigurationError(f"unknown worker operation {op!r}; one of {OPERATIONS}")
+        results.append(result)
+        if not result.success:
+            break
+    return results
+
+
+def _steps_of(request: Mapping[str, Any]) -> list[Step]:
+    steps = request.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise ValueError("a request needs a non-empty list of steps")
+    parsed: list[Step] = []
+    for step in steps:
+        op, args, kwargs = step
+        if op not in OPERATIONS or not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise ValueError(f"bad step {step!r}")
+        parsed.append((str(op), [str(a) for a in args], kwargs))
+    return parsed
 
 
 # ---------------------------------------------------------------------- client
 class WorkerClient:
     """Sends requests to a ``dbt-runner serve`` worker; runs in-process when none listens.
 
+    With ``settings``, the worker must have been started with equal settings (else the
+    request runs in-process). With ``settings=None`` the worker's own configuration is
+    used, and ``fallback`` (a context manager factory giving an open session) is what runs
+    when no worker answers: e.g. ``lambda: dbt_runner.airflow.dbt_session(...)``.
+
     >>> client = WorkerClient(settings=Settings())                 # doctest: +SKIP
     >>> client.run_staging().raise_for_status()                    # doctest: +SKIP
     """
 
     def __init__(
-        self, socket_path: str | os.PathLike[str] | None = None, *, settings: Settings | None = None
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        fallback: Callable[[], AbstractContextManager[DbtSession]] | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else Settings()
-        self.socket_path = Path(socket_path or default_socket_path(self.settings))
+        if socket_path is None and settings is None:
+            raise ConfigurationError("WorkerClient needs a socket path or the settings")
+        self.settings = settings
+        self.socket_path = Path(socket_path or default_socket_path(settings or Settings()))
+        self._fallback = fallback
         #: True when the last request ran in the worker, False when in-process.
         self.last_ran_in_worker = False
 
     def run_staging(self, **kwargs: Any) -> RunResult:
         """Like :meth:`DbtSession.run_staging`, in the worker."""
-        return self._request("run_staging", kwargs=kwargs)[0]
+        return self.steps([("run_staging", [], kwargs)])[0]
 
     def run_tests(self, **kwargs: Any) -> RunResult:
         """Like :meth:`DbtSession.run_tests`, in the worker."""
-        return self._request("run_tests", kwargs=kwargs)[0]
+        return self.steps([("run_tests", [], kwargs)])[0]
 
-    def invoke(self, args: list[str], **kwargs: Any) -> RunResult:
+    def invoke(self, args: Sequence[str], **kwargs: Any) -> RunResult:
         """Like :meth:`DbtSession.invoke`, in the worker."""
-        return self._request("invoke", args=args, kwargs=kwargs)[0]
+        return self.steps([("invoke", list(args), kwargs)])[0]
 
     def cycle(self, *, threads: int | None = None, select: str | None = None) -> list[RunResult]:
         """Staging, then its tests when staging succeeded, in one child (one tunnel)."""
         kwargs: dict[str, Any] = {"threads": threads}
         if select is not None:
             kwargs["select"] = select
-        return self._request("cycle", kwargs=kwargs)
+        return self.steps([("run_staging", [], kwargs), ("run_tests", [], kwargs)])
 
-    def _request(
-        self, op: str, *, args: list[str] | None = None, kwargs: Mapping[str, Any]
-    ) -> list[RunResult]:
+    def steps(self, steps: Sequence[Step]) -> list[RunResult]:
+        """Run ``(operation, dbt args, kwargs)`` steps in one session (one child, one
+        tunnel), stopping after a failed one; one result per step that ran."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
                 sock.connect(str(self.socket_path))
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                return self._in_process(
-                    op, args, kwargs, f"no worker at {self.socket_path} ({exc})"
-                )
+                why = f"no worker at {self.socket_path} ({type(exc).__name__})"
+                return self._in_process(steps, why)
             request = {
-                "op": op,
-                "args": args or [],
-                "kwargs": dict(kwargs),
-                "fingerprint": settings_fingerprint(self.settings),
+                "steps": [[op, list(args), dict(kwargs)] for op, args, kwargs in steps],
+                "fingerprint": settings_fingerprint(self.settings) if self.settings else None,
             }
             _send(sock, request)
             for message in _messages(sock):
@@ -399,15 +424,16 @@ class WorkerClient:
                     self.last_ran_in_worker = True
                     return [RunResult.from_dict(r) for r in message["results"]]
                 elif kind == "refused":
-                    return self._in_process(op, args, kwargs, str(message.get("reason")))
+                    return self._in_process(steps, str(message.get("reason")))
         finally:
             sock.close()
-        return self._in_process(op, args, kwargs, "the worker closed the connection")
+        return self._in_process(steps, "the worker closed the connection")
 
-    def _in_process(
-        self, op: str, args: list[str] | None, kwargs: Mapping[str, Any], why: str
-    ) -> list[RunResult]:
-        log.info("%s: running %s in-process", why, op)
+    def _in_process(self, steps: Sequence[Step], why: str) -> list[RunResult]:
+        log.info("%s: running %s in-process", why, ", ".join(op for op, _, _ in steps))
         self.last_ran_in_worker = False
-        with DbtSession(self.settings) as session:
-            return run_operation(session, op, args, kwargs)
+        session_cm: AbstractContextManager[DbtSession] = (
+            self._fallback() if self._fallback is not None else DbtSession(self.settings)
+        )
+        with session_cm as session:
+            return run_steps(session, steps)

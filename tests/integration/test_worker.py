@@ -201,6 +201,29 @@ def test_no_worker_runs_in_process_and_says_so(
     assert any("running run_staging in-process" in r.getMessage() for r in caplog.records)
 
 
+def test_a_client_without_settings_uses_the_worker_s_and_falls_back_to_its_own(
+    worker: WorkerProcess, duckdb_settings: Settings, tmp_path: Path
+) -> None:
+    """The DAG's shape: the worker's configuration is authoritative; with no worker the
+    client's fallback session (e.g. from Airflow connections) runs the steps."""
+    opened: list[Settings] = []
+
+    def fallback() -> DbtSession:
+        settings = _copy_settings(duckdb_settings, tmp_path, "fallback")
+        opened.append(settings)
+        return DbtSession(settings)
+
+    steps = [("run_staging", [], {"threads": 3}), ("run_tests", [], {})]
+    client = WorkerClient(worker.socket_path, fallback=fallback)
+    ran = client.steps(steps)
+    assert client.last_ran_in_worker and opened == []
+    assert [r.command for r in ran] == ["run", "test"] and all(r.success for r in ran)
+    nobody = WorkerClient(tmp_path / "nobody.sock", fallback=fallback)
+    again = nobody.steps(steps)
+    assert not nobody.last_ran_in_worker and len(opened) == 1
+    assert _shape(again) == _shape(ran)
+
+
 def test_other_settings_are_refused_and_run_in_process(
     worker: WorkerProcess, duckdb_settings: Settings, tmp_path: Path
 ) -> None:
