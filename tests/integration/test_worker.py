@@ -156,16 +156,25 @@ def test_a_killed_child_is_a_classified_failure_and_the_next_request_works(
     client = WorkerClient(worker.socket_path, settings=duckdb_settings)
     killed: list[int] = []
 
-    def kill_the_child() -> None:
-        if wait_until(lambda: bool(worker.children()), timeout=60):
-            for pid in worker.children():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+    class KillOnFirstRecord(logging.Handler):
+        """The child's first forwarded log line: it is mid-request. Kill it there."""
 
-    killer = threading.Thread(target=kill_the_child)
-    killer.start()
-    (result,) = client.cycle(threads=3)
-    killer.join(60)
+        def emit(self, record: logging.LogRecord) -> None:
+            if not killed:
+                for pid in worker.children():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+
+    handler = KillOnFirstRecord(logging.INFO)
+    logger = logging.getLogger("dbt_runner")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        (result,) = client.cycle(threads=3)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     assert killed, "no child to kill"
     assert not result.success
     assert result.error is not None and result.error.kind is ErrorKind.CONNECTION
