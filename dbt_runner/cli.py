@@ -1,8 +1,11 @@
 """The ``dbt-runner`` command line.
 
 Exit codes: 0 success · 1 models or tests failed (or the project does not
-compile) · 2 bad configuration · 3 infrastructure (tunnel, connection,
-timeout) still failing after retries.
+compile) · 2 bad configuration or credentials (settings, SSL mismatch, wrong
+password, bastion host key or SSH key refused) · 3 infrastructure (tunnel,
+connection, timeout) still failing after retries. The map is
+:attr:`ErrorKind.exit_code`, the one source for the CLI, doctor, the examples
+and the Airflow DAG.
 """
 
 from __future__ import annotations
@@ -17,44 +20,27 @@ from typing import Any, TypeVar
 
 import click
 
-from ._exceptions import ConfigurationError, DbtRunnerError, ErrorKind, TunnelError
+from ._exceptions import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INFRA,
+    EXIT_OK,
+    DbtRunnerError,
+)
 from ._logjson import JsonFormatter
 from ._progress import PlainDisplay, choose_mode, make_display
 from ._results import RunResult
 from ._session import DbtSession
 from ._settings import Settings
 
-__all__ = ["exit_code", "main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INFRA = 0, 1, 2, 3
-
-_INFRA = frozenset(
-    {
-        ErrorKind.TUNNEL,
-        ErrorKind.CONNECTION,
-        ErrorKind.TOO_MANY_CONNECTIONS,
-        ErrorKind.CONFLICT,
-        ErrorKind.TIMEOUT,
-    }
-)
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_INFRA", "EXIT_OK", "exit_code", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def exit_code(*results: RunResult) -> int:
-    """The CLI exit code for a set of results (worst wins)."""
-    code = EXIT_OK
-    for result in results:
-        if result.success:
-            continue
-        kind = result.error.kind if result.error else ErrorKind.MODEL_FAILURE
-        if kind is ErrorKind.AUTH:
-            code = max(code, EXIT_CONFIG)
-        elif kind in _INFRA:
-            code = max(code, EXIT_INFRA)
-        else:
-            code = max(code, EXIT_FAILED)
-    return code
+    """The CLI exit code for a set of results (worst wins): :attr:`RunResult.exit_code`."""
+    return max((result.exit_code for result in results), default=EXIT_OK)
 
 
 def _session_options(func: F) -> F:
@@ -127,15 +113,9 @@ def _errors_to_exit_codes(as_json: bool = False) -> Iterator[None]:
     try:
         with redirect_stdout(sys.stderr) if as_json else nullcontext():
             yield
-    except ConfigurationError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except TunnelError as exc:
-        click.echo(f"tunnel error: {exc}", err=True)
-        sys.exit(EXIT_INFRA)
-    except DbtRunnerError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+    except DbtRunnerError as exc:  # the exception's kind decides the exit code
+        click.echo(f"{exc.kind.value} error: {exc}", err=True)
+        sys.exit(exc.exit_code)
 
 
 def _report(
@@ -397,9 +377,7 @@ def doctor(
         settings = _settings(None, target, threads)
         report = run_doctor(settings, connections=connections, hold_s=hold_s)
     click.echo(report.to_json(indent=2) if as_json else report.render())
-    code = EXIT_OK
-    for kind in report.failed_kinds:
-        code = max(code, EXIT_CONFIG if kind is ErrorKind.AUTH else EXIT_INFRA)
+    code = max((kind.exit_code for kind in report.failed_kinds), default=EXIT_OK)
     if not report.ok and code == EXIT_OK:  # a failed layer always has a kind; be safe
         code = EXIT_INFRA
     sys.exit(code)

@@ -71,7 +71,7 @@ def order_tracking_hybrid_dbt_dag() -> None:
     )
     def dbt_staging() -> dict[str, Any]:
         """Staging (+ tests and audit when due) in one session, one tunnel."""
-        from dbt_runner import ConfigurationError, HostKeyError, SSHAuthError
+        from dbt_runner import DbtRunnerError
         from dbt_runner.airflow import cycle_is_due, dbt_session
 
         context = get_current_context()
@@ -92,7 +92,9 @@ def order_tracking_hybrid_dbt_dag() -> None:
                         results["tests"] = s.run_tests()
                     if audit_due:
                         results["audit"] = s.run_tests(select="tag:audit")
-        except (ConfigurationError, HostKeyError, SSHAuthError) as exc:
+        except DbtRunnerError as exc:  # opening failed: its kind says whether to retry
+            if exc.kind.is_infrastructure:
+                raise
             raise _fail_now(f"{type(exc).__name__}: {exc}") from exc
 
         payload = {name: result.to_dict() for name, result in results.items()}
@@ -111,9 +113,11 @@ def order_tracking_hybrid_dbt_dag() -> None:
 
 
 def _is_infrastructure(result: Any) -> bool:
-    """Tunnel, connection or timeout trouble: worth an Airflow retry (a model failure is not)."""
-    kind = result.error.kind.value if result.error is not None else "model_failure"
-    return kind in {"tunnel", "connection", "too_many_connections", "conflict", "timeout"}
+    """Tunnel, connection or timeout trouble: worth an Airflow retry (a model failure is not).
+
+    The kinds come from dbt_runner's one map (``ErrorKind.is_infrastructure``, exit code 3).
+    """
+    return result.error is not None and bool(result.error.kind.is_infrastructure)
 
 
 def _fail_now(message: str) -> Exception:
