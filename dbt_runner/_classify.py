@@ -5,7 +5,9 @@ Evidence is read most structural first, and text last:
 1. our own exceptions carry their kind (:attr:`DbtRunnerError.kind`);
 2. the driver's error code: the SQLSTATE of psycopg2 (``pgcode``) and of
    redshift_connector (the ``'C'`` field of its error dict, also when dbt only
-   kept the dict's text in a node message);
+   kept the dict's text in a node message). A code not in :data:`SQLSTATES`
+   (undefined column, a user's ``RAISE``) is the SQL's own failure;
+   ``XX000`` (internal error) leaves the decision to the message;
 3. the exception's class where the class alone decides (DuckDB's exception
    classes, paramiko/sshtunnel, the socket errors);
 4. only where no code exists: patterns anchored at the start of the driver's
@@ -84,6 +86,8 @@ SQLSTATES: dict[str, Verdict] = {
     "3D000": Verdict(_K.CONFIGURATION, _DBNAME_HINT),  # invalid_catalog_name
 }
 
+#: login-time errors (limits, auth, unknown database) come from the server as FATAL: a
+#: user's own RAISE of the same words is an ERROR, and its text decides nothing
 _FATAL = r"(?:FATAL:\s+)"
 
 #: (kind, pattern anchored at the start of a driver message line, hint) — first match wins
@@ -99,10 +103,10 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str], str | None], ...] = tuple(
         (_K.TUNNEL, r"an error occurred while opening tunnels", None),
         (_K.TUNNEL, r"ssh session not active", None),
         # --- too many connections (PostgreSQL, Redshift)
-        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"?too many connections for (role|database) ", None),
-        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"?sorry, too many clients already", None),
-        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"?remaining connection slots are reserved", None),
-        (_K.TOO_MANY_CONNECTIONS, _FATAL + r'?connection limit "?\d+"? exceeded', None),
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"too many connections for (role|database) ", None),
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"sorry, too many clients already", None),
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"remaining connection slots are reserved", None),
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r'connection limit "?\d+"? exceeded', None),
         # --- lock / serialization conflicts
         (_K.CONFLICT, r"canceling statement due to lock timeout", None),
         (_K.CONFLICT, r"could not obtain lock on ", None),
@@ -119,8 +123,8 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str], str | None], ...] = tuple(
         (_K.CONFIGURATION, r"fe_sendauth: no password supplied", _PASSWORD_HINT),
         (_K.CONFIGURATION, _FATAL + r'database "[^"]*" does not exist$', _DBNAME_HINT),
         # --- authentication
-        (_K.AUTH, _FATAL + r'?password authentication failed for user "', _LOGIN_HINT),
-        (_K.AUTH, _FATAL + r"?no pg_hba\.conf entry for ", None),
+        (_K.AUTH, _FATAL + r'password authentication failed for user "', _LOGIN_HINT),
+        (_K.AUTH, _FATAL + r"no pg_hba\.conf entry for ", None),
         (_K.AUTH, _FATAL + r'role "[^"]*" does not exist$', _LOGIN_HINT),
         (_K.AUTH, r"An error occurred \((InvalidClientTokenId|ExpiredToken)\)", None),
         # --- statement timeouts on the server, DuckDB's interrupt
@@ -254,8 +258,14 @@ def _redshift_fields(line: str) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
+def _is_sqlstate(code: str | None) -> bool:
+    """True for a SQLSTATE that decides: ``XX000`` (internal error) says nothing, and is
+    how Redshift reports a serialization conflict ("1023"): its message decides."""
+    return bool(code) and len(code or "") == 5 and (code or "").upper() != "XX000"
+
+
 def _by_sqlstate(code: str | None) -> Verdict | None:
-    if not code or len(code) != 5:
+    if not code or not _is_sqlstate(code):
         return None
     return SQLSTATES.get(code.upper()) or SQLSTATES.get(code[:2].upper())
 
@@ -264,9 +274,8 @@ def diagnose_message(message: str, default: ErrorKind) -> Verdict:
     """The verdict on a message text (a failed node's message, an error string)."""
     lines = list(_driver_lines(message))
     for tag, _ in lines:
-        verdict = _by_sqlstate(tag)
-        if verdict is not None:
-            return verdict
+        if _is_sqlstate(tag):
+            return _by_sqlstate(tag) or Verdict(default)
     for tag, line in lines:
         if tag and tag.lower() in ("compilation", "parsing", "dependency"):
             return Verdict(_K.COMPILATION)
@@ -314,9 +323,11 @@ def diagnose(exc: BaseException) -> Verdict:
         if isinstance(link, DbtRunnerError):
             return Verdict(link.kind)
     for link in chain:
-        verdict = _by_sqlstate(_sqlstate_of(link))
-        if verdict is not None:
-            return verdict
+        code = _sqlstate_of(link)
+        if _is_sqlstate(code):
+            # the server's own category decides; an unlisted one (undefined column 42703,
+            # a user's RAISE P0001) is the SQL's failure, whatever its text says
+            return _by_sqlstate(code) or Verdict(_K.MODEL_FAILURE)
     for link in chain:
         # a DuckDB message names its class first ("IO Error: Could not set lock ..."):
         # the class decides unless that message is one of the rules

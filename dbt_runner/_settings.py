@@ -239,6 +239,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{ENV_PREFIX}PROJECT_DIR {self.project_dir} has no dbt_project.yml")
         if self.profiles_dir is not None and not (self.profiles_dir / "profiles.yml").is_file():
             raise ValueError(f"{ENV_PREFIX}PROFILES_DIR {self.profiles_dir} has no profiles.yml")
+        wh = self.warehouse
+        if self.profiles_dir is None and wh.type != "duckdb" and wh.password is None:
+            # the generated profile logs in with a password: without one the driver would
+            # fail only after dbt parsed, with "fe_sendauth: no password supplied"
+            raise ValueError(
+                f"WAREHOUSE__TYPE={wh.type} logs in with a password: set "
+                f"{ENV_PREFIX}WAREHOUSE__PASSWORD (or use your own profiles.yml with "
+                f"{ENV_PREFIX}PROFILES_DIR)"
+            )
         if self.ssh.enabled and self.warehouse.type == "duckdb":
             raise ValueError(
                 f"{ENV_PREFIX}SSH__HOST is set but {ENV_PREFIX}WAREHOUSE__TYPE=duckdb has nothing "
