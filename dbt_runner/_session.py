@@ -100,6 +100,7 @@ class DbtSession:
         self._profile: GeneratedProfile | None = None
         self._profiles_dir: Path | None = None
         self._manifests: dict[tuple[str, str], Any] = {}
+        self._timeout_s = self.settings.timeout_s  # the running invocation's deadline
         self.project_dir = self.settings.resolved_project_dir
         self.state_dir = _state_dir(self.settings, self.project_dir)
 
@@ -240,17 +241,31 @@ class DbtSession:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
         return self.invoke(args, threads=threads)
 
-    def invoke(self, args: Sequence[str], *, threads: int | None = None) -> RunResult:
+    def invoke(
+        self,
+        args: Sequence[str],
+        *,
+        threads: int | None = None,
+        timeout_s: float | None = None,
+    ) -> RunResult:
         """Run any dbt command (``["build", "--select", "tag:staging"]``) with retries.
 
-        Returns a :class:`RunResult` whenever dbt ran or tried to; raises only
-        for misuse (:class:`SessionStateError`) or bad configuration.
+        The caller's flags win: the session adds only what ``args`` lacks and the
+        command accepts. ``threads`` (if given) beats the profile's ``threads``;
+        ``timeout_s`` (if given) is this invocation's watchdog deadline instead of
+        ``DBT_RUNNER_TIMEOUT_S``. Returns a :class:`RunResult` whenever dbt ran or
+        tried to; raises only for misuse (:class:`SessionStateError`) or bad
+        configuration.
+
+        >>> session.invoke(["seed", "--target", "ci"]).raise_for_status()   # doctest: +SKIP
         """
         args = [str(a) for a in args]
         if not args or args[0].startswith("-"):
             raise ConfigurationError(f"invoke() needs a dbt command first, got {args!r}")
         if threads is not None and threads < 1:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
         with self._lock:
             if self._state is not SessionState.OPEN:
                 raise SessionStateError(
@@ -262,6 +277,7 @@ class DbtSession:
                     "another DbtSession in this process is running dbt right now; dbt-core "
                     "cannot run two invocations at once in one process"
                 )
+            self._timeout_s = timeout_s if timeout_s is not None else self.settings.timeout_s
             try:
                 return self._invoke_with_retries(args, threads)
             finally:
@@ -434,7 +450,7 @@ class DbtSession:
         retry = self.settings.retry
         if timed_out:
             message = (
-                f"invocation timed out after {self.settings.timeout_s:g}s "
+                f"invocation timed out after {self._timeout_s:g}s "
                 "(dbt_runner watchdog, DBT_RUNNER_TIMEOUT_S); its connections were cancelled"
             )
             # every node that did not finish (skipped ones too) was cut by the watchdog
@@ -504,7 +520,7 @@ class _Watchdog:
         return self._event.is_set()
 
     def __enter__(self) -> _Watchdog:
-        timeout = self._session.settings.timeout_s
+        timeout = self._session._timeout_s
         if timeout is not None:
             self._timer = threading.Timer(timeout, self._fire)
             self._timer.name = "dbt_runner-watchdog"
@@ -521,7 +537,8 @@ class _Watchdog:
         self._event.set()
         session = self._session
         log.error(
-            "invocation exceeded DBT_RUNNER_TIMEOUT_S=%s; cancelling", session.settings.timeout_s
+            "invocation exceeded its timeout of %ss (DBT_RUNNER_TIMEOUT_S); cancelling",
+            session._timeout_s,
         )
         canceller = threading.Thread(
             target=_cancel_open_connections, name="dbt_runner-cancel", daemon=True
