@@ -59,7 +59,11 @@ class WarehouseSettings(_Section):
         None, ge=1, le=65535, description="warehouse port (default 5439 redshift, 5432 postgres)"
     )
     user: str | None = Field(None, description="warehouse user (redshift/postgres)")
-    password: SecretStr | None = Field(None, description="warehouse password (secret)")
+    password: SecretStr | None = Field(
+        None,
+        description="warehouse password (secret); required for redshift/postgres unless "
+        "PROFILES_DIR is set",
+    )
     dbname: str | None = Field(None, description="database name (redshift/postgres)")
     schema_: str = Field(
         "staging", alias="schema", description="schema the staging models are built in"
