@@ -215,31 +215,46 @@ class DbtSession:
     def run_staging(
         self,
         threads: int | None = None,
-        select: str = "tag:staging",
+        select: str | None = None,
         *,
         full_refresh: bool = False,
         vars: dict[str, Any] | None = None,
     ) -> RunResult:
-        """``dbt run`` of the staging models (``tag:staging``) with ``threads`` threads."""
+        """``dbt run`` of the staging models with ``threads`` threads.
+
+        ``select`` defaults to ``DBT_RUNNER_STAGING_SELECT`` (``tag:staging``). A
+        selection that matches no model is a failed result (kind ``configuration``),
+        not an empty success.
+        """
+        select = select or self.settings.staging_select
         args = ["run", "--select", select]
         if full_refresh:
             args.append("--full-refresh")
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return self.invoke(args, threads=threads)
+        return _selected_something(
+            self.invoke(args, threads=threads), select, "DBT_RUNNER_STAGING_SELECT"
+        )
 
     def run_tests(
         self,
-        select: str = "tag:staging",
+        select: str | None = None,
         *,
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
     ) -> RunResult:
-        """``dbt test`` of the staging models' data tests, in this session's tunnel."""
+        """``dbt test`` of the staging models' data tests, in this session's tunnel.
+
+        ``select`` defaults to ``DBT_RUNNER_TESTS_SELECT`` (``tag:staging``). A
+        selection that matches no test is a failed result (kind ``configuration``).
+        """
+        select = select or self.settings.tests_select
         args = ["test", "--select", select]
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return self.invoke(args, threads=threads)
+        return _selected_something(
+            self.invoke(args, threads=threads), select, "DBT_RUNNER_TESTS_SELECT"
+        )
 
     def invoke(
         self,
@@ -574,6 +589,20 @@ def _state_dir(settings: Settings, project_dir: Path) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(str(project_dir).encode()).hexdigest()[:12]
     return cache / "dbt_runner" / digest
+
+
+def _selected_something(result: RunResult, select: str, setting: str) -> RunResult:
+    """A building block's result; an empty selection is a failure, not ``OK (0 nodes)``.
+
+    Plain ``invoke()`` keeps dbt's own semantics (dbt says "Nothing to do" and succeeds).
+    """
+    if not result.success or result.nodes:
+        return result
+    message = (
+        f"the selection {select!r} matched no node of this project: set {setting} (or pass "
+        "select=...) to the models/tests of your project"
+    )
+    return replace(result, success=False, error=ErrorInfo(ErrorKind.CONFIGURATION, message))
 
 
 def _option_value(args: Sequence[str], flags: Sequence[str]) -> str | None:

@@ -220,6 +220,16 @@ class Settings(BaseSettings):
     timeout_s: float | None = Field(
         None, gt=0, description="watchdog: most seconds one invocation may take"
     )
+    staging_select: str = Field(
+        "tag:staging",
+        description="dbt selection of run_staging() and `dbt-runner staging` (bundled project: "
+        "tag:staging)",
+    )
+    tests_select: str = Field(
+        "tag:staging",
+        description="dbt selection of run_tests() and `dbt-runner test` (bundled project: "
+        "tag:staging)",
+    )
     state_dir: Path | None = Field(
         None,
         description="where dbt's target/ and logs/ go (default: your project's own dir; for the "

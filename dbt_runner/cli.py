@@ -180,7 +180,10 @@ def main() -> None:
 
 @main.command()
 @_session_options
-@click.option("--select", default="tag:staging", show_default=True, help="dbt selection.")
+@click.option(
+    "--select",
+    help="dbt selection (default: $DBT_RUNNER_STAGING_SELECT, else tag:staging).",
+)
 @click.option("--full-refresh", is_flag=True, help="Rebuild the incremental models from scratch.")
 def staging(
     project_dir: Path | None,
@@ -189,7 +192,7 @@ def staging(
     as_json: bool,
     quiet: bool,
     log_format: str,
-    select: str,
+    select: str | None,
     full_refresh: bool,
 ) -> None:
     """Run the staging models (dbt run)."""
@@ -206,7 +209,10 @@ def staging(
 
 @main.command("test")
 @_session_options
-@click.option("--select", default="tag:staging", show_default=True, help="dbt selection.")
+@click.option(
+    "--select",
+    help="dbt selection (default: $DBT_RUNNER_TESTS_SELECT, else tag:staging).",
+)
 def test_(
     project_dir: Path | None,
     target: str | None,
@@ -214,7 +220,7 @@ def test_(
     as_json: bool,
     quiet: bool,
     log_format: str,
-    select: str,
+    select: str | None,
 ) -> None:
     """Run the data tests (dbt test)."""
     _run_steps(
@@ -230,7 +236,11 @@ def test_(
 
 @main.command()
 @_session_options
-@click.option("--select", default="tag:staging", show_default=True, help="dbt selection.")
+@click.option(
+    "--select",
+    help="dbt selection of both steps (default: $DBT_RUNNER_STAGING_SELECT and "
+    "$DBT_RUNNER_TESTS_SELECT, else tag:staging).",
+)
 @click.option(
     "--tests/--no-tests", default=True, show_default=True, help="Run the tests after staging."
 )
@@ -241,7 +251,7 @@ def cycle(
     as_json: bool,
     quiet: bool,
     log_format: str,
-    select: str,
+    select: str | None,
     tests: bool,
 ) -> None:
     """Staging, then its tests, in one session (one tunnel, one parse).

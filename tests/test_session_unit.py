@@ -533,3 +533,20 @@ def test_watchdog_is_gone_after_an_invocation_that_finishes_in_time(
     assert result.success
     cancel.assert_not_called()
     assert _watchdogs() == []
+
+
+# ---------------------------------------------------------------------- selection honesty
+def test_a_building_block_that_selects_nothing_is_a_failed_result(
+    make_settings: Callable[..., Settings], fake: FakeDbt
+) -> None:
+    nothing = lambda call: dbt_result(True, [])  # noqa: E731 - dbt: "Nothing to do"
+    fake.answers = [nothing, nothing]
+    with DbtSession(make_settings(staging_select="tag:nope")) as session:
+        staging = session.run_staging()
+        plain = session.invoke(["run", "--select", "tag:nope"])
+    assert fake.runs[0].selected == ["tag:nope"]  # the setting is the default selection
+    assert not staging.success
+    assert staging.error is not None and staging.error.kind is ErrorKind.CONFIGURATION
+    assert "DBT_RUNNER_STAGING_SELECT" in staging.error.message
+    assert staging.exit_code == 2
+    assert plain.success  # plain invoke keeps dbt's semantics
