@@ -750,7 +750,6 @@ def _cancel_open_connections() -> None:
         from dbt.adapters.factory import FACTORY
 
         for adapter in list(FACTORY.adapters.values()):
-            with adapter.connection_named("master"):  # type: ignore[attr-defined]
-                adapter.cancel_open_connections()  # type: ignore[attr-defined]
+            adapter.cancel_open_connections()  # type: ignore[attr-defined]
     except Exception:  # best effort: closing the tunnel cuts a tunnelled run anyway
         log.debug("could not cancel open connections", exc_info=True)

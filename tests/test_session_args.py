@@ -83,7 +83,8 @@ def tables(path: Path) -> set[str]:
         return set()
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {row[0] for row in con.execute("select table_name from information_schema.tables")}
+        rows = con.execute("select table_name from information_schema.tables").fetchall()
+        return {row[0] for row in rows}
     finally:
         con.close()
 
