@@ -274,6 +274,57 @@ def cycle(
     )
 
 
+@main.command("dbt", context_settings={"ignore_unknown_options": True})
+@_session_options
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def dbt_(
+    project_dir: Path | None,
+    target: str | None,
+    threads: int | None,
+    as_json: bool,
+    quiet: bool,
+    log_format: str,
+    dbt_args: tuple[str, ...],
+) -> None:
+    """Any dbt command through a session: dbt-runner dbt -- build --select tag:staging.
+
+    Your arguments win (dbt's own semantics); the session adds the tunnel, retries,
+    progress, the JSON result (--json) and the exit codes.
+    """
+    args = list(dbt_args)
+    _run_steps(
+        [(args[0], lambda s: s.invoke(args))],
+        project_dir=project_dir,
+        target=target,
+        threads=threads,
+        as_json=as_json,
+        quiet=quiet,
+        log_format=log_format,
+    )
+
+
+@main.command()
+@_session_options
+def deps(
+    project_dir: Path | None,
+    target: str | None,
+    threads: int | None,
+    as_json: bool,
+    quiet: bool,
+    log_format: str,
+) -> None:
+    """Install the project's packages (dbt deps), without parsing the project first."""
+    _run_steps(
+        [("deps", lambda s: s.invoke(["deps"]))],
+        project_dir=project_dir,
+        target=target,
+        threads=threads,
+        as_json=as_json,
+        quiet=quiet,
+        log_format=log_format,
+    )
+
+
 @main.command()
 @click.option(
     "--path",
