@@ -459,17 +459,14 @@ def test_wrong_password_is_auth_not_retried_and_fast(wh: Warehouse, tmp_path: Pa
         retry={"attempts": 3, "initial_wait_s": 5, "max_wait_s": 5},
     )
     with DbtSession(settings) as session:
-        session.invoke(["parse"])  # parsing needs no connection: time the run alone
-        t0 = time.monotonic()
         result = session.run_staging()
-        took = time.monotonic() - t0
 
     assert not result.success
     assert result.error is not None
     assert result.error.kind is ErrorKind.AUTH
     assert f'password authentication failed for user "{wh.db.user}"' in result.error.message
-    assert result.attempts == 1  # a retry would have waited 5 s first
-    assert took < 5.0
+    # not retried: one attempt (how fast that is belongs in benchmarks/, not in a pass/fail)
+    assert result.attempts == 1
     assert exit_code(result) == EXIT_CONFIG
     assert "nope" not in result.to_json()
 
