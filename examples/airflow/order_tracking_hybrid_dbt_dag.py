@@ -1,4 +1,4 @@
-"""order_tracking_hybrid_dbt_dag, rebuilt on dbt_runner (Apache Airflow 3, TaskFlow API).
+"""order_tracking_hybrid_dbt_dag, rebuilt on dbt_runner (Apache Airflow 3 or 2.10, TaskFlow API).
 
 Every 15 minutes **one task** opens one ``DbtSession`` (so one SSH tunnel) from
 two Airflow connections, runs the staging models with 3 threads and, on the
@@ -35,7 +35,12 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+try:  # Airflow 3
+    from airflow.sdk import Param, dag, get_current_context, task
+except ImportError:  # Airflow 2.10: the same TaskFlow names, older homes
+    from airflow.decorators import dag, task
+    from airflow.models.param import Param
+    from airflow.operators.python import get_current_context
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from dbt_runner._classify import classify_exception
 from dbt_runner._logjson import EVENT_KEY
 from dbt_runner._retry import is_retryable
 from dbt_runner.cli import exit_code
+from tests.integration._nossl import nossl_db, nossl_server  # noqa: F401 - fixtures
 from tests.services.pg_fixtures import PgDatabase
 from tests.services.postgres import PostgresServer, free_port
 from tests.services.sshd import SshdServer
@@ -73,6 +74,7 @@ class Env:
     pg_db: PgDatabase
     sshd: SshdServer
     caplog: pytest.LogCaptureFixture
+    nossl_db: PgDatabase  # a server with SSL off (the shared one speaks TLS)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -327,7 +329,18 @@ def pg_project(env: Env) -> Path:
 
 
 def dbt_pg_ssl_required_server_without_ssl(env: Env) -> Observed:
-    observed = run(pg_settings(env, pg_project(env), sslmode="require"), ["run"])
+    db = env.nossl_db
+    settings = pg_settings(
+        env,
+        pg_project(env),
+        host=db.host,
+        port=db.port,
+        user=db.user,
+        password=db.password,
+        dbname=db.dbname,
+        sslmode="require",
+    )
+    observed = run(settings, ["run"])
     assert "DBT_RUNNER_WAREHOUSE__SSLMODE" in observed.message
     return observed
 
@@ -441,7 +454,7 @@ def psycopg2_no_password(env: Env) -> Observed:
 
 
 def psycopg2_ssl_mismatch(env: Env) -> Observed:
-    db = env.pg_db
+    db = env.nossl_db
     return pg_connect_raises(
         host=db.host,
         port=db.port,
@@ -718,9 +731,10 @@ def test_real_failure_kind_retry_and_exit_code(
     pg_db: PgDatabase,
     sshd: SshdServer,
     caplog: pytest.LogCaptureFixture,
+    nossl_db: PgDatabase,  # noqa: F811 - the fixture imported above
 ) -> None:
     caplog.set_level(logging.WARNING, logger="dbt_runner.retry")
-    observed = row(Env(tmp_path, pg_server, pg_db, sshd, caplog))
+    observed = row(Env(tmp_path, pg_server, pg_db, sshd, caplog, nossl_db))
     assert (observed.kind, observed.retried, observed.exit_code) == (kind, retried, code), (
         observed.message
     )
