@@ -350,6 +350,7 @@ def dbt_(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
     log_format: str,
     dbt_args: tuple[str, ...],
 ) -> None:
@@ -366,6 +367,7 @@ def dbt_(
         threads=threads,
         as_json=as_json,
         quiet=quiet,
+        verbose=verbose,
         log_format=log_format,
     )
 
@@ -378,6 +380,7 @@ def deps(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
     log_format: str,
 ) -> None:
     """Install the project's packages (dbt deps), without parsing the project first."""
@@ -388,6 +391,7 @@ def deps(
         threads=threads,
         as_json=as_json,
         quiet=quiet,
+        verbose=verbose,
         log_format=log_format,
     )
 
