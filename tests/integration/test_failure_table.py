@@ -17,6 +17,7 @@ missing password.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -738,3 +739,47 @@ def test_real_failure_kind_retry_and_exit_code(
     assert (observed.kind, observed.retried, observed.exit_code) == (kind, retried, code), (
         observed.message
     )
+
+
+def test_cli_doctor_plain_script_and_dag_agree_on_a_refused_host_key(
+    tmp_path: Path, pg_db: PgDatabase, sshd: SshdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: a wrong bastion host key exited 3 from ``cycle`` but 2 from ``doctor``."""
+    from click.testing import CliRunner
+
+    from dbt_runner.cli import main
+
+    impostor = sshd.make_key(f"impostor_{time.monotonic_ns()}")
+    line = " ".join(Path(f"{impostor}.pub").read_text().split()[:2])
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {line}\n")
+    for name in [n for n in os.environ if n.startswith("DBT_RUNNER_")]:
+        monkeypatch.delenv(name)
+    env = {
+        "DBT_RUNNER_WAREHOUSE__TYPE": "postgres",
+        "DBT_RUNNER_WAREHOUSE__HOST": pg_db.host,
+        "DBT_RUNNER_WAREHOUSE__PORT": str(pg_db.port),
+        "DBT_RUNNER_WAREHOUSE__USER": pg_db.user,
+        "DBT_RUNNER_WAREHOUSE__PASSWORD": pg_db.password,
+        "DBT_RUNNER_WAREHOUSE__DBNAME": pg_db.dbname,
+        "DBT_RUNNER_SSH__HOST": sshd.host,
+        "DBT_RUNNER_SSH__PORT": str(sshd.port),
+        "DBT_RUNNER_SSH__USER": sshd.user,
+        "DBT_RUNNER_SSH__PRIVATE_KEY": str(sshd.private_key_path),
+        "DBT_RUNNER_SSH__KNOWN_HOSTS": str(known),
+        "DBT_RUNNER_STATE_DIR": str(tmp_path / "state"),
+    }
+    cycle = CliRunner().invoke(main, ["cycle"], env=env)
+    doctor = CliRunner().invoke(main, ["doctor", "--hold", "0.2"], env=env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    try:
+        import plain_python
+
+        script = plain_python.main()
+    finally:
+        sys.path.pop(0)
+    dag_retries = K.AUTH.is_infrastructure  # the DAG hands only infrastructure to Airflow
+    assert (cycle.exit_code, doctor.exit_code, script) == (2, 2, 2), cycle.output
+    assert not dag_retries
