@@ -262,6 +262,18 @@ def assert_retries_only_rerun_failures(result: RunResult) -> None:
         succeeded |= {n.unique_id for n in attempt.nodes if n.status == "success"}
 
 
+class _OnRetry(logging.Handler):
+    """Runs ``action`` when the session logs its ``retry`` event (before the retry's wait)."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._action = action
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, EVENT_KEY, {}).get("event") == "retry":
+            self._action()
+
+
 def retry_logged(caplog: pytest.LogCaptureFixture, after_attempt: int) -> bool:
     """The session's structured ``retry`` log event after attempt ``after_attempt`` was seen."""
     return any(
@@ -336,8 +348,18 @@ def test_connection_limit_below_threads_plus_one(wh: Warehouse, tmp_path: Path) 
     degrade = make_settings(
         wh.db, tmp_path, retry={"attempts": 2, "initial_wait_s": 0, "degrade_threads": 1}
     )
+    # PostgreSQL counts a closed connection against the limit until its backend has exited:
+    # the retry starts once attempt 1's backends are gone (a condition, not a sleep), so the
+    # one slot is really free for the degraded retry
+    slots_freed = _OnRetry(lambda: wait_for(lambda: wh.role_sessions() == 0, "free slots"))
+    retry_log = logging.getLogger("dbt_runner.retry")
+    retry_log.addHandler(slots_freed)
+    try:
+        with DbtSession(degrade) as session:
+            result = session.run_staging()
+    finally:
+        retry_log.removeHandler(slots_freed)
     with DbtSession(degrade) as session:
-        result = session.run_staging()
         assert result.success, result.summary()
         assert result.attempts == 2
         assert result.attempt_log[0].error is not None
