@@ -13,7 +13,7 @@ __all__ = ["run_staging", "run_tests"]
 
 def run_staging(
     threads: int | None = None,
-    select: str = "tag:staging",
+    select: str | None = None,
     *,
     settings: Settings | None = None,
     **kwargs: Any,
@@ -28,7 +28,7 @@ def run_staging(
 
 
 def run_tests(
-    select: str = "tag:staging",
+    select: str | None = None,
     *,
     settings: Settings | None = None,
     **kwargs: Any,

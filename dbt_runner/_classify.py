@@ -1,94 +1,197 @@
 """Classification of failures into :class:`~dbt_runner.ErrorKind` — the one seam.
 
-Every exception dbt hands back and every failed node's message passes through
-:func:`classify_exception` / :func:`classify_message`. The rules are a table:
-the first pattern that matches wins, so more specific rules come first. Each
-rule is exercised by a test with a real message from psycopg2,
-redshift_connector, duckdb, paramiko or dbt.
+Evidence is read most structural first, and text last:
+
+1. our own exceptions carry their kind (:attr:`DbtRunnerError.kind`);
+2. the driver's error code: the SQLSTATE of psycopg2 (``pgcode``) and of
+   redshift_connector (the ``'C'`` field of its error dict, also when dbt only
+   kept the dict's text in a node message). A code not in :data:`SQLSTATES`
+   (undefined column, a user's ``RAISE``) is the SQL's own failure;
+   ``XX000`` (internal error) leaves the decision to the message;
+3. the exception's class where the class alone decides (DuckDB's exception
+   classes, paramiko/sshtunnel, the socket errors);
+4. only where no code exists: patterns anchored at the start of the driver's
+   own message (after the ``FATAL:``/``ERROR:`` severity and libpq's
+   ``connection to server at ... failed:`` prefix). Never a substring anywhere:
+   user SQL and object names (a column ``interrupted_at``, a model
+   ``lock_timeout_audit``) must not decide a kind. dbt's own echoes of user
+   text (``in model <name> (<path>)``, ``LINE n:``, ``compiled code at``) are
+   dropped before matching;
+5. broad classes last (dbt's ``FailedToConnectError`` is a connection fault,
+   dbt's parsing/compilation errors are compilation).
+
+Configuration-shaped failures (SSL mismatch, missing password, unknown
+database) come with a ``hint`` naming the setting to change. Each rule of
+:data:`RULES` and each entry of :data:`SQLSTATES` is exercised by a test with a
+real failure.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from ._exceptions import ErrorKind, HostKeyError, SSHAuthError, TunnelError
+from ._exceptions import DbtRunnerError, ErrorKind
 
-__all__ = ["RULES", "classify_exception", "classify_message", "exception_chain"]
+__all__ = [
+    "RULES",
+    "SQLSTATES",
+    "Verdict",
+    "classify_exception",
+    "classify_message",
+    "diagnose",
+    "diagnose_message",
+    "exception_chain",
+]
 
 _K = ErrorKind
+_SSL_HINT = (
+    "the server does not speak SSL while sslmode requires it: set "
+    "DBT_RUNNER_WAREHOUSE__SSLMODE=disable only if that server really has no SSL "
+    "(or sslmode in your own profiles.yml), else point it at the SSL-enabled endpoint"
+)
+_PASSWORD_HINT = (
+    "no password was sent: set DBT_RUNNER_WAREHOUSE__PASSWORD (or password in your profiles.yml)"
+)
+_DBNAME_HINT = (
+    "the database does not exist: check DBT_RUNNER_WAREHOUSE__DBNAME (or dbname in your "
+    "profiles.yml)"
+)
+_LOGIN_HINT = "check DBT_RUNNER_WAREHOUSE__USER and DBT_RUNNER_WAREHOUSE__PASSWORD"
 
-#: (kind, pattern) — first match wins; patterns are case-insensitive.
-RULES: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(pattern, re.IGNORECASE))
-    for kind, pattern in (
-        # --- our own watchdog, before anything that mentions connections ---
-        (_K.TIMEOUT, r"dbt_runner watchdog|invocation timed out after"),
-        # --- SSH tunnel ---
-        (
-            _K.TUNNEL,
-            # only phrases SSH libraries and our tunnel produce: bare words such as
-            # "bastion" also occur in user-chosen table names
-            r"ssh tunnel|sshtunnel|ssh gateway|secsh channel|"
-            r"channelexception|administratively prohibited|could not establish session to ssh",
-        ),
-        # --- too many connections (role/server/Redshift limits) ---
-        (
-            _K.TOO_MANY_CONNECTIONS,
-            r"too many connections|too many clients|remaining connection slots are reserved|"
-            r"connection limit .* exceeded|connection limit exceeded|"
-            r"exceeded the maximum number of connections|max(imum)? connections? (limit )?reached|"
-            r"cancelled by wlm|wlm queue|query \(\d+\) cancelled on user's request and ran out",
-        ),
-        # --- lock / serialization conflicts ---
-        (
-            _K.CONFLICT,
-            r"lock timeout|could not obtain lock|deadlock detected|could not serialize access|"
-            r"serializable isolation violation|error:\s*1023|"
-            r"could not open relation with oid|conflict with concurrent transaction|"
-            r"dropped by (a )?concurrent transaction|concurrently (updated|deleted)|"
-            r"write-write conflict|conflict on tuple deletion|transactioncontext error|"
-            r"could not set lock on file|conflicting lock is held|"
-            r"tuple concurrently updated|canceling statement due to conflict with recovery",
-        ),
-        # --- authentication ---
-        (
-            _K.AUTH,
-            r"password authentication failed|authentication failed|"
-            r"no pg_hba\.conf entry|role \S+ does not exist|invalid password|"
-            r"invalidclienttokenid|the security token included in the request is invalid|"
-            r"fe_sendauth: no password supplied|sasl authentication",
-        ),
-        # --- statement timeouts (server side) ---
-        (
-            _K.TIMEOUT,
-            r"canceling statement due to statement timeout|statement timeout|"
-            r"query cancelled due to timeout|interrupt(ed)?! |interrupted",
-        ),
-        # --- connection-level faults ---
+
+@dataclass(frozen=True)
+class Verdict:
+    """A failure's kind and, for a configuration-shaped one, the setting to change."""
+
+    kind: ErrorKind
+    hint: str | None = None
+
+
+#: SQLSTATE (or class prefix of two characters) -> verdict; exact codes win over classes
+SQLSTATES: dict[str, Verdict] = {
+    "53300": Verdict(_K.TOO_MANY_CONNECTIONS),  # too_many_connections
+    "40001": Verdict(_K.CONFLICT),  # serialization_failure
+    "40P01": Verdict(_K.CONFLICT),  # deadlock_detected
+    "55P03": Verdict(_K.CONFLICT),  # lock_not_available (lock_timeout, NOWAIT)
+    "57014": Verdict(_K.TIMEOUT),  # query_canceled (statement_timeout, a cancel)
+    "57P01": Verdict(_K.CONNECTION),  # admin_shutdown
+    "57P02": Verdict(_K.CONNECTION),  # crash_shutdown
+    "57P03": Verdict(_K.CONNECTION),  # cannot_connect_now (starting up, shutting down)
+    "08": Verdict(_K.CONNECTION),  # connection_exception class
+    "28P01": Verdict(_K.AUTH, _LOGIN_HINT),  # invalid_password
+    "28000": Verdict(_K.AUTH, _LOGIN_HINT),  # invalid_authorization (unknown role, pg_hba)
+    "3D000": Verdict(_K.CONFIGURATION, _DBNAME_HINT),  # invalid_catalog_name
+}
+
+#: login-time errors (limits, auth, unknown database) come from the server as FATAL: a
+#: user's own RAISE of the same words is an ERROR, and its text decides nothing
+_FATAL = r"(?:FATAL:\s+)"
+
+#: (kind, pattern anchored at the start of a driver message line, hint) — first match wins
+RULES: tuple[tuple[ErrorKind, re.Pattern[str], str | None], ...] = tuple(
+    (kind, re.compile(pattern, re.IGNORECASE), hint)
+    for kind, pattern, hint in (
+        # --- our own watchdog
+        (_K.TIMEOUT, r"invocation timed out after \d", None),
+        # --- SSH tunnel (sshtunnel, paramiko)
+        (_K.TUNNEL, r"could not establish session to ssh gateway", None),
+        (_K.TUNNEL, r"secsh channel \d+ open failed", None),
+        (_K.TUNNEL, r"open new channel ssh error", None),
+        (_K.TUNNEL, r"an error occurred while opening tunnels", None),
+        (_K.TUNNEL, r"ssh session not active", None),
+        # --- too many connections (PostgreSQL, Redshift)
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"too many connections for (role|database) ", None),
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"sorry, too many clients already", None),
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r"remaining connection slots are reserved", None),
+        (_K.TOO_MANY_CONNECTIONS, _FATAL + r'connection limit "?\d+"? exceeded', None),
+        # --- lock / serialization conflicts
+        (_K.CONFLICT, r"canceling statement due to lock timeout", None),
+        (_K.CONFLICT, r"could not obtain lock on ", None),
+        (_K.CONFLICT, r"deadlock detected", None),
+        (_K.CONFLICT, r"could not serialize access due to ", None),
+        (_K.CONFLICT, r"tuple concurrently (updated|deleted)", None),
+        (_K.CONFLICT, r"1023$", None),  # Redshift: "ERROR: 1023 / DETAIL: Serializable ..."
+        (_K.CONFLICT, r"could not open relation with OID \d+", None),
+        (_K.CONFLICT, r"table \d+ dropped by concurrent transaction", None),
+        (_K.CONFLICT, r"TransactionContext Error: (Catalog write-write conflict|Conflict )", None),
+        (_K.CONFLICT, r"IO Error: Could not set lock on file ", None),
+        # --- configuration-shaped: deterministic, the message names the setting
+        (_K.CONFIGURATION, r"server does not support SSL, but SSL was required", _SSL_HINT),
+        (_K.CONFIGURATION, r"fe_sendauth: no password supplied", _PASSWORD_HINT),
+        (_K.CONFIGURATION, _FATAL + r'database "[^"]*" does not exist$', _DBNAME_HINT),
+        # --- authentication
+        (_K.AUTH, _FATAL + r'password authentication failed for user "', _LOGIN_HINT),
+        (_K.AUTH, _FATAL + r"no pg_hba\.conf entry for ", None),
+        (_K.AUTH, _FATAL + r'role "[^"]*" does not exist$', _LOGIN_HINT),
+        (_K.AUTH, r"An error occurred \((InvalidClientTokenId|ExpiredToken)\)", None),
+        # --- statement timeouts on the server, DuckDB's interrupt
+        (_K.TIMEOUT, r"canceling statement due to statement timeout", None),
+        (_K.TIMEOUT, r"INTERRUPT Error: Interrupted", None),
+        # --- connection faults (libpq, redshift_connector, sockets)
+        (_K.CONNECTION, r"Connection refused", None),
+        (_K.CONNECTION, r"could not connect to server", None),
+        (_K.CONNECTION, r"server closed the connection unexpectedly", None),
+        (_K.CONNECTION, r"timeout expired$", None),
+        (_K.CONNECTION, r"SSL SYSCALL error: ", None),
+        (_K.CONNECTION, r"SSL connection has been closed unexpectedly", None),
+        (_K.CONNECTION, _FATAL + r"?terminating connection due to administrator command", None),
         (
             _K.CONNECTION,
-            r"connection refused|could not connect to server|connection to server at .* failed|"
-            r"server closed the connection unexpectedly|connection reset|broken pipe|"
-            r"ssl syscall error|eof detected|terminating connection due to administrator command|"
-            r"the database system is (shutting down|starting up|in recovery mode)|"
-            r"connection already closed|connection not open|could not receive data from server|"
-            r"could not send data to server|timeout expired|timed out|network is unreachable|"
-            r"name or service not known|temporary failure in name resolution|"
-            r"communication error|failed to establish a connection|no route to host|"
-            r"interfaceerror|operationalerror: server closed|"
-            r"unexpected eof|connection was closed|failed to connect",
+            _FATAL + r"?the database system is (shutting down|starting up|in recovery mode)",
+            None,
         ),
-        # --- compilation / parsing ---
-        (
-            _K.COMPILATION,
-            r"compilation error|parsing error|jinja|macro .* not found|"
-            r"depends on a node named .* which was not found|could not find profile|"
-            r"runtime error\s+could not find|dbt_project\.yml",
-        ),
+        (_K.CONNECTION, r'could not translate host name "', None),
+        (_K.CONNECTION, r"connection already closed$", None),
+        (_K.CONNECTION, r"could not (receive|send) data (from|to) server", None),
+        (_K.CONNECTION, r"\('(communication error|connection time out)', ", None),
+        (_K.CONNECTION, r"\[Errno \d+\] Connection reset by peer", None),
+        # --- dbt's own error headers
+        (_K.COMPILATION, r"(Compilation|Parsing|Dependency) Error\b", None),
+        (_K.COMPILATION, r"Could not find profile named '", None),
     )
 )
 
+#: dbt's header naming the node (user text in name and path): only its first word counts
+_DBT_HEADER = re.compile(
+    r"^(?P<what>\w+) Error in (?:model|test|seed|snapshot|unit_test|analysis|sql operation|"
+    r"operation|macro|source) .*$",
+    re.IGNORECASE,
+)
+#: lines that echo user text: the failing SQL, a caret under it, compiled-code paths
+_ECHO = re.compile(r"^(?:LINE \d+:|\^|compiled code at |HINT:|QUERY:|CONTEXT:)", re.IGNORECASE)
+#: prefixes before the driver's own message
+_PREFIX = re.compile(
+    r"^(?:(?:connection to server (?:at \"[^\"]*\"(?: \([^)]*\))?, port \d+|on socket \"[^\"]*\")"
+    r" failed:\s*)|(?:ERROR:\s+)|(?:psycopg2\.\w+\.)?(?:\w+\.)*\w+Error: (?=\S))",
+)
+_REDSHIFT_DICT = re.compile(r"^\{'S': '[A-Z]+'.*\}$")
+
+#: DuckDB exception classes whose class alone decides (module ``duckdb``/``_duckdb``)
+_DUCKDB_KINDS = {
+    "InterruptException": _K.TIMEOUT,
+    "TransactionException": _K.CONFLICT,
+    "ConnectionException": _K.CONNECTION,
+    "BinderException": _K.MODEL_FAILURE,
+    "CatalogException": _K.MODEL_FAILURE,
+    "ParserException": _K.MODEL_FAILURE,
+    "ConversionException": _K.MODEL_FAILURE,
+    "ConstraintException": _K.MODEL_FAILURE,
+}
+#: socket and SSH classes whose class alone decides
+_STRONG_TYPES: dict[str, ErrorKind] = {
+    "ConnectionRefusedError": _K.CONNECTION,
+    "ConnectionResetError": _K.CONNECTION,
+    "ConnectionAbortedError": _K.CONNECTION,
+    "BrokenPipeError": _K.CONNECTION,
+    "gaierror": _K.CONNECTION,
+    "BadHostKeyException": _K.AUTH,
+    "AuthenticationException": _K.AUTH,
+    "BaseSSHTunnelForwarderError": _K.TUNNEL,
+    "HandlerSSHTunnelForwarderError": _K.TUNNEL,
+}
 _COMPILATION_TYPES = frozenset(
     {
         "CompilationError",
@@ -102,19 +205,12 @@ _COMPILATION_TYPES = frozenset(
         "DuplicateResourceNameError",
         "UndefinedCompilationError",
         "DbtSelectorsError",
+        "UninstalledPackagesFoundError",
     }
 )
+#: broad classes, consulted last: a failed connect whose message nobody recognised
 _CONNECTION_TYPES = frozenset(
-    {
-        "FailedToConnectError",
-        "OperationalError",
-        "InterfaceError",
-        "ConnectionError",
-        "ConnectionResetError",
-        "ConnectionRefusedError",
-        "BrokenPipeError",
-        "TimeoutError",
-    }
+    {"FailedToConnectError", "OperationalError", "InterfaceError", "TimeoutError", "SSHException"}
 )
 
 
@@ -128,48 +224,132 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-#: Echoes of user-chosen names in dbt's and PostgreSQL's messages (node names, file paths,
-#: the SQL line): never classified on, so a model named ``bastion_logs`` or a project under
-#: ``/srv/ssh_tunnel/`` cannot turn a failed model into a retried "tunnel" error.
-_USER_TEXT = re.compile(
-    r"^[ \t]*compiled code at .*$"
-    r"|\bin (?:model|test|seed|snapshot|unit_test|analysis|sql operation|operation) "
-    r"\S+ \([^()\n]*\)"
-    r"|^[ \t]*LINE \d+:.*$",
-    re.IGNORECASE | re.MULTILINE,
-)
+def _driver_lines(message: str) -> Iterator[tuple[str | None, str]]:
+    """(dbt header word or SQLSTATE, driver message line) pairs, user echoes dropped.
+
+    The first element is the word of dbt's header (``Database``, ``Compilation``)
+    or a SQLSTATE found in a redshift_connector error dict; lines carry text only.
+    """
+    for raw in message.splitlines():
+        line = raw.strip()
+        if not line or _ECHO.match(line):
+            continue
+        header = _DBT_HEADER.match(line)
+        if header:
+            yield header["what"], ""
+            continue
+        if _REDSHIFT_DICT.match(line):
+            fields = _redshift_fields(line)
+            if fields is not None:
+                code = fields.get("C")
+                yield (code if isinstance(code, str) else None), str(fields.get("M") or "")
+                continue
+        previous = None
+        while previous != line:  # strip stacked prefixes ("...failed: FATAL: ...")
+            previous, line = line, _PREFIX.sub("", line, count=1).strip()
+        yield None, line
+
+
+def _redshift_fields(line: str) -> dict[str, object] | None:
+    try:
+        value = ast.literal_eval(line)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_sqlstate(code: str | None) -> bool:
+    """True for a SQLSTATE that decides: ``XX000`` (internal error) says nothing, and is
+    how Redshift reports a serialization conflict ("1023"): its message decides."""
+    return bool(code) and len(code or "") == 5 and (code or "").upper() != "XX000"
+
+
+def _by_sqlstate(code: str | None) -> Verdict | None:
+    if not code or not _is_sqlstate(code):
+        return None
+    return SQLSTATES.get(code.upper()) or SQLSTATES.get(code[:2].upper())
+
+
+def diagnose_message(message: str, default: ErrorKind) -> Verdict:
+    """The verdict on a message text (a failed node's message, an error string)."""
+    lines = list(_driver_lines(message))
+    for tag, _ in lines:
+        if _is_sqlstate(tag):
+            return _by_sqlstate(tag) or Verdict(default)
+    for tag, line in lines:
+        if tag and tag.lower() in ("compilation", "parsing", "dependency"):
+            return Verdict(_K.COMPILATION)
+        if not line:
+            continue
+        for kind, pattern, hint in RULES:
+            if pattern.match(line):
+                return Verdict(kind, hint)
+    return Verdict(default)
 
 
 def classify_message(message: str, default: ErrorKind) -> ErrorKind:
-    """The kind named by the first matching rule, else ``default``.
+    """The kind of a message text, else ``default``.
 
-    >>> classify_message('FATAL: too many connections for role "dbt"', ErrorKind.MODEL_FAILURE)
+    >>> classify_message('FATAL:  too many connections for role "dbt"', ErrorKind.MODEL_FAILURE)
     <ErrorKind.TOO_MANY_CONNECTIONS: 'too_many_connections'>
-    >>> classify_message('Database Error in model bastion_logs (models/bastion_logs.sql): '
-    ...                  'syntax error at or near "selec"', ErrorKind.MODEL_FAILURE)
+    >>> classify_message('Runtime Error in model m (models/m.sql)\\n  Binder Error: Referenced '
+    ...                  'column "interrupted_at" not found', ErrorKind.MODEL_FAILURE)
     <ErrorKind.MODEL_FAILURE: 'model_failure'>
     """
-    text = _USER_TEXT.sub(" ", message)
-    for kind, pattern in RULES:
-        if pattern.search(text):
-            return kind
-    return default
+    return diagnose_message(message, default).kind
+
+
+def _sqlstate_of(exc: BaseException) -> str | None:
+    code = getattr(exc, "pgcode", None)  # psycopg2
+    if isinstance(code, str):
+        return code
+    if exc.args and isinstance(exc.args[0], dict):  # redshift_connector
+        value = exc.args[0].get("C")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _duckdb_kind(exc: BaseException) -> ErrorKind | None:
+    for cls in type(exc).__mro__:
+        if cls.__module__.lstrip("_").startswith("duckdb") and cls.__name__ in _DUCKDB_KINDS:
+            return _DUCKDB_KINDS[cls.__name__]
+    return None
+
+
+def diagnose(exc: BaseException) -> Verdict:
+    """The verdict on an exception dbt, a driver or the tunnel raised (its whole chain)."""
+    chain = list(exception_chain(exc))
+    for link in chain:
+        if isinstance(link, DbtRunnerError):
+            return Verdict(link.kind)
+    for link in chain:
+        code = _sqlstate_of(link)
+        if _is_sqlstate(code):
+            # the server's own category decides; an unlisted one (undefined column 42703,
+            # a user's RAISE P0001) is the SQL's failure, whatever its text says
+            return _by_sqlstate(code) or Verdict(_K.MODEL_FAILURE)
+    for link in chain:
+        # a DuckDB message names its class first ("IO Error: Could not set lock ..."):
+        # the class decides unless that message is one of the rules
+        kind = _duckdb_kind(link)
+        if kind is not None:
+            return diagnose_message(str(link), kind)
+        names = {cls.__name__ for cls in type(link).__mro__}
+        for name, strong in _STRONG_TYPES.items():
+            if name in names:
+                return Verdict(strong)
+    for link in chain:
+        verdict = diagnose_message(str(link), _K.MODEL_FAILURE)
+        if verdict.kind is not _K.MODEL_FAILURE:
+            return verdict
+    names = {cls.__name__ for link in chain for cls in type(link).__mro__}
+    if names & _COMPILATION_TYPES:
+        return Verdict(_K.COMPILATION)
+    if names & _CONNECTION_TYPES:
+        return Verdict(_K.CONNECTION)
+    return Verdict(_K.MODEL_FAILURE)
 
 
 def classify_exception(exc: BaseException) -> ErrorKind:
     """The kind of an exception dbt (or a driver, or the tunnel) raised."""
-    for link in exception_chain(exc):
-        if isinstance(link, (HostKeyError, SSHAuthError)):
-            return ErrorKind.AUTH  # never retried (DESIGN: host key / SSH auth failures)
-        if isinstance(link, TunnelError):
-            return ErrorKind.TUNNEL
-    text = " | ".join(f"{type(e).__name__}: {e}" for e in exception_chain(exc))
-    names = {type(e).__name__ for e in exception_chain(exc)}
-    by_message = classify_message(text, default=ErrorKind.MODEL_FAILURE)
-    if by_message is not ErrorKind.MODEL_FAILURE:
-        return by_message
-    if names & _COMPILATION_TYPES:
-        return ErrorKind.COMPILATION
-    if names & _CONNECTION_TYPES:
-        return ErrorKind.CONNECTION
-    return ErrorKind.MODEL_FAILURE
+    return diagnose(exc).kind

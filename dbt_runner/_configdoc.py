@@ -174,11 +174,14 @@ name with `{_DELIMITER}`, e.g. `{ENV_PREFIX}WAREHOUSE{_DELIMITER}HOST`. Keywords
 the constructor override the environment, section by section:
 
 ```python
+import os
+
 from dbt_runner import Settings
 
 settings = Settings(
     threads=5,
-    warehouse={{"type": "postgres", "host": "db", "user": "dbt", "dbname": "analytics"}},
+    warehouse={{"type": "postgres", "host": "db", "user": "dbt", "dbname": "analytics",
+               "password": os.environ["WAREHOUSE_PASSWORD"]}},
 )
 ```
 

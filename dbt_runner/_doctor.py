@@ -47,8 +47,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._classify import classify_exception
-from ._exceptions import ConfigurationError, ErrorKind, HostKeyError, SSHAuthError, TunnelError
+from ._classify import classify_exception, diagnose_message
+from ._exceptions import ConfigurationError, ErrorKind, TunnelError
 from ._settings import ENV_PREFIX, Settings
 
 __all__ = ["LAYERS", "ConnectionCheck", "DoctorReport", "LayerCheck", "run_doctor"]
@@ -468,7 +468,7 @@ def _open_tunnel(settings: Settings) -> tuple[Any, LayerCheck, LayerCheck]:
                     elapsed,
                 ),
             )
-        kind = ErrorKind.AUTH if isinstance(exc, HostKeyError | SSHAuthError) else ErrorKind.TUNNEL
+        kind = exc.kind  # auth for a host key or SSH key refused (exit 2), else tunnel
         return (
             None,
             LayerCheck(
@@ -752,6 +752,9 @@ def _finish(
 
 
 # ----------------------------------------------------------------------------- hints
+_NO_RETRY = "; dbt_runner never retries this"
+
+
 def _hints(
     settings: Settings,
     layers: tuple[LayerCheck, ...],
@@ -802,6 +805,13 @@ def _hints(
             "the warehouse port did not answer: check the endpoint, that the cluster is "
             "available (not paused or resizing), and the network path"
         )
+    for layer in failed.values():  # SSL mismatch, no password, unknown database: the fix
+        if layer.kind is ErrorKind.CONFIGURATION:
+            for error in layer.errors:
+                text = error.split("x ", 1)[1] if error.split("x ", 1)[0].isdigit() else error
+                hint = diagnose_message(text, ErrorKind.CONFIGURATION).hint
+                if hint is not None and hint + _NO_RETRY not in hints:
+                    hints.append(hint + _NO_RETRY)
     auth = failed.get("auth")
     if auth is not None and auth.kind is ErrorKind.AUTH:
         hints.append(

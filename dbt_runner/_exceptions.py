@@ -2,17 +2,20 @@
 
 The hierarchy::
 
-    DbtRunnerError
-    ├── ConfigurationError          bad settings; never retried
-    ├── SessionStateError           session used before open / after close, or busy
-    ├── TunnelError                 bastion unreachable or tunnel dropped (transient)
-    │   ├── HostKeyError            bastion host key unknown or changed (never retried)
-    │   └── SSHAuthError            bastion refused our key (never retried)
-    ├── DbtInvocationError          dbt could not run; carries an ErrorKind
-    ├── DbtRunFailed                one or more models failed
-    └── DbtTestsFailed              one or more tests failed
+    DbtRunnerError                  .kind                 exit code
+    ├── ConfigurationError          configuration         2   bad settings; never retried
+    ├── SessionStateError           configuration         2   used before open / after close, busy
+    ├── TunnelError                 tunnel                3   bastion unreachable, tunnel dropped
+    │   ├── HostKeyError            auth                  2   host key unknown/changed; no retry
+    │   └── SSHAuthError            auth                  2   bastion refused our key; no retry
+    ├── DbtInvocationError          (classified)          ... dbt could not run
+    ├── DbtRunFailed                model_failure         1   one or more models failed
+    └── DbtTestsFailed              test_failure          1   one or more tests failed
 
-The original exception is always kept as ``__cause__``.
+Every exception carries its :class:`ErrorKind`; the kind alone decides whether
+a failure is retried (:attr:`ErrorKind.is_transient`) and the exit code of the
+CLI, the examples and the Airflow DAG (:attr:`ErrorKind.exit_code`): this
+module is the one map. The original exception is always kept as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
     from ._results import RunResult
 
 __all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INFRA",
+    "EXIT_OK",
     "ConfigurationError",
     "DbtInvocationError",
     "DbtRunFailed",
@@ -37,11 +44,20 @@ __all__ = [
 ]
 
 
+#: exit codes of the ``dbt-runner`` CLI (and the examples): success, models/tests
+#: failed, bad configuration or credentials, infrastructure still failing after retries
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INFRA = 0, 1, 2, 3
+
+
 class ErrorKind(str, Enum):
     """What went wrong, in words a runbook can switch on.
 
-    >>> ErrorKind("too_many_connections").is_transient
-    True
+    Each kind knows whether a retry can cure it and which exit code it means:
+
+    >>> ErrorKind("too_many_connections").is_transient, ErrorKind.TOO_MANY_CONNECTIONS.exit_code
+    (True, 3)
+    >>> ErrorKind.AUTH.is_transient, ErrorKind.AUTH.exit_code
+    (False, 2)
     """
 
     TUNNEL = "tunnel"
@@ -53,11 +69,23 @@ class ErrorKind(str, Enum):
     MODEL_FAILURE = "model_failure"
     TEST_FAILURE = "test_failure"
     TIMEOUT = "timeout"
+    #: a setting is wrong (SSL mode, missing password, unknown database): never retried
+    CONFIGURATION = "configuration"
 
     @property
     def is_transient(self) -> bool:
         """True for kinds a retry can cure (timeout only when the policy says so)."""
         return self in _TRANSIENT
+
+    @property
+    def is_infrastructure(self) -> bool:
+        """True for tunnel/connection/limit/conflict/timeout: the platform, not the models."""
+        return self.exit_code == EXIT_INFRA
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code of a failure of this kind: 1, 2 or 3 (see the module docstring)."""
+        return _EXIT_CODES[self]
 
     def __str__(self) -> str:
         return self.value
@@ -66,18 +94,41 @@ class ErrorKind(str, Enum):
 _TRANSIENT = frozenset(
     {ErrorKind.TUNNEL, ErrorKind.CONNECTION, ErrorKind.TOO_MANY_CONNECTIONS, ErrorKind.CONFLICT}
 )
+_EXIT_CODES: dict[ErrorKind, int] = {
+    ErrorKind.MODEL_FAILURE: EXIT_FAILED,
+    ErrorKind.TEST_FAILURE: EXIT_FAILED,
+    ErrorKind.COMPILATION: EXIT_FAILED,
+    ErrorKind.AUTH: EXIT_CONFIG,
+    ErrorKind.CONFIGURATION: EXIT_CONFIG,
+    ErrorKind.TUNNEL: EXIT_INFRA,
+    ErrorKind.CONNECTION: EXIT_INFRA,
+    ErrorKind.TOO_MANY_CONNECTIONS: EXIT_INFRA,
+    ErrorKind.CONFLICT: EXIT_INFRA,
+    ErrorKind.TIMEOUT: EXIT_INFRA,
+}
 
 
 class DbtRunnerError(Exception):
-    """Base class of every error dbt_runner raises."""
+    """Base class of every error dbt_runner raises; ``kind`` says what went wrong."""
+
+    kind: ErrorKind = ErrorKind.MODEL_FAILURE
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code for this error (from its :attr:`kind`)."""
+        return self.kind.exit_code
 
 
 class ConfigurationError(DbtRunnerError, ValueError):
     """The settings are wrong; nothing was connected. Never retried."""
 
+    kind = ErrorKind.CONFIGURATION
+
 
 class SessionStateError(DbtRunnerError, RuntimeError):
     """A session was used before it was opened, after it was closed, or while busy."""
+
+    kind = ErrorKind.CONFIGURATION
 
 
 class TunnelError(DbtRunnerError):
@@ -96,11 +147,15 @@ class TunnelError(DbtRunnerError):
 
 
 class HostKeyError(TunnelError):
-    """The bastion's host key is unknown or does not match the pinned one."""
+    """The bastion's host key is unknown or does not match the pinned one (never retried)."""
+
+    kind = ErrorKind.AUTH
 
 
 class SSHAuthError(TunnelError):
-    """The bastion refused our user key."""
+    """The bastion refused our user key (never retried)."""
+
+    kind = ErrorKind.AUTH
 
 
 class DbtInvocationError(DbtRunnerError):
@@ -113,8 +168,6 @@ class DbtInvocationError(DbtRunnerError):
 
 
 class _NodesFailed(DbtRunnerError):
-    kind: ErrorKind
-
     def __init__(self, message: str, result: RunResult) -> None:
         super().__init__(message)
         self.result = result

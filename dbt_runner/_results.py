@@ -157,6 +157,19 @@ class RunResult:
         """Nodes that errored, failed or were skipped (in their final attempt)."""
         return tuple(n for n in self.nodes if n.failed)
 
+    @property
+    def exit_code(self) -> int:
+        """0 when successful, else the exit code of the error's kind (1, 2 or 3).
+
+        >>> RunResult(command="run", success=True, started_at="", elapsed_s=0.0,
+        ...           threads=1, attempts=1, nodes=()).exit_code
+        0
+        """
+        if self.success:
+            return 0
+        kind = self.error.kind if self.error else ErrorKind.MODEL_FAILURE
+        return kind.exit_code
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (safe for an Airflow XCom)."""
         return {
@@ -344,10 +357,20 @@ def _span(pairs: Iterable[tuple[Any, Any]]) -> tuple[str | None, str | None]:
     return (min(starts) if starts else None, max(ends) if ends else None)
 
 
-def node_from_dbt(result: Any, attempt: int, error: ErrorInfo | None = None) -> NodeResult:
-    """A dbt ``RunResult`` (or a run_results.json entry as a dict) as a NodeResult."""
+def node_from_dbt(
+    result: Any,
+    attempt: int,
+    error: ErrorInfo | None = None,
+    *,
+    names: Mapping[str, str] | None = None,
+) -> NodeResult:
+    """A dbt ``RunResult`` (or a run_results.json entry as a dict) as a NodeResult.
+
+    ``names`` (unique_id -> name, from the manifest) gives a run_results.json entry
+    its real name; without it the name is read from the unique_id.
+    """
     if isinstance(result, Mapping):
-        return _node_from_json(result, attempt, error)
+        return _node_from_json(result, attempt, error, names or {})
     node = result.node
     started, completed = _span((t.started_at, t.completed_at) for t in (result.timing or ()))
     response = result.adapter_response or {}
@@ -368,14 +391,30 @@ def node_from_dbt(result: Any, attempt: int, error: ErrorInfo | None = None) -> 
     )
 
 
-def _node_from_json(data: Mapping[str, Any], attempt: int, error: ErrorInfo | None) -> NodeResult:
+def name_from_unique_id(unique_id: str) -> str:
+    """A node's name from its unique_id: ``test.pkg.not_null_x_id.1114211131`` -> the name.
+
+    >>> name_from_unique_id("test.shop.not_null_orders_id.1114211131")
+    'not_null_orders_id'
+    >>> name_from_unique_id("unit_test.shop.orders.test_amounts")
+    'test_amounts'
+    """
+    parts = unique_id.split(".")
+    if parts[0] == "unit_test" and len(parts) >= 4:
+        return parts[3]
+    return parts[2] if len(parts) >= 3 else unique_id
+
+
+def _node_from_json(
+    data: Mapping[str, Any], attempt: int, error: ErrorInfo | None, names: Mapping[str, str]
+) -> NodeResult:
     unique_id = str(data["unique_id"])
     timings: Iterable[Mapping[str, Any]] = data.get("timing") or ()
     started, completed = _span((t.get("started_at"), t.get("completed_at")) for t in timings)
     rows = (data.get("adapter_response") or {}).get("rows_affected")
     return NodeResult(
         unique_id=unique_id,
-        name=unique_id.split(".")[-1] if unique_id.count(".") >= 2 else unique_id,
+        name=names.get(unique_id) or name_from_unique_id(unique_id),
         resource_type=unique_id.split(".", 1)[0],
         status=str(data.get("status")),
         started_at=started,

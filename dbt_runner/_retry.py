@@ -45,15 +45,18 @@ def is_retryable(kind: ErrorKind | None, policy: RetrySettings) -> bool:
     return kind.is_transient
 
 
-def build_retrying(policy: RetrySettings) -> Retrying:
-    """A tenacity ``Retrying`` for ``policy`` (attempts counts every try)."""
+def build_retrying(policy: RetrySettings, retry_on: type[Exception] = TransientFailure) -> Retrying:
+    """A tenacity ``Retrying`` for ``policy`` (attempts counts every try).
+
+    ``retry_on``: the exception type that marks a try as transiently failed.
+    """
     jitter = min(1.0, policy.max_wait_s)
     return Retrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait_exponential_jitter(
             initial=policy.initial_wait_s, max=policy.max_wait_s, jitter=jitter
         ),
-        retry=retry_if_exception_type(TransientFailure),
+        retry=retry_if_exception_type(retry_on),
         before_sleep=_log_retry,
         reraise=True,
     )
@@ -65,6 +68,8 @@ def _log_retry(state: RetryCallState) -> None:
     attempt = failure.attempt if isinstance(failure, TransientFailure) else None
     error = attempt.error if attempt is not None else None
     wait_s = state.next_action.sleep if state.next_action is not None else 0.0
+    if error is None:  # e.g. opening the tunnel: the failure carries its kind itself
+        error = getattr(failure, "error", None)
     kind = error.kind.value if error is not None else None
     log.warning(
         "attempt %d failed [%s]: retrying in %.1fs",
@@ -78,6 +83,6 @@ def _log_retry(state: RetryCallState) -> None:
             kind=kind,
             wait_s=round(wait_s, 3),
             failed_nodes=[n.unique_id for n in attempt.nodes if n.failed] if attempt else [],
-            message=error.message[:500] if error is not None else None,
+            message=str(getattr(error, "message", error))[:500] if error is not None else None,
         ),
     )

@@ -26,14 +26,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._classify import classify_exception, classify_message
+from ._classify import classify_message, diagnose
+from ._dbtargs import accepts, with_defaults
 from ._events import EventRelay, NodeCallback
 from ._exceptions import (
     ConfigurationError,
     ErrorKind,
-    HostKeyError,
     SessionStateError,
-    SSHAuthError,
     TunnelError,
 )
 from ._profile import GeneratedProfile, project_profile_name
@@ -58,9 +57,14 @@ __all__ = ["DbtSession", "SessionState"]
 
 log = logging.getLogger("dbt_runner.session")
 
-#: dbt commands that take ``--threads``
-_THREADED = frozenset({"run", "test", "build", "seed", "snapshot", "compile", "retry"})
-_SELECT_FLAGS = frozenset({"--select", "-s", "--models", "-m"})
+#: commands dbt's own ``retry`` can re-run (what failed, with the original selection)
+_DBT_RETRY_COMMANDS = frozenset(
+    {"run", "test", "build", "seed", "snapshot", "compile", "clone", "run-operation"}
+)
+#: commands that need no parsed manifest first (``retry`` parses itself)
+_NO_PREPARSE = frozenset({"deps", "debug", "clean", "init", "parse", "retry"})
+_TARGET_FLAGS = ("--target", "-t")
+_RUN_RESULTS = "run_results.json"
 
 _PROCESS_LOCK = threading.Lock()
 #: how long the watchdog lets the server-side cancel run before it cuts the tunnel
@@ -95,8 +99,8 @@ class DbtSession:
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
         self._profiles_dir: Path | None = None
-        self._manifests: dict[str, Any] = {}
-        self._watchdog_fired = threading.Event()
+        self._manifests: dict[tuple[str, str], Any] = {}
+        self._timeout_s = self.settings.timeout_s  # the running invocation's deadline
         self.project_dir = self.settings.resolved_project_dir
         self.state_dir = _state_dir(self.settings, self.project_dir)
 
@@ -155,12 +159,31 @@ class DbtSession:
 
             assert s.warehouse.host is not None and s.warehouse.effective_port is not None
             self._tunnel = Tunnel(s.ssh, s.warehouse.host, s.warehouse.effective_port)
-            self._tunnel.open()
+            self._open_tunnel(self._tunnel)
             self._profiles_dir = self._profile.write(
                 self._tunnel.local_host, self._tunnel.local_port
             )
         else:
             self._profiles_dir = self._profile.write()
+
+    def _open_tunnel(self, tunnel: Tunnel) -> None:
+        """Open the tunnel under the session's retry policy (transient failures only).
+
+        A host-key or SSH-auth failure (``auth``) is raised at once; an unreachable
+        bastion is tried ``RETRY__ATTEMPTS`` times in all before its error is raised.
+        """
+        policy = self.settings.retry
+        try:
+            for retry_state in build_retrying(policy, retry_on=_TunnelRetry):
+                with retry_state:
+                    try:
+                        tunnel.open()
+                    except TunnelError as exc:
+                        if not is_retryable(exc.kind, policy):
+                            raise
+                        raise _TunnelRetry(exc) from exc
+        except _TunnelRetry as last:
+            raise last.error  # noqa: B904 - the tunnel's own error, with its cause
 
     def close(self) -> None:
         """Close the tunnel and remove the generated profile. Safe to call twice."""
@@ -192,43 +215,72 @@ class DbtSession:
     def run_staging(
         self,
         threads: int | None = None,
-        select: str = "tag:staging",
+        select: str | None = None,
         *,
         full_refresh: bool = False,
         vars: dict[str, Any] | None = None,
     ) -> RunResult:
-        """``dbt run`` of the staging models (``tag:staging``) with ``threads`` threads."""
+        """``dbt run`` of the staging models with ``threads`` threads.
+
+        ``select`` defaults to ``DBT_RUNNER_STAGING_SELECT`` (``tag:staging``). A
+        selection that matches no model is a failed result (kind ``configuration``),
+        not an empty success.
+        """
+        select = select or self.settings.staging_select
         args = ["run", "--select", select]
         if full_refresh:
             args.append("--full-refresh")
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return self.invoke(args, threads=threads)
+        return _selected_something(
+            self.invoke(args, threads=threads), select, "DBT_RUNNER_STAGING_SELECT"
+        )
 
     def run_tests(
         self,
-        select: str = "tag:staging",
+        select: str | None = None,
         *,
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
     ) -> RunResult:
-        """``dbt test`` of the staging models' data tests, in this session's tunnel."""
+        """``dbt test`` of the staging models' data tests, in this session's tunnel.
+
+        ``select`` defaults to ``DBT_RUNNER_TESTS_SELECT`` (``tag:staging``). A
+        selection that matches no test is a failed result (kind ``configuration``).
+        """
+        select = select or self.settings.tests_select
         args = ["test", "--select", select]
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return self.invoke(args, threads=threads)
+        return _selected_something(
+            self.invoke(args, threads=threads), select, "DBT_RUNNER_TESTS_SELECT"
+        )
 
-    def invoke(self, args: Sequence[str], *, threads: int | None = None) -> RunResult:
+    def invoke(
+        self,
+        args: Sequence[str],
+        *,
+        threads: int | None = None,
+        timeout_s: float | None = None,
+    ) -> RunResult:
         """Run any dbt command (``["build", "--select", "tag:staging"]``) with retries.
 
-        Returns a :class:`RunResult` whenever dbt ran or tried to; raises only
-        for misuse (:class:`SessionStateError`) or bad configuration.
+        The caller's flags win: the session adds only what ``args`` lacks and the
+        command accepts. ``threads`` (if given) beats the profile's ``threads``;
+        ``timeout_s`` (if given) is this invocation's watchdog deadline instead of
+        ``DBT_RUNNER_TIMEOUT_S``. Returns a :class:`RunResult` whenever dbt ran or
+        tried to; raises only for misuse (:class:`SessionStateError`) or bad
+        configuration.
+
+        >>> session.invoke(["seed", "--target", "ci"]).raise_for_status()   # doctest: +SKIP
         """
         args = [str(a) for a in args]
         if not args or args[0].startswith("-"):
             raise ConfigurationError(f"invoke() needs a dbt command first, got {args!r}")
         if threads is not None and threads < 1:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
         with self._lock:
             if self._state is not SessionState.OPEN:
                 raise SessionStateError(
@@ -240,6 +292,7 @@ class DbtSession:
                     "another DbtSession in this process is running dbt right now; dbt-core "
                     "cannot run two invocations at once in one process"
                 )
+            self._timeout_s = timeout_s if timeout_s is not None else self.settings.timeout_s
             try:
                 return self._invoke_with_retries(args, threads)
             finally:
@@ -247,33 +300,47 @@ class DbtSession:
 
     # ------------------------------------------------------------------ internals
     def _invoke_with_retries(self, args: list[str], threads: int | None) -> RunResult:
+        """The attempts of one invocation: the command, then dbt's own ``retry`` of it.
+
+        A retry re-runs exactly what failed with dbt's ``retry`` command on the previous
+        attempt's ``run_results.json`` (it keeps the selection, selectors, excludes and
+        state of the original). Only when no node has run yet (the warehouse refused the
+        first connection) is the whole original command run again.
+        """
         command = args[0]
         policy = self.settings.retry
-        if threads is None and command in _THREADED:
-            threads = self.settings.threads
         started_at = utc_now_iso()
         t0 = time.monotonic()
         attempts: list[Attempt] = []
         degraded: int | None = None
-        next_args, next_threads = args, threads
+        ran: bytes | None = None  # run_results.json of the latest attempt in which nodes ran
+        target_dir = self._target_dir(args)
         try:
             for retry_state in build_retrying(policy):
                 with retry_state:
-                    attempt = self._attempt(len(attempts) + 1, next_args, next_threads)
+                    if ran is not None and command in _DBT_RETRY_COMMANDS:
+                        # dbt's retry reads the previous results from the target path
+                        (target_dir / _RUN_RESULTS).write_bytes(ran)
+                        attempt_args = ["retry", "--target-path", str(target_dir)]
+                        attempt_threads = degraded or attempts[-1].threads
+                    elif degraded is not None:
+                        attempt_args, attempt_threads = _set_threads(args, degraded), degraded
+                    else:
+                        attempt_args, attempt_threads = args, threads
+                    attempt = self._attempt(len(attempts) + 1, attempt_args, attempt_threads)
                     attempts.append(attempt)
+                    if attempt.nodes:
+                        ran = _fresh_bytes(target_dir / _RUN_RESULTS, attempt.elapsed_s) or ran
                     if not attempt.success and attempt.error is not None:
                         kind = attempt.error.kind
                         if is_retryable(kind, policy) and len(attempts) < policy.attempts:
-                            if any(n.failed for n in attempt.nodes):
-                                next_args = _retry_args(args, attempt)
-                            # else no node ran (e.g. the server was still down): retry
-                            # this attempt's selection, never widen back to the original
+                            used = attempt.threads
                             if kind in (ErrorKind.TOO_MANY_CONNECTIONS, ErrorKind.CONFLICT) and (
                                 policy.degrade_threads is not None
-                                and next_threads is not None
-                                and policy.degrade_threads < next_threads
+                                and used is not None
+                                and policy.degrade_threads < used
                             ):
-                                next_threads = degraded = policy.degrade_threads
+                                degraded = policy.degrade_threads
                                 log.warning(
                                     "retrying %s with %d threads after %s", command, degraded, kind
                                 )
@@ -288,14 +355,22 @@ class DbtSession:
             degraded_threads=degraded,
         )
 
+    def _target_dir(self, args: Sequence[str]) -> Path:
+        """Where dbt writes this command's artifacts: the caller's ``--target-path`` or ours."""
+        value = _option_value(args, ("--target-path",))
+        if value is None:
+            return self.state_dir / "target"
+        path = Path(value)
+        return path if path.is_absolute() else self.project_dir / path
+
     def _attempt(self, number: int, args: list[str], threads: int | None) -> Attempt:
         started_at = utc_now_iso()
         t0 = time.monotonic()
-        nodes, error = self._run_attempt(number, args, threads, t0)
+        full_args, nodes, error, used = self._run_attempt(number, args, threads, t0)
         return Attempt(
             number=number,
-            args=tuple(args),
-            threads=threads,
+            args=tuple(full_args),
+            threads=used,
             started_at=started_at,
             elapsed_s=round(time.monotonic() - t0, 3),
             success=error is None,
@@ -305,53 +380,92 @@ class DbtSession:
 
     def _run_attempt(
         self, number: int, args: list[str], threads: int | None, t0: float
-    ) -> tuple[tuple[NodeResult, ...], ErrorInfo | None]:
-        """Tunnel check, parse (once per vars), then dbt: the nodes and the error, if any."""
+    ) -> tuple[list[str], tuple[NodeResult, ...], ErrorInfo | None, int | None]:
+        """Tunnel check, parse (once per target and vars), then dbt.
+
+        Returns the effective args, the nodes, the error (if any) and the threads used.
+        """
+        full_args = self._effective_args(args, threads)
         try:
             self._ensure_tunnel()
-        except (HostKeyError, SSHAuthError) as exc:
-            # not transient: the classification keeps it from being retried
-            return (), ErrorInfo(ErrorKind.AUTH, str(exc))
         except TunnelError as exc:
-            return (), ErrorInfo(ErrorKind.TUNNEL, str(exc))
+            return full_args, (), ErrorInfo(exc.kind, str(exc)), self._threads_used(full_args)
 
-        vars_key = _vars_of(args)
-        manifest = self._manifests.get(vars_key)
-        if manifest is None:
-            parsed = self._run_dbt(["parse", *([] if not vars_key else ["--vars", vars_key])])
-            if not parsed.success or parsed.result is None:
-                cause = parsed.exception
-                kind = classify_exception(cause) if cause else ErrorKind.COMPILATION
-                if kind is ErrorKind.MODEL_FAILURE:
-                    kind = ErrorKind.COMPILATION
-                text = _message(cause) if cause else "dbt could not parse the project"
-                return (), ErrorInfo(kind, text)
-            manifest = self._manifests[vars_key] = parsed.result
+        manifest = None
+        if args[0] not in _NO_PREPARSE:
+            key = (_option_value(args, _TARGET_FLAGS) or "", _option_value(args, ("--vars",)) or "")
+            manifest = self._manifests.get(key)
+            if manifest is None:
+                parse_args = ["parse"]
+                if key[0]:
+                    parse_args += ["--target", key[0]]
+                if key[1]:
+                    parse_args += ["--vars", key[1]]
+                parsed = self._run_dbt(self._effective_args(parse_args, None))
+                if not parsed.success or parsed.result is None:
+                    cause = parsed.exception
+                    verdict = diagnose(cause) if cause else None
+                    kind = verdict.kind if verdict else ErrorKind.COMPILATION
+                    if kind is ErrorKind.MODEL_FAILURE:
+                        kind = ErrorKind.COMPILATION
+                    text = _message(cause) if cause else "dbt could not parse the project"
+                    return full_args, (), ErrorInfo(kind, text), self._threads_used(full_args)
+                manifest = self._manifests[key] = parsed.result
 
-        full_args = list(args)
-        if threads is not None and args[0] in _THREADED and "--threads" not in args:
-            full_args += ["--threads", str(threads)]
-        self._watchdog_fired.clear()
-        timer = self._start_watchdog()
-        try:
+        _drop_connections()  # never reuse a connection an earlier invocation left behind
+        watchdog = _Watchdog(self)
+        with watchdog:
             res = self._run_dbt(full_args, manifest)
-        finally:
-            if timer is not None:
-                timer.cancel()
-                timer.join()
-        return self._outcome(number, res, t0)
+        if watchdog.fired:
+            _drop_connections()  # the cancelled ones (their tunnel is gone)
+        nodes, error = self._outcome(number, res, t0, watchdog.fired, manifest)
+        return full_args, nodes, error, self._threads_used(full_args)
+
+    def _effective_args(self, args: Sequence[str], threads: int | None) -> list[str]:
+        """``args`` plus what the session must add: the caller's flags always win."""
+        assert self._profiles_dir is not None
+        defaults: list[tuple[str, str | None]] = [
+            ("--project-dir", str(self.project_dir)),
+            ("--profiles-dir", str(self._profiles_dir)),
+        ]
+        # a generated profile has exactly the target of the settings; a user's own
+        # profiles.yml keeps its default target unless DBT_RUNNER_TARGET is set
+        if self._profile is not None or "target" in self.settings.model_fields_set:
+            defaults.append(("--target", self.settings.target))
+        if threads is not None:
+            defaults.append(("--threads", str(threads)))
+        defaults += [
+            ("--target-path", str(self.state_dir / "target")),
+            ("--log-path", str(self.state_dir / "logs")),
+            ("--log-level", "warn"),
+            ("--no-send-anonymous-usage-stats", None),
+            ("--no-version-check", None),
+            ("--no-use-colors", None),
+        ]
+        return with_defaults(args, defaults)
+
+    def _threads_used(self, full_args: Sequence[str]) -> int | None:
+        """The threads dbt ran with: the command line's, else the profile's (as dbt read it)."""
+        if not accepts(full_args, "--threads"):
+            return None
+        value = _option_value(full_args, ("--threads",))
+        if value is not None and value.isdigit():
+            return int(value)
+        return _adapter_threads(self.project_dir) or (
+            self.settings.threads if self._profile else None
+        )
 
     def _outcome(
-        self, number: int, res: Any, t0: float
+        self, number: int, res: Any, t0: float, timed_out: bool, manifest: Any
     ) -> tuple[tuple[NodeResult, ...], ErrorInfo | None]:
         """dbt's three outcomes (success, exception, failed nodes) as nodes + error."""
-        timed_out = self._watchdog_fired.is_set()
         raw_results = _node_results(res, self.state_dir / "target", t0)
-        nodes = tuple(node_from_dbt(r, number) for r in raw_results)
+        names = _manifest_names(manifest)
+        nodes = tuple(node_from_dbt(r, number, names=names) for r in raw_results)
         retry = self.settings.retry
         if timed_out:
             message = (
-                f"invocation timed out after {self.settings.timeout_s:g}s "
+                f"invocation timed out after {self._timeout_s:g}s "
                 "(dbt_runner watchdog, DBT_RUNNER_TIMEOUT_S); its connections were cancelled"
             )
             # every node that did not finish (skipped ones too) was cut by the watchdog
@@ -362,8 +476,11 @@ class DbtSession:
         nodes = tuple(_with_error(n, _node_kind(n)) for n in nodes)
         transient = [e for n in nodes if (e := n.error) is not None and is_retryable(e.kind, retry)]
         if res.exception is not None:
-            kind = classify_exception(res.exception)
+            verdict = diagnose(res.exception)
+            kind = verdict.kind
             message = _message(res.exception)
+            if verdict.hint:
+                message = f"{message}\nfix: {verdict.hint}"
             # dbt reports only its last error; a node that failed transiently on
             # the way (e.g. refused by a connection limit) says what really happened
             if transient and not is_retryable(kind, retry):
@@ -376,28 +493,9 @@ class DbtSession:
             return nodes, (transient or errors or [fallback])[0]
         return nodes, None
 
-    def _run_dbt(self, args: list[str], manifest: Any = None) -> Any:
-        assert self._profiles_dir is not None
-        full = [
-            *args,
-            "--project-dir",
-            str(self.project_dir),
-            "--profiles-dir",
-            str(self._profiles_dir),
-            "--target",
-            self.settings.target,
-            "--target-path",
-            str(self.state_dir / "target"),
-            "--log-path",
-            str(self.state_dir / "logs"),
-            "--log-level",
-            "warn",
-            "--no-send-anonymous-usage-stats",
-            "--no-version-check",
-            "--no-use-colors",
-        ]
-        log.debug("dbt %s", " ".join(args))
-        return _make_runner(manifest, [self._relay]).invoke(full)
+    def _run_dbt(self, full_args: list[str], manifest: Any = None) -> Any:
+        log.debug("dbt %s", " ".join(full_args))
+        return _make_runner(manifest, [self._relay]).invoke(full_args)
 
     def _ensure_tunnel(self) -> None:
         if self._tunnel is None:
@@ -407,33 +505,67 @@ class DbtSession:
             assert self._profile is not None
             self._profile.write(self._tunnel.local_host, self._tunnel.local_port)
 
-    def _start_watchdog(self) -> threading.Timer | None:
-        timeout = self.settings.timeout_s
-        if timeout is None:
-            return None
-        timer = threading.Timer(timeout, self._on_timeout)
-        timer.name = "dbt_runner-watchdog"
-        timer.daemon = True
-        timer.start()
-        return timer
 
-    def _on_timeout(self) -> None:
-        self._watchdog_fired.set()
+class _TunnelRetry(Exception):
+    """Carries a transient TunnelError through tenacity."""
+
+    def __init__(self, error: TunnelError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Watchdog:
+    """One invocation's deadline (``DBT_RUNNER_TIMEOUT_S``); its state dies with it.
+
+    When it fires it asks the server to cancel the running statements (this needs
+    the tunnel); if the network is stalled that cannot finish, so after a short
+    grace the tunnel is closed, which cuts every forwarded connection and ends
+    the cancel attempt too. Leaving the ``with`` block waits for all of that: no
+    thread of this watchdog outlives the invocation.
+    """
+
+    def __init__(self, session: DbtSession) -> None:
+        self._session = session
+        self._event = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    @property
+    def fired(self) -> bool:
+        """True when the deadline passed during the invocation."""
+        return self._event.is_set()
+
+    def __enter__(self) -> _Watchdog:
+        timeout = self._session._timeout_s
+        if timeout is not None:
+            self._timer = threading.Timer(timeout, self._fire)
+            self._timer.name = "dbt_runner-watchdog"
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join()
+
+    def _fire(self) -> None:
+        self._event.set()
+        session = self._session
         log.error(
-            "invocation exceeded DBT_RUNNER_TIMEOUT_S=%s; cancelling", self.settings.timeout_s
+            "invocation exceeded its timeout of %ss (DBT_RUNNER_TIMEOUT_S); cancelling",
+            session._timeout_s,
         )
-        # Ask the server to cancel the running statements first (this needs the
-        # tunnel); if the network is stalled that cannot finish, so after a short
-        # grace the tunnel is closed, which cuts every forwarded connection and
-        # ends the cancel attempt too. No thread outlives this method.
         canceller = threading.Thread(
             target=_cancel_open_connections, name="dbt_runner-cancel", daemon=True
         )
         canceller.start()
         canceller.join(_CANCEL_GRACE_S)
-        if self._tunnel is not None:
-            self._tunnel.close()
-        canceller.join(self.settings.warehouse.connect_timeout_s + _CANCEL_GRACE_S)
+        if session._tunnel is not None:
+            session._tunnel.close()
+        # with the tunnel closed, a cancel still connecting fails within the connect timeout
+        canceller.join(session.settings.warehouse.connect_timeout_s + _CANCEL_GRACE_S)
+        if canceller.is_alive():  # pragma: no cover - a driver ignoring its own timeout
+            log.warning("the cancel of the timed-out statements is still running")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -459,13 +591,96 @@ def _state_dir(settings: Settings, project_dir: Path) -> Path:
     return cache / "dbt_runner" / digest
 
 
-def _vars_of(args: Sequence[str]) -> str:
+def _selected_something(result: RunResult, select: str, setting: str) -> RunResult:
+    """A building block's result; an empty selection is a failure, not ``OK (0 nodes)``.
+
+    Plain ``invoke()`` keeps dbt's own semantics (dbt says "Nothing to do" and succeeds).
+    """
+    if not result.success or result.nodes:
+        return result
+    message = (
+        f"the selection {select!r} matched no node of this project: set {setting} (or pass "
+        "select=...) to the models/tests of your project"
+    )
+    return replace(result, success=False, error=ErrorInfo(ErrorKind.CONFIGURATION, message))
+
+
+def _option_value(args: Sequence[str], flags: Sequence[str]) -> str | None:
+    """The value of the last of ``flags`` in ``args`` (``--x v`` or ``--x=v``), else None."""
+    value = None
     for i, arg in enumerate(args):
-        if arg == "--vars" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--vars="):
-            return arg.split("=", 1)[1]
-    return ""
+        for flag in flags:
+            if arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+            elif flag.startswith("--") and arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
+def _set_threads(args: Sequence[str], threads: int) -> list[str]:
+    """``args`` with its ``--threads`` replaced by ``threads``."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--threads":
+            skip = True
+            continue
+        if arg.startswith("--threads="):
+            continue
+        out.append(arg)
+    return [*out, "--threads", str(threads)]
+
+
+def _fresh_bytes(path: Path, age_s: float) -> bytes | None:
+    """The file's bytes when it was written within the last ``age_s`` seconds."""
+    try:
+        if path.stat().st_mtime < time.time() - age_s - 1.0:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _manifest_names(manifest: Any) -> dict[str, str]:
+    """unique_id -> node name, from a parsed manifest (tests' ids end in a hash)."""
+    names: dict[str, str] = {}
+    for attr in ("nodes", "unit_tests", "sources", "exposures", "snapshots"):
+        for uid, node in (getattr(manifest, attr, None) or {}).items():
+            name = getattr(node, "name", None)
+            if isinstance(name, str):
+                names[uid] = name
+    return names
+
+
+def _adapter_threads(project_dir: Path) -> int | None:
+    """The threads dbt's adapter for ``project_dir`` was last configured with (profile's)."""
+    try:
+        from dbt.adapters.factory import FACTORY
+
+        for adapter in list(FACTORY.adapters.values()):
+            config = getattr(adapter, "config", None)
+            if str(getattr(config, "project_root", "")) != str(project_dir):
+                continue
+            threads = getattr(config, "threads", None)
+            if isinstance(threads, int):
+                return threads
+    except Exception:  # pragma: no cover - dbt internals moved: report what we know
+        log.debug("could not read dbt's threads", exc_info=True)
+    return None
+
+
+def _drop_connections() -> None:
+    """Close and forget every connection dbt's adapters still hold (cancelled ones too)."""
+    try:
+        from dbt.adapters.factory import FACTORY
+
+        for adapter in list(FACTORY.adapters.values()):
+            adapter.cleanup_connections()  # type: ignore[attr-defined]
+    except Exception:  # best effort: a dead handle must not fail the next invocation
+        log.debug("could not clean up dbt's connections", exc_info=True)
 
 
 def _message(exc: BaseException) -> str:
@@ -509,26 +724,6 @@ def _node_results(res: Any, target: Path, t0: float) -> list[Any]:
     return [r for r in data.get("results", []) if isinstance(r, dict) and "unique_id" in r]
 
 
-def _retry_args(original: list[str], attempt: Attempt) -> list[str]:
-    """The original command with its selection narrowed to what failed or was skipped."""
-    names = sorted({n.name for n in attempt.nodes if n.failed})
-    if not names:
-        return original
-    kept: list[str] = []
-    skipping = False
-    for arg in original[1:]:
-        if arg in _SELECT_FLAGS:
-            skipping = True
-            continue
-        if skipping and not arg.startswith("-"):
-            continue
-        skipping = False
-        if any(arg.startswith(flag + "=") for flag in _SELECT_FLAGS):
-            continue
-        kept.append(arg)
-    return [original[0], *kept, "--select", *names]
-
-
 def _release_duckdb() -> None:
     """Close dbt-duckdb's process-wide database handle so the file is free again.
 
@@ -550,6 +745,7 @@ def _release_duckdb() -> None:
 
 
 def _cancel_open_connections() -> None:
+    """Ask the warehouse to end the running statements (as dbt does on Ctrl-C)."""
     try:
         from dbt.adapters.factory import FACTORY
 

@@ -59,7 +59,11 @@ class WarehouseSettings(_Section):
         None, ge=1, le=65535, description="warehouse port (default 5439 redshift, 5432 postgres)"
     )
     user: str | None = Field(None, description="warehouse user (redshift/postgres)")
-    password: SecretStr | None = Field(None, description="warehouse password (secret)")
+    password: SecretStr | None = Field(
+        None,
+        description="warehouse password (secret); required for redshift/postgres unless "
+        "PROFILES_DIR is set",
+    )
     dbname: str | None = Field(None, description="database name (redshift/postgres)")
     schema_: str = Field(
         "staging", alias="schema", description="schema the staging models are built in"
@@ -216,6 +220,16 @@ class Settings(BaseSettings):
     timeout_s: float | None = Field(
         None, gt=0, description="watchdog: most seconds one invocation may take"
     )
+    staging_select: str = Field(
+        "tag:staging",
+        description="dbt selection of run_staging() and `dbt-runner staging` (bundled project: "
+        "tag:staging)",
+    )
+    tests_select: str = Field(
+        "tag:staging",
+        description="dbt selection of run_tests() and `dbt-runner test` (bundled project: "
+        "tag:staging)",
+    )
     state_dir: Path | None = Field(
         None,
         description="where dbt's target/ and logs/ go (default: your project's own dir; for the "
@@ -239,6 +253,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{ENV_PREFIX}PROJECT_DIR {self.project_dir} has no dbt_project.yml")
         if self.profiles_dir is not None and not (self.profiles_dir / "profiles.yml").is_file():
             raise ValueError(f"{ENV_PREFIX}PROFILES_DIR {self.profiles_dir} has no profiles.yml")
+        wh = self.warehouse
+        if self.profiles_dir is None and wh.type != "duckdb" and wh.password is None:
+            # the generated profile logs in with a password: without one the driver would
+            # fail only after dbt parsed, with "fe_sendauth: no password supplied"
+            raise ValueError(
+                f"WAREHOUSE__TYPE={wh.type} logs in with a password: set "
+                f"{ENV_PREFIX}WAREHOUSE__PASSWORD (or use your own profiles.yml with "
+                f"{ENV_PREFIX}PROFILES_DIR)"
+            )
         if self.ssh.enabled and self.warehouse.type == "duckdb":
             raise ValueError(
                 f"{ENV_PREFIX}SSH__HOST is set but {ENV_PREFIX}WAREHOUSE__TYPE=duckdb has nothing "

@@ -1,8 +1,11 @@
 """The ``dbt-runner`` command line.
 
 Exit codes: 0 success · 1 models or tests failed (or the project does not
-compile) · 2 bad configuration · 3 infrastructure (tunnel, connection,
-timeout) still failing after retries.
+compile) · 2 bad configuration or credentials (settings, SSL mismatch, wrong
+password, bastion host key or SSH key refused) · 3 infrastructure (tunnel,
+connection, timeout) still failing after retries. The map is
+:attr:`ErrorKind.exit_code`, the one source for the CLI, doctor, the examples
+and the Airflow DAG.
 """
 
 from __future__ import annotations
@@ -21,46 +24,29 @@ from typing import Any, TypeVar
 import click
 
 from ._events import dbt_console_to_log
-from ._exceptions import ConfigurationError, DbtRunnerError, ErrorKind, TunnelError
+from ._exceptions import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INFRA,
+    EXIT_OK,
+    DbtRunnerError,
+)
 from ._logjson import JsonFormatter
 from ._progress import PlainDisplay, choose_mode, make_display
 from ._results import RunResult
 from ._session import DbtSession
 from ._settings import Settings
 
-__all__ = ["exit_code", "main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INFRA = 0, 1, 2, 3
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_INFRA", "EXIT_OK", "exit_code", "main"]
 
 log = logging.getLogger("dbt_runner.cli")
-
-_INFRA = frozenset(
-    {
-        ErrorKind.TUNNEL,
-        ErrorKind.CONNECTION,
-        ErrorKind.TOO_MANY_CONNECTIONS,
-        ErrorKind.CONFLICT,
-        ErrorKind.TIMEOUT,
-    }
-)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def exit_code(*results: RunResult) -> int:
-    """The CLI exit code for a set of results (worst wins)."""
-    code = EXIT_OK
-    for result in results:
-        if result.success:
-            continue
-        kind = result.error.kind if result.error else ErrorKind.MODEL_FAILURE
-        if kind is ErrorKind.AUTH:
-            code = max(code, EXIT_CONFIG)
-        elif kind in _INFRA:
-            code = max(code, EXIT_INFRA)
-        else:
-            code = max(code, EXIT_FAILED)
-    return code
+    """The CLI exit code for a set of results (worst wins): :attr:`RunResult.exit_code`."""
+    return max((result.exit_code for result in results), default=EXIT_OK)
 
 
 def _session_options(func: F) -> F:
@@ -186,15 +172,9 @@ def _errors_to_exit_codes(as_json: bool = False) -> Iterator[None]:
     try:
         with redirect_stdout(sys.stderr) if as_json else nullcontext():
             yield
-    except ConfigurationError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except TunnelError as exc:
-        click.echo(f"tunnel error: {exc}", err=True)
-        sys.exit(EXIT_INFRA)
-    except DbtRunnerError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+    except DbtRunnerError as exc:  # the exception's kind decides the exit code
+        click.echo(f"{exc.kind.value} error: {exc}", err=True)
+        sys.exit(exc.exit_code)
 
 
 def _report(
@@ -289,7 +269,10 @@ def main() -> None:
 
 @main.command()
 @_session_options
-@click.option("--select", default="tag:staging", show_default=True, help="dbt selection.")
+@click.option(
+    "--select",
+    help="dbt selection (default: $DBT_RUNNER_STAGING_SELECT, else tag:staging).",
+)
 @click.option("--full-refresh", is_flag=True, help="Rebuild the incremental models from scratch.")
 def staging(
     project_dir: Path | None,
@@ -299,7 +282,7 @@ def staging(
     quiet: bool,
     verbose: bool,
     log_format: str,
-    select: str,
+    select: str | None,
     full_refresh: bool,
 ) -> None:
     """Run the staging models (dbt run)."""
@@ -317,7 +300,10 @@ def staging(
 
 @main.command("test")
 @_session_options
-@click.option("--select", default="tag:staging", show_default=True, help="dbt selection.")
+@click.option(
+    "--select",
+    help="dbt selection (default: $DBT_RUNNER_TESTS_SELECT, else tag:staging).",
+)
 def test_(
     project_dir: Path | None,
     target: str | None,
@@ -326,7 +312,7 @@ def test_(
     quiet: bool,
     verbose: bool,
     log_format: str,
-    select: str,
+    select: str | None,
 ) -> None:
     """Run the data tests (dbt test)."""
     _run_steps(
@@ -343,7 +329,11 @@ def test_(
 
 @main.command()
 @_session_options
-@click.option("--select", default="tag:staging", show_default=True, help="dbt selection.")
+@click.option(
+    "--select",
+    help="dbt selection of both steps (default: $DBT_RUNNER_STAGING_SELECT and "
+    "$DBT_RUNNER_TESTS_SELECT, else tag:staging).",
+)
 @click.option(
     "--tests/--no-tests", default=True, show_default=True, help="Run the tests after staging."
 )
@@ -355,7 +345,7 @@ def cycle(
     quiet: bool,
     verbose: bool,
     log_format: str,
-    select: str,
+    select: str | None,
     tests: bool,
 ) -> None:
     """Staging, then its tests, in one session (one tunnel, one parse).
@@ -376,6 +366,61 @@ def cycle(
         verbose=verbose,
         log_format=log_format,
         keyed=True,
+    )
+
+
+@main.command("dbt", context_settings={"ignore_unknown_options": True})
+@_session_options
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def dbt_(
+    project_dir: Path | None,
+    target: str | None,
+    threads: int | None,
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+    log_format: str,
+    dbt_args: tuple[str, ...],
+) -> None:
+    """Any dbt command through a session: dbt-runner dbt -- build --select tag:staging.
+
+    Your arguments win (dbt's own semantics); the session adds the tunnel, retries,
+    progress, the JSON result (--json) and the exit codes.
+    """
+    args = list(dbt_args)
+    _run_steps(
+        [(args[0], lambda s: s.invoke(args))],
+        project_dir=project_dir,
+        target=target,
+        threads=threads,
+        as_json=as_json,
+        quiet=quiet,
+        verbose=verbose,
+        log_format=log_format,
+    )
+
+
+@main.command()
+@_session_options
+def deps(
+    project_dir: Path | None,
+    target: str | None,
+    threads: int | None,
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+    log_format: str,
+) -> None:
+    """Install the project's packages (dbt deps), without parsing the project first."""
+    _run_steps(
+        [("deps", lambda s: s.invoke(["deps"]))],
+        project_dir=project_dir,
+        target=target,
+        threads=threads,
+        as_json=as_json,
+        quiet=quiet,
+        verbose=verbose,
+        log_format=log_format,
     )
 
 
@@ -498,9 +543,7 @@ def doctor(
         settings = _settings(None, target, threads)
         report = run_doctor(settings, connections=connections, hold_s=hold_s)
     click.echo(report.to_json(indent=2) if as_json else report.render())
-    code = EXIT_OK
-    for kind in report.failed_kinds:
-        code = max(code, EXIT_CONFIG if kind is ErrorKind.AUTH else EXIT_INFRA)
+    code = max((kind.exit_code for kind in report.failed_kinds), default=EXIT_OK)
     if not report.ok and code == EXIT_OK:  # a failed layer always has a kind; be safe
         code = EXIT_INFRA
     sys.exit(code)

@@ -6,10 +6,12 @@ Copy it into a cron job, a Prefect flow or a Dagster op. Settings come from
     export DBT_RUNNER_WAREHOUSE__TYPE=redshift DBT_RUNNER_WAREHOUSE__HOST=... (etc.)
     python plain_python.py; echo "exit code $?"
 
-Exit codes, the same as the ``dbt-runner`` CLI: 0 success · 1 models or tests
-failed · 2 bad configuration · 3 infrastructure (tunnel, connection, timeout)
-still failing after retries. In Prefect or Dagster, call ``run_cycle()`` and
-``raise_for_status()`` the results instead of exiting.
+Exit codes, the same as the ``dbt-runner`` CLI (both read ``ErrorKind.exit_code``):
+0 success · 1 models or tests failed · 2 bad configuration or credentials
+(SSL mismatch, wrong password, bastion host key or SSH key refused) ·
+3 infrastructure (tunnel, connection, timeout) still failing after retries.
+In Prefect or Dagster, call ``run_cycle()`` and ``raise_for_status()`` the
+results instead of exiting.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from dbt_runner import ConfigurationError, DbtSession, RunResult, Settings, TunnelError
-from dbt_runner.cli import exit_code
+from dbt_runner import DbtRunnerError, DbtSession, RunResult, Settings
 
 
 def run_cycle() -> list[RunResult]:
@@ -34,15 +35,12 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         results = run_cycle()
-    except ConfigurationError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except TunnelError as exc:  # the bastion could not be reached, or its host key did not verify
-        print(f"tunnel error: {exc}", file=sys.stderr)
-        return 3
+    except DbtRunnerError as exc:  # opening failed: bad settings, bastion unreachable or refused
+        print(f"{exc.kind.value} error: {exc}", file=sys.stderr)
+        return exc.exit_code
     for result in results:
         print(result.summary())
-    return exit_code(*results)
+    return max(result.exit_code for result in results)
 
 
 if __name__ == "__main__":

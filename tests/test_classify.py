@@ -13,7 +13,13 @@ import socket
 import pytest
 
 from dbt_runner import ErrorKind, HostKeyError, SSHAuthError, TunnelError
-from dbt_runner._classify import RULES, classify_exception, classify_message
+from dbt_runner._classify import (
+    RULES,
+    _driver_lines,
+    classify_exception,
+    classify_message,
+    diagnose_message,
+)
 
 K = ErrorKind
 
@@ -38,6 +44,8 @@ CASES: list[tuple[str, str, ErrorKind]] = [
         "open new channel ssh error: ChannelException(2, 'Connect failed')",
         K.TUNNEL,
     ),
+    ("sshtunnel", "An error occurred while opening tunnels.", K.TUNNEL),
+    ("paramiko (after a drop)", "SSH session not active", K.TUNNEL),
     # --- names users chose never decide the kind
     ("postgres", 'relation "bastion.paramiko_log" does not exist', K.MODEL_FAILURE),
     # --- too many connections
@@ -117,7 +125,14 @@ CASES: list[tuple[str, str, ErrorKind]] = [
         K.AUTH,
     ),
     ("psycopg2", 'FATAL:  role "dbt" does not exist', K.AUTH),
-    ("psycopg2", "fe_sendauth: no password supplied", K.AUTH),
+    ("psycopg2", "fe_sendauth: no password supplied", K.CONFIGURATION),
+    (
+        "psycopg2 (sslmode=require, server without SSL)",
+        'connection to server at "127.0.0.1", port 5432 failed: server does not support SSL, '
+        "but SSL was required",
+        K.CONFIGURATION,
+    ),
+    ("psycopg2", 'FATAL:  database "analytcs" does not exist', K.CONFIGURATION),
     (
         "Redshift IAM (boto3)",
         "An error occurred (InvalidClientTokenId) when calling the GetClusterCredentials "
@@ -155,6 +170,15 @@ CASES: list[tuple[str, str, ErrorKind]] = [
     ),
     ("psycopg2", "connection already closed", K.CONNECTION),
     (
+        "libpq < 14",
+        "could not connect to server: Connection refused\n\tIs the server running on host "
+        '"localhost" (127.0.0.1) and accepting\n\tTCP/IP connections on port 5432?',
+        K.CONNECTION,
+    ),
+    ("libpq", "SSL connection has been closed unexpectedly", K.CONNECTION),
+    ("libpq", "could not receive data from server: Connection timed out", K.CONNECTION),
+    ("Python socket", "[Errno 104] Connection reset by peer", K.CONNECTION),
+    (
         "redshift_connector",
         "('communication error', ConnectionRefusedError(111, 'Connection refused'))",
         K.CONNECTION,
@@ -191,9 +215,10 @@ UNMATCHED = [
 
 
 def _rule_index(message: str) -> int | None:
-    for i, (_, pattern) in enumerate(RULES):
-        if pattern.search(message):
-            return i
+    for _, line in _driver_lines(message):
+        for i, (_, pattern, _hint) in enumerate(RULES):
+            if line and pattern.match(line):
+                return i
     return None
 
 
@@ -206,6 +231,13 @@ def test_real_message_is_classified(source: str, message: str, expected: ErrorKi
     assert classify_message(message, K.MODEL_FAILURE) is expected, source
 
 
+def test_configuration_shaped_failures_name_the_setting() -> None:
+    ssl = diagnose_message("server does not support SSL, but SSL was required", K.MODEL_FAILURE)
+    assert ssl.kind is K.CONFIGURATION and "DBT_RUNNER_WAREHOUSE__SSLMODE" in (ssl.hint or "")
+    missing = diagnose_message("fe_sendauth: no password supplied", K.MODEL_FAILURE)
+    assert "DBT_RUNNER_WAREHOUSE__PASSWORD" in (missing.hint or "")
+
+
 @pytest.mark.parametrize("message", UNMATCHED)
 def test_model_sql_errors_keep_the_default(message: str) -> None:
     assert classify_message(message, K.MODEL_FAILURE) is K.MODEL_FAILURE
@@ -216,14 +248,14 @@ def test_every_rule_is_exercised_by_a_real_message() -> None:
     used = {_rule_index(message) for _, message, _ in CASES}
     unused = [
         f"#{i} {kind.value}: {pattern.pattern[:60]}"
-        for i, (kind, pattern) in enumerate(RULES)
+        for i, (kind, pattern, _) in enumerate(RULES)
         if i not in used
     ]
     assert not unused, f"rules without a test case: {unused}"
 
 
 def test_rules_are_compiled_case_insensitive() -> None:
-    assert all(p.flags & re.IGNORECASE for _, p in RULES)
+    assert all(p.flags & re.IGNORECASE for _, p, _ in RULES)
     assert classify_message("DEADLOCK DETECTED", K.MODEL_FAILURE) is K.CONFLICT
 
 

@@ -131,8 +131,32 @@ def test_help_lists_the_options(command: str, options: list[str]) -> None:
 def test_top_level_help_lists_the_commands() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("staging", "test", "cycle", "demo"):
+    for command in ("staging", "test", "cycle", "demo", "deps", "dbt"):
         assert command in result.stdout
+
+
+def test_dbt_pass_through_runs_any_command_with_the_callers_args(env: dict[str, str]) -> None:
+    result = run_cli(
+        env, "dbt", "--json", "--project-dir", str(MINI), "--", "run", "--select", "part_1"
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["command"] == "run"
+    assert [n["name"] for n in payload["nodes"]] == ["part_1"]
+    args = payload["attempt_log"][0]["args"]
+    assert args[:3] == ["run", "--select", "part_1"]
+
+
+def test_deps_runs_without_a_parse(env: dict[str, str]) -> None:
+    result = run_cli(env, "deps", "--json", "--project-dir", str(MINI))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["command"] == "deps"
+
+
+def test_a_selection_matching_nothing_exits_2_naming_the_setting(env: dict[str, str]) -> None:
+    result = run_cli(env, "staging", "--select", "tag:nothing_here", "--project-dir", str(MINI))
+    assert result.exit_code == 2, result.output
+    assert "DBT_RUNNER_STAGING_SELECT" in result.output
 
 
 # ---------------------------------------------------------------------- exit codes
@@ -157,6 +181,7 @@ def _result(kind: ErrorKind | None) -> RunResult:
         (ErrorKind.TEST_FAILURE, 1),
         (ErrorKind.COMPILATION, 1),
         (ErrorKind.AUTH, 2),
+        (ErrorKind.CONFIGURATION, 2),
         (ErrorKind.TUNNEL, 3),
         (ErrorKind.CONNECTION, 3),
         (ErrorKind.TOO_MANY_CONNECTIONS, 3),

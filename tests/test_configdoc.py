@@ -161,6 +161,7 @@ def test_documented_env_var_is_read(
         "DBT_RUNNER_WAREHOUSE__HOST": "wh.example.com",
         "DBT_RUNNER_WAREHOUSE__USER": "dbt",
         "DBT_RUNNER_WAREHOUSE__DBNAME": "analytics",
+        "DBT_RUNNER_WAREHOUSE__PASSWORD": "pw",
         **_COMPANIONS.get(row.path, {}),
     }
     for name, value in base.items():

@@ -50,7 +50,9 @@ def test_design_names_are_public(name: str) -> None:
 
 def test_error_kinds_are_exactly_the_design_values() -> None:
     values = {kind.value for kind in dbt_runner.ErrorKind}
+    # DESIGN's nine, plus "configuration" (issue 13: SSL mismatch, missing password, unknown db)
     assert values == {
+        "configuration",
         "tunnel",
         "connection",
         "too_many_connections",
@@ -87,6 +89,30 @@ def test_exception_hierarchy_matches_design() -> None:
         for b in families:
             assert a is b or not issubclass(a, b), (a, b)
     assert not issubclass(dbt_runner.ConfigurationError, dbt_runner.TunnelError)
+
+
+def test_one_map_gives_every_kind_its_retry_decision_and_exit_code() -> None:
+    K = dbt_runner.ErrorKind
+    exit_codes = {kind: kind.exit_code for kind in K}
+    assert exit_codes == {
+        K.MODEL_FAILURE: 1,
+        K.TEST_FAILURE: 1,
+        K.COMPILATION: 1,
+        K.AUTH: 2,
+        K.CONFIGURATION: 2,
+        K.TUNNEL: 3,
+        K.CONNECTION: 3,
+        K.TOO_MANY_CONNECTIONS: 3,
+        K.CONFLICT: 3,
+        K.TIMEOUT: 3,
+    }
+    transient = {kind for kind in K if kind.is_transient}
+    assert transient == {K.TUNNEL, K.CONNECTION, K.TOO_MANY_CONNECTIONS, K.CONFLICT}
+    # every exception carries its kind: host key and SSH auth failures are auth, exit 2
+    assert dbt_runner.HostKeyError("x").kind is K.AUTH
+    assert dbt_runner.SSHAuthError("x").exit_code == 2
+    assert dbt_runner.TunnelError("x").kind is K.TUNNEL
+    assert dbt_runner.ConfigurationError("x").exit_code == 2
 
 
 def test_invocation_error_carries_its_kind() -> None:

@@ -288,3 +288,19 @@ def test_failing_statuses_count_as_failed(status: str) -> None:
 @pytest.mark.parametrize("status", ["success", "pass", "warn"])
 def test_passing_statuses_do_not(status: str) -> None:
     assert not _node("x", status).failed
+
+
+def test_a_test_from_run_results_json_keeps_its_name_not_its_hash() -> None:
+    """When dbt raised mid-run, nodes come from run_results.json: ids, not names (issue 13)."""
+
+    entry = {
+        "unique_id": "test.shop.not_null_orders_order_id.1114211131",
+        "status": "error",
+        "message": "server closed the connection unexpectedly",
+        "timing": [],
+    }
+    assert node_from_dbt(entry, 1).name == "not_null_orders_order_id"
+    unit = {**entry, "unique_id": "unit_test.shop.orders.test_amounts_are_positive"}
+    assert node_from_dbt(unit, 1).name == "test_amounts_are_positive"
+    names = {entry["unique_id"]: "not_null_orders_order_id_custom"}
+    assert node_from_dbt(entry, 1, names=names).name == "not_null_orders_order_id_custom"

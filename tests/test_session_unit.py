@@ -79,7 +79,18 @@ def nodes(**outcomes: tuple[str, str]) -> Answer:
     """Answer for the nodes the call selected: ``part_2=("error", "message")``; others pass."""
 
     def answer(call: Call) -> Any:
-        names = [n for sel in call.selected for n in (STAGING if sel == "tag:staging" else [sel])]
+        target = Path(call.option("--target-path") or ".")
+        if call.command == "retry":  # like dbt: what failed or was skipped in the last results
+            previous = json.loads((target / "run_results.json").read_text())["results"]
+            names = [
+                r["unique_id"].split(".")[-1]
+                for r in previous
+                if r["status"] in ("error", "fail", "skipped")
+            ]
+        else:
+            names = [
+                n for sel in call.selected for n in (STAGING if sel == "tag:staging" else [sel])
+            ]
         results = []
         for name in names:
             status, message = outcomes.get(name, ("success", "OK"))
@@ -94,6 +105,8 @@ def nodes(**outcomes: tuple[str, str]) -> Answer:
                     "adapter_response": {},
                 }
             )
+        target.mkdir(parents=True, exist_ok=True)  # dbt writes its results there
+        (target / "run_results.json").write_text(json.dumps({"results": results}))
         return dbt_result(all(r["status"] == "success" for r in results), results)
 
     return answer
@@ -261,7 +274,8 @@ def test_session_runs_the_project_with_its_profile_and_state_dir(
     run = fake.runs[0]
     assert run.option("--project-dir") == str(MINI.resolve())
     assert run.option("--target-path") == str((settings.state_dir or Path()) / "target")
-    assert run.option("--threads") == "3"
+    # no --threads unless the caller gave one: the generated profile carries the setting's 3
+    assert run.option("--threads") is None
     assert run.selected == ["tag:staging"]
 
 
@@ -317,9 +331,11 @@ def test_transient_node_failure_is_retried_for_the_failed_nodes_only(
     assert result.attempts == 2
     first, retry = fake.runs
     assert first.selected == ["tag:staging"]
-    assert retry.command == "run"
-    assert sorted(retry.selected) == ["part_2", "part_3"]
-    assert "part_1" not in retry.args and "tag:staging" not in retry.args
+    # dbt's own retry re-runs what failed or was skipped, from the first run's results
+    assert retry.command == "retry"
+    assert retry.option("--target-path") == first.option("--target-path")
+    assert sorted(n.name for n in result.attempt_log[1].nodes) == ["part_2", "part_3"]
+    assert result.attempt_log[1].args[0] == "retry"
     by_name = {n.name: n for n in result.nodes}
     assert {n: by_name[n].status for n in STAGING} == dict.fromkeys(STAGING, "success")
     assert (by_name["part_1"].attempt, by_name["part_2"].attempt) == (1, 2)
@@ -441,6 +457,7 @@ def test_without_degrade_threads_a_retry_keeps_its_threads(
 
     assert result.success
     assert [r.option("--threads") for r in fake.runs] == ["3", "3"]
+    assert [a.threads for a in result.attempt_log] == [3, 3]
     assert result.degraded_threads is None
 
 
@@ -516,3 +533,20 @@ def test_watchdog_is_gone_after_an_invocation_that_finishes_in_time(
     assert result.success
     cancel.assert_not_called()
     assert _watchdogs() == []
+
+
+# ---------------------------------------------------------------------- selection honesty
+def test_a_building_block_that_selects_nothing_is_a_failed_result(
+    make_settings: Callable[..., Settings], fake: FakeDbt
+) -> None:
+    nothing = lambda call: dbt_result(True, [])  # noqa: E731 - dbt: "Nothing to do"
+    fake.answers = [nothing, nothing]
+    with DbtSession(make_settings(staging_select="tag:nope")) as session:
+        staging = session.run_staging()
+        plain = session.invoke(["run", "--select", "tag:nope"])
+    assert fake.runs[0].selected == ["tag:nope"]  # the setting is the default selection
+    assert not staging.success
+    assert staging.error is not None and staging.error.kind is ErrorKind.CONFIGURATION
+    assert "DBT_RUNNER_STAGING_SELECT" in staging.error.message
+    assert staging.exit_code == 2
+    assert plain.success  # plain invoke keeps dbt's semantics

@@ -13,7 +13,13 @@ from dbt_runner import ConfigurationError, Settings
 MINI = Path(__file__).parent / "fixtures" / "mini_project"
 PASSWORD = "pw-Vb7!do-not-print"
 PASSPHRASE = "pp-Lm4!do-not-print-either"
-REDSHIFT = {"type": "redshift", "host": "cluster.example", "user": "dbt", "dbname": "analytics"}
+REDSHIFT = {
+    "type": "redshift",
+    "host": "cluster.example",
+    "user": "dbt",
+    "dbname": "analytics",
+    "password": "pw",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -316,3 +322,17 @@ def test_explicit_port_and_disabled_ssl_are_accepted(kind: str) -> None:
 def test_project_dir_with_dbt_project_yml_is_used() -> None:
     s = Settings(project_dir=MINI)
     assert s.resolved_project_dir == MINI.resolve()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redshift"])
+def test_a_generated_profile_needs_the_password_before_anything_connects(kind: str) -> None:
+    without = {k: v for k, v in REDSHIFT.items() if k != "password"}
+    with pytest.raises(ConfigurationError) as info:
+        Settings(warehouse={**without, "type": kind})
+    assert "DBT_RUNNER_WAREHOUSE__PASSWORD" in str(info.value)
+
+
+def test_own_profiles_need_no_password_setting(tmp_path: Path) -> None:
+    (tmp_path / "profiles.yml").write_text("x: {}\n")
+    without = {k: v for k, v in REDSHIFT.items() if k != "password"}
+    assert Settings(warehouse=without, profiles_dir=tmp_path).warehouse.password is None

@@ -87,13 +87,7 @@ def order_tracking_hybrid_dbt_dag() -> None:
     )
     def dbt_staging() -> dict[str, Any]:
         """Staging (+ tests and audit when due) in one session, one tunnel."""
-        from dbt_runner import (
-            ConfigurationError,
-            HostKeyError,
-            SSHAuthError,
-            WorkerClient,
-            run_steps,
-        )
+        from dbt_runner import DbtRunnerError, WorkerClient, run_steps
         from dbt_runner.airflow import cycle_is_due, dbt_session
 
         context = get_current_context()
@@ -122,7 +116,9 @@ def order_tracking_hybrid_dbt_dag() -> None:
             else:
                 with session() as s:
                     ran = run_steps(s, [(method, [], kwargs) for _, method, kwargs in steps])
-        except (ConfigurationError, HostKeyError, SSHAuthError) as exc:
+        except DbtRunnerError as exc:  # opening failed: its kind says whether to retry
+            if exc.kind.is_infrastructure:
+                raise
             raise _fail_now(f"{type(exc).__name__}: {exc}") from exc
         results = {label: result for (label, _, _), result in zip(steps, ran, strict=False)}
 
@@ -142,9 +138,11 @@ def order_tracking_hybrid_dbt_dag() -> None:
 
 
 def _is_infrastructure(result: Any) -> bool:
-    """Tunnel, connection or timeout trouble: worth an Airflow retry (a model failure is not)."""
-    kind = result.error.kind.value if result.error is not None else "model_failure"
-    return kind in {"tunnel", "connection", "too_many_connections", "conflict", "timeout"}
+    """Tunnel, connection or timeout trouble: worth an Airflow retry (a model failure is not).
+
+    The kinds come from dbt_runner's one map (``ErrorKind.is_infrastructure``, exit code 3).
+    """
+    return result.error is not None and bool(result.error.kind.is_infrastructure)
 
 
 def _fail_now(message: str) -> Exception:

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from dbt_runner import ErrorKind, Settings
 from dbt_runner._doctor import run_doctor
 from dbt_runner.cli import main
+from tests.integration._nossl import nossl_db, nossl_server  # noqa: F401 - fixtures
 from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
 from tests.services.postgres import PostgresServer
 from tests.services.sshd import SshdServer, free_port
@@ -239,3 +240,17 @@ def test_wrong_password_fails_at_auth(pg_db: PgDatabase, clean_env: None) -> Non
     assert f'password authentication failed for user "{pg_db.user}"' in auth["errors"][0]
     assert "not-the-password" not in out
     assert data["connections_requested"] == 2
+
+
+def test_ssl_required_by_a_server_without_ssl_is_configuration_with_the_fix(
+    nossl_db: PgDatabase,  # noqa: F811 - the fixture imported above
+    clean_env: None,
+) -> None:
+    """The default sslmode=require against a server without SSL: exit 2, the setting named."""
+    code, out = doctor(env_for(nossl_db, DBT_RUNNER_WAREHOUSE__SSLMODE="require"), "--json")
+    data = json.loads(out)
+    assert code == 2
+    failed = [x for x in data["layers"] if x["status"] == "failed"]
+    assert failed and {x["kind"] for x in failed} == {"configuration"}
+    assert "server does not support SSL, but SSL was required" in failed[0]["errors"][0]
+    assert any("DBT_RUNNER_WAREHOUSE__SSLMODE" in hint for hint in data["hints"])

@@ -1,0 +1,36 @@
+"""A PostgreSQL server with SSL off, for the failures only such a server gives.
+
+The shared fixture server speaks TLS like production; ``sslmode=require`` against a
+server *without* SSL (issue 13: "server does not support SSL, but SSL was required")
+needs one of these. Import the fixtures into a test module to use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services._require import require_service
+from tests.services.pg_fixtures import PgDatabase, _database
+from tests.services.postgres import PostgresServer, postgres_unavailable_reason
+
+
+@pytest.fixture(scope="module")
+def nossl_server() -> Iterator[PostgresServer]:
+    reason = postgres_unavailable_reason()
+    require_service(reason is None, reason or "")
+    server = PostgresServer(ssl=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def nossl_db(nossl_server: PostgresServer) -> Iterator[PgDatabase]:
+    with _database(nossl_server, "dbr_nossl") as (user, password, dbname):
+        yield PgDatabase(
+            nossl_server.host, nossl_server.port, user, password, dbname, sslmode="disable"
+        )
