@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigurationError, ErrorKind
+from ._exit import exit_now
 from ._results import ErrorInfo, RunResult, utc_now_iso
 from ._session import DbtSession
 from ._settings import Settings
@@ -273,7 +274,7 @@ class Worker:
                 self._listener.close() if self._listener else None
                 code = _run_child(conn, self.settings, request)
             finally:
-                os._exit(code)
+                exit_now(code)
         _, status = os.waitpid(pid, 0)
         if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0:
             how = (

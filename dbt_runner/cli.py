@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from ._exceptions import (
     EXIT_OK,
     DbtRunnerError,
 )
+from ._exit import exit_now
 from ._logjson import JsonFormatter
 from ._progress import PlainDisplay, choose_mode, make_display
 from ._results import RunResult
@@ -234,11 +234,11 @@ def _run_steps(
 def entry() -> None:
     """The ``dbt-runner`` console script: :func:`main`, then a fast process exit.
 
-    Once the result is on stdout and every log line flushed, the process ends
-    with ``os._exit``: the interpreter's final teardown (a garbage collection of
-    dbt's whole heap, ~1 s of a fresh cycle) changes nothing a user sees. Only
-    here, never in library calls: ``main`` itself (click's test runner, the
-    worker) exits normally.
+    Once the result is on stdout, the exit handlers ran and every log line is
+    flushed, the process ends without the interpreter's final teardown (a
+    garbage collection of dbt's whole heap, ~1 s of a fresh cycle), see
+    :mod:`dbt_runner._exit`. Only here, never in library calls: ``main`` itself
+    (click's test runner) exits normally.
     """
     gc.freeze()  # the imports' objects: out of every later collection's way
     try:
@@ -251,10 +251,7 @@ def entry() -> None:
     elif not isinstance(code, int):  # sys.exit("message"): print it, exit 1
         print(code, file=sys.stderr)
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
+    exit_now(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -274,10 +274,16 @@ def test_console_script_exits_with_the_command_s_code(
         raise Exited(code)
 
     monkeypatch.setattr(cli, "main", fake_main)
-    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    exit_handlers: list[bool] = []
+    monkeypatch.setattr("dbt_runner._exit.os._exit", fake_exit)
+    # the real handlers are pytest's own here: record the call instead of running them
+    monkeypatch.setattr(
+        "dbt_runner._exit.atexit._run_exitfuncs", lambda: exit_handlers.append(True)
+    )
     with pytest.raises(Exited) as info:
         cli.entry()
     assert info.value.args == (expected,)
+    assert exit_handlers == [True]  # multiprocessing's and logging's handlers still run
     out, err = capsys.readouterr()
     assert out == "result on stdout\n"
     assert printed in err
