@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "ACCEPTED_VALUES_VARS",
     "CARRIER_CODES",
     "CURRENCIES",
     "LOCATIONS",
@@ -75,7 +76,7 @@ RAW_TABLES: tuple[str, ...] = ("ecs_order_info", "uni_tracking_info", "uni_track
 """The raw tables, in load order."""
 
 CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "CNY", "JPY")
-"""Values of ``ecs_order_info.currency`` (the staging model's accepted_values)."""
+"""Values of ``ecs_order_info.currency``."""
 
 ORDER_STATUSES: tuple[str, ...] = ("pending", "paid", "shipped", "completed", "cancelled")
 """Values of ``ecs_order_info.order_status``."""
@@ -88,6 +89,17 @@ TRACKING_STATUSES: tuple[str, ...] = (
     "exception",
 )
 """Values of ``uni_tracking_info.tracking_status``."""
+
+ACCEPTED_VALUES_VARS: dict[str, list[str]] = {
+    "accepted_currencies": list(CURRENCIES),
+    "accepted_order_statuses": list(ORDER_STATUSES),
+    "accepted_tracking_statuses": list(TRACKING_STATUSES),
+}
+"""The staging project's value-domain vars set to this generator's values.
+
+The raw contract does not define these domains, so the project leaves them
+empty (no accepted-values tests); the demo sets them for its synthetic data.
+"""
 
 CARRIER_CODES: tuple[str, ...] = ("ups", "fedex", "dhl", "usps", "sf_express")
 """Values of ``uni_tracking_info.carrier_code``."""

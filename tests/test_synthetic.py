@@ -209,20 +209,30 @@ def test_duplicates_redeliveries_and_late_rows_follow_their_shares(conn: Any) ->
     assert scalar(late, "select max(add_time) from raw.ecs_order_info") < start + 900
 
 
-def test_accepted_values_in_the_models_match_the_generator() -> None:
+def test_the_demo_domains_name_the_projects_accepted_values_vars() -> None:
+    """ACCEPTED_VALUES_VARS sets exactly the project's domain vars, which default to empty."""
+    project = yaml.safe_load((SCHEMA_YML.parent.parent / "dbt_project.yml").read_text())
+    domain_vars = {k: v for k, v in project["vars"].items() if k.startswith("accepted_")}
+    assert domain_vars.pop("accepted_values_severity") == "warn"
+    assert domain_vars == {key: [] for key in synthetic.ACCEPTED_VALUES_VARS}
     spec = yaml.safe_load((SCHEMA_YML / "schema.yml").read_text())
-    accepted: dict[tuple[str, str], list[str]] = {}
+    used: dict[tuple[str, str], set[str]] = {}
     for model in spec["models"]:
         for column in model.get("columns", []):
             for test in column.get("data_tests", []):
-                if isinstance(test, dict) and "accepted_values" in test:
-                    values = test["accepted_values"]["arguments"]["values"]
-                    accepted[(model["name"], column["name"])] = values
-    assert accepted == {
-        ("stg_ecs_order_info", "currency"): list(synthetic.CURRENCIES),
-        ("stg_ecs_order_info", "order_status"): list(synthetic.ORDER_STATUSES),
-        ("stg_uni_tracking_info", "tracking_status"): list(synthetic.TRACKING_STATUSES),
+                if isinstance(test, dict) and "accepted_values_var" in test:
+                    var = test["accepted_values_var"]["arguments"]["values_var"]
+                    used.setdefault((model["name"], column["name"]), set()).add(var)
+    assert used == {
+        ("stg_ecs_order_info", "currency"): {"accepted_currencies"},
+        ("stg_ecs_order_info", "order_status"): {"accepted_order_statuses"},
+        ("stg_uni_tracking_info", "tracking_status"): {"accepted_tracking_statuses"},
     }
+    assert {
+        "accepted_currencies": list(synthetic.CURRENCIES),
+        "accepted_order_statuses": list(synthetic.ORDER_STATUSES),
+        "accepted_tracking_statuses": list(synthetic.TRACKING_STATUSES),
+    } == synthetic.ACCEPTED_VALUES_VARS
 
 
 def test_generated_values_stay_inside_the_accepted_values(conn: Any) -> None:

@@ -101,3 +101,14 @@
   ) ranked
   where dbt_runner_rank = 1
 {%- endmacro %}
+
+
+{% macro staging_recent_filter(model, sort_column) -%}
+  {#-
+    Condition of the hourly ("recent" scope) data tests
+    (tests/generic/recent_window.sql): the row's sort column lies within
+    test_window_s of max(sort column) of the model itself. On Redshift this is
+    a range on the SORTKEY, so zone maps skip older blocks.
+  -#}
+  {{ sort_column }} >= (select max({{ sort_column }}) from {{ model }}) - {{ staging_window_var('test_window_s') }}
+{%- endmacro %}
