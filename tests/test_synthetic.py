@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,31 @@ def test_the_same_seed_gives_the_same_rows_on_postgres(conn: Any, pg_db: Any) ->
             assert counts[table] == len(pg_rows)
     finally:
         pg.close()
+
+
+def test_sample_data_loads_consecutive_quarter_hours_into_the_raw_schema_setting(
+    tmp_path: Path,
+) -> None:
+    """DuckDB target: the raw schema comes from the settings; batches end at a quarter hour."""
+    from dbt_runner import Settings
+    from dbt_runner.synthetic import SAMPLE_BATCH_S, load_sample_data
+
+    db = tmp_path / "sample.duckdb"
+    settings = Settings(warehouse={"type": "duckdb", "path": str(db)}, raw_schema="landing")
+    lines: list[str] = []
+    before = int(time.time())
+    counts = load_sample_data(settings, batches=2, echo=lines.append)
+    assert len(lines) == 2 and all(line.startswith("batch [") for line in lines)
+    check = duckdb.connect(str(db), read_only=True)
+    try:
+        for table in RAW_TABLES:
+            assert scalar(check, f"select count(*) from landing.{table}") == counts[table] > 0
+        newest = scalar(check, "select max(add_time) from landing.ecs_order_info")
+        oldest = scalar(check, "select min(add_time) from landing.ecs_order_info")
+    finally:
+        check.close()
+    end = before // SAMPLE_BATCH_S * SAMPLE_BATCH_S
+    # (a re-delivery in the first batch may carry a timestamp up to 1200 s older)
+    assert end - 2 * SAMPLE_BATCH_S - 1200 <= oldest and newest < end + SAMPLE_BATCH_S
+    with pytest.raises(ValueError, match="batches"):
+        load_sample_data(settings, batches=0)
