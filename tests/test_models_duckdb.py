@@ -610,6 +610,12 @@ def test_hourly_tests_read_the_window_and_the_full_tests_the_table(env: ModelsEn
     assert failed_nodes(wider) == {"recent_not_null_stg_ecs_order_info_order_id__add_time"}
 
 
+def test_everything_compiles_before_the_first_run(env: ModelsEnv) -> None:
+    """The hourly tests read the HWM when they run, but need no table to compile."""
+    compiled = ok(env.session.invoke(["compile"]))
+    assert {n.name for n in compiled.nodes} >= RECENT_TESTS | FULL_TESTS
+
+
 def test_hourly_tests_filter_on_the_sort_key(env: ModelsEnv) -> None:
     """The compiled hourly tests restrict the recent rows to a literal range of the sort key.
 

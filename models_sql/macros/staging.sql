@@ -116,9 +116,14 @@
     PostgreSQL estimates the few recent rows from its statistics and uses
     the indexes, where a scalar subquery would leave it guessing a third of
     the table and scanning all of it. An empty model has no recent rows.
+    While parsing, or when the table does not exist yet (`dbt compile` or
+    `docs generate` before the first run), the bound stays a subquery.
   -#}
   {%- set window = staging_window_var('test_window_s') -%}
-  {%- if not execute -%}
+  {%- set existing = adapter.get_relation(
+        database=model.database, schema=model.schema, identifier=model.identifier)
+      if execute else none -%}
+  {%- if existing is none -%}
     {{ sort_column }} >= (select max({{ sort_column }}) from {{ model }}) - {{ window }}
   {%- else -%}
     {%- set hwm = run_query("select max(" ~ sort_column ~ ") from " ~ model).columns[0].values()[0] -%}
