@@ -14,12 +14,17 @@
 
 {#-
   Key uniqueness of every key touched in the recent window, checked against
-  the WHOLE table: a key whose newest row is recent fails when any other row
+  the WHOLE table: a key with a row in the window fails when any other row
   with that key exists, however old it is (on stg_uni_tracking_info the row
   an update replaces can be days old). Fails with one row per duplicated key
-  and its number of rows. The join is on the key (the DISTKEY, so co-located
-  on Redshift). Keys with a NULL part are not compared (recent_not_null on
-  the key columns catches those).
+  and its number of rows. The join is on the key (its first column is the
+  DISTKEY, so the join is co-located on Redshift). Keys with a NULL part are
+  not compared (recent_not_null on the key columns catches those).
+
+  When the sort column is itself part of the key (stg_uni_tracking_spath's
+  pathTime), every row sharing a recent row's key has that same sort value,
+  so it lies in the window too: the whole-table side is then restricted to
+  the window as well, which proves the same and reads only the window.
 -#}
 {% test recent_unique(model, columns, sort_column) %}
 
@@ -42,6 +47,9 @@ select
 from {{ model }} t
 inner join recent_keys r
     on {% for column in columns %}t.{{ column }} = r.{{ column }}{% if not loop.last %} and {% endif %}{% endfor %}
+{%- if sort_column | lower in columns | map('lower') | list %}
+where t.{{ staging_recent_filter(model, sort_column) }}
+{%- endif %}
 group by {% for column in columns %}t.{{ column }}{% if not loop.last %}, {% endif %}{% endfor %}
 having count(*) > 1
 
