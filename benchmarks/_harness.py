@@ -60,6 +60,9 @@ PG_TUNING = {
     "effective_cache_size": "4GB",
     "max_wal_size": "4GB",
     "checkpoint_timeout": "30min",
+    # every statement and connection in the server log: counted per cycle (Bed.activity)
+    "log_statement": "all",
+    "log_connections": "on",
 }
 """ALTER SYSTEM settings on top of the test fixture's (fsync off, md5 passwords)."""
 
@@ -132,6 +135,8 @@ class Bed:
     adapters: tuple[str, ...] = ADAPTERS
     seed: int = 7
     log: Callable[[str], None] = print
+    #: latency mode: round-trip time added between the bastion and the warehouse
+    rtt_ms: float = 0.0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dbr-bench-")))
 
     pg: PostgresServer | None = None
@@ -142,6 +147,7 @@ class Bed:
     dbname: str = ""
     next_ts: int = START_TS
     raw_counts: dict[str, int] = field(default_factory=dict)
+    delayed: dict[str, tuple[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -171,6 +177,16 @@ class Bed:
         self._stack.callback(sshd.close)
         sshd.start()
         self.sshd = sshd
+        if self.rtt_ms:
+            from benchmarks._delay import DelayProxy
+
+            upstreams = {"postgres": (pg.host, pg.port)}
+            if self.proxy is not None:
+                upstreams["redshift"] = (self.proxy.host, self.proxy.port)
+            for adapter, upstream in upstreams.items():
+                delayed = DelayProxy(upstream, self.rtt_ms)
+                self._stack.callback(delayed.close)
+                self.delayed[adapter] = (delayed.host, delayed.port)
         with self.connect() as conn:
             synthetic.create_raw_tables(conn, "postgres", schema="raw")
         self.timings["services_s"] = time.monotonic() - t0
@@ -201,14 +217,35 @@ class Bed:
         )
 
     def endpoint(self, adapter: str) -> Endpoint:
-        """The warehouse as an adapter sees it: PostgreSQL itself, or the Redshift proxy."""
+        """The warehouse as an adapter sees it: PostgreSQL itself, or the Redshift proxy
+        (behind the delaying proxy in latency mode)."""
         assert self.pg is not None
-        if adapter == "redshift":
+        if adapter in self.delayed:  # latency mode: through the delaying proxy
+            host, port = self.delayed[adapter]
+        elif adapter == "redshift":
             assert self.proxy is not None, "start the bed with the redshift adapter"
             host, port = self.proxy.host, self.proxy.port
         else:
             host, port = self.pg.host, self.pg.port
         return Endpoint(adapter, host, port, self.user, self.password, self.dbname)
+
+    def activity(self) -> tuple[int, int]:
+        """(statements, connections) of the bench user logged by PostgreSQL so far.
+
+        Difference two readings around a cycle for its statements and connection opens
+        (``log_statement = all``, ``log_connections = on``; the floor's included).
+        """
+        assert self.pg is not None
+        who = f"{self.user}@{self.dbname} "
+        statements = connections = 0
+        for line in self.pg.log_text().splitlines():
+            if who not in line:
+                continue
+            if "LOG:  statement: " in line or "LOG:  execute " in line:
+                statements += 1
+            elif "LOG:  connection authorized" in line:
+                connections += 1
+        return statements, connections
 
     def sql(self, statement: str) -> list[tuple[Any, ...]]:
         """Run one statement (autocommit) as the bench user; return its rows."""

@@ -14,9 +14,14 @@ real incremental work on the same staging tables):
   ``ssh -N -L`` tunnel subprocess, ``dbt debug``, ``dbt run --threads 1``
   (subprocesses), tunnel closed; task 2: another ``ssh -N -L`` tunnel,
   ``dbt test``, closed.
+* ``dbtcli`` plain dbt CLI, the best a shell script can do: one ``ssh -N -L``
+  tunnel, ``dbt run --threads 3`` then ``dbt test`` (subprocesses), closed.
 * ``new``   one child process: ``DbtSession`` (one sshtunnel tunnel),
   ``run_staging(threads=3)`` + ``run_tests()``. Its peak RSS is read with
   ``wait4()``.
+* ``warm``  a ``dbt-runner serve`` worker (started once per adapter, not timed)
+  and one ``WorkerClient.cycle()`` per cycle: a forked child of a parent that
+  already imported dbt opens its own tunnel and session.
 * ``floor`` the SQL dbt executed in ``new``'s last cycle (``target/compiled`` +
   ``target/run``: temp table, delete, insert per model) replayed on 3 parallel
   direct connections, then the test queries on 3: the warehouse alone.
@@ -53,7 +58,7 @@ PROJECT_DIR = REPO / "models_sql"
 MODELS = ("stg_ecs_order_info", "stg_uni_tracking_info", "stg_uni_tracking_spath")
 VARS_7D = {"source_lookback_s": 604800, "delete_window_s": 604800}
 RESULT_TAG = "BENCH_RESULT "
-ALL_CONTENDERS = ("old", "new", "floor", "new7d")
+ALL_CONTENDERS = ("old", "dbtcli", "new", "warm", "floor", "new7d")
 SESSION_STEPS = ("open", "staging", "tests", "close")
 STEP_TIMEOUT_S = 1800  # no single subprocess may run longer than this
 
@@ -276,6 +281,8 @@ class Contenders:
         write_old_profile(self.bed, self.adapter, self.schema, self.old_port, self.old_dir)
         self.new_state = self.workdir / f"new_{self.adapter}"
         self.new7d_state = self.workdir / f"new7d_{self.adapter}"
+        self._worker: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
 
     # -- old
     def old(self) -> tuple[float, dict[str, float], float]:
@@ -352,6 +359,77 @@ class Contenders:
         steps["process_overhead"] = wall - sum(steps.values())
         steps["client_cpu"] = cpu  # user+sys CPU of the process (not a wall-time step)
         return wall, steps, rss
+
+    # -- dbtcli
+    def dbtcli(self) -> tuple[float, dict[str, float], float]:
+        dbt = str(Path(sys.executable).parent / "dbt")
+        env = dict(
+            self.base_env,
+            DBT_BENCH_PASSWORD=self.bed.password,
+            DBT_TARGET_PATH=str(self.old_dir / "target_cli"),
+            DBT_LOG_PATH=str(self.old_dir / "logs_cli"),
+        )
+        common = ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(self.old_dir)]
+        ep = self.bed.endpoint(self.adapter)
+        steps: dict[str, float] = {"client_cpu": 0.0}
+        rss = 0.0
+        t0 = time.monotonic()
+        tunnel = SshTunnel(self.bed, (ep.host, ep.port), self.old_port)
+        tunnel.open()
+        steps["tunnel_open"] = time.monotonic() - t0
+        try:
+            for name, args in (
+                ("run", ["run", "--threads", "3", "--select", "tag:staging"]),
+                ("test", ["test", "--threads", "3", "--select", "tag:staging"]),
+            ):
+                wall, code, text, peak, cpu = run_child_rusage([dbt, *args, *common], env)
+                steps[name] = wall
+                steps["client_cpu"] += cpu
+                rss = max(rss, peak)
+                if code != 0:
+                    raise BenchError(f"dbtcli: dbt {name} exited {code}:\n{text[-3000:]}")
+        finally:
+            tunnel.close()
+        return time.monotonic() - t0, steps, rss
+
+    # -- warm
+    def warm(self) -> tuple[float, dict[str, float], float]:
+        from dbt_runner import Settings, WorkerClient
+
+        env = self.bed.runner_env(self.adapter, self.schema, self.workdir / f"warm_{self.adapter}")
+        if self._worker is None:
+            sock = self.workdir / f"warm_{self.adapter}.sock"
+            script = str(Path(sys.executable).parent / "dbt-runner")
+            self._worker = subprocess.Popen(
+                [script, "serve", "--socket", str(sock), "--quiet"], env={**self.base_env, **env}
+            )
+            deadline = time.monotonic() + 120
+            while not sock.exists():
+                if self._worker.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError("warm: the worker did not start")
+                time.sleep(0.05)
+            saved = dict(os.environ)
+            os.environ.update(env)
+            try:
+                self._client = WorkerClient(sock, settings=Settings())
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        assert self._client is not None
+        t0 = time.monotonic()
+        results = self._client.cycle(threads=3)
+        wall = time.monotonic() - t0
+        if not self._client.last_ran_in_worker or not all(r.success for r in results):
+            raise BenchError(f"warm ({self.adapter}) failed: {[r.summary() for r in results]}")
+        steps = {r.command: r.elapsed_s for r in results}
+        steps["process_overhead"] = wall - sum(steps.values())
+        return wall, steps, 0.0
+
+    def stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.terminate()
+            self._worker.wait(30)
+            self._worker = None
 
     def new7d(self) -> tuple[float, dict[str, float], float]:
         return self.new(VARS_7D, state=self.new7d_state)
@@ -451,8 +529,10 @@ class SizeRun:
             orders_per_minute=args.orders_per_minute,
             adapters=tuple(args.adapters),
             log=out,
+            rtt_ms=args.rtt_ms,
         )
         self.report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
+        self.runners: dict[str, Contenders] = {}
         self.funcs: dict[str, dict[str, Callable[..., Any]]] = {}
         self.samples: dict[str, list[Sample]] = {}
 
@@ -487,9 +567,12 @@ class SizeRun:
                     f"   [{adapter}] staging built (full refresh + indexes) in "
                     f"{time.monotonic() - t0:.1f}s: {bed.staging_counts(schema)}"
                 )
+                self.runners[adapter] = c
                 self.funcs[adapter] = {
                     "old": c.old,
+                    "dbtcli": c.dbtcli,
                     "new": c.new,
+                    "warm": c.warm,
                     "floor": c.floor,
                     "new7d": c.new7d,
                 }
@@ -500,6 +583,8 @@ class SizeRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for c in self.runners.values():
+            c.stop_worker()
         self.bed.__exit__(*exc)
 
     def phases(self) -> list[list[str]]:
@@ -524,7 +609,11 @@ class SizeRun:
         for adapter in self.args.adapters:
             for name in phase:
                 batch = self.bed.append_batch()
+                before = self.bed.activity()
                 wall, steps, rss = self.funcs[adapter][name]()
+                after = self.bed.activity()
+                steps["statements"] = after[0] - before[0]
+                steps["connections"] = after[1] - before[1]
                 s = Sample(
                     name,
                     adapter,
@@ -545,6 +634,7 @@ class SizeRun:
 
     def finish(self) -> dict[str, Any]:
         for adapter in self.args.adapters:
+            self.runners[adapter].stop_worker()
             summary = summarize(self.samples[adapter], self.contenders, self.args.rounds)
             self.report["adapters"][adapter] = summary
             print_adapter(self.out, adapter, summary, self.contenders)
@@ -644,7 +734,15 @@ def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict
     if "new7d" in by and "new" in by:  # different phases: no per-round pairing
         m = median([x.wall_s for x in by["new7d"]]) / median([x.wall_s for x in by["new"]])
         summary["ratios"]["new7d/new"] = {"per_round": [], "median": m}
-    for a, b in (("old", "new"), ("new", "floor")):
+    pairs = (
+        ("old", "new"),
+        ("new", "floor"),
+        ("old", "warm"),
+        ("warm", "floor"),
+        ("dbtcli", "new"),
+        ("dbtcli", "warm"),
+    )
+    for a, b in pairs:
         if a in by and b in by:
             per_round = [x.wall_s / y.wall_s for x, y in zip(by[a], by[b], strict=True)]
             summary["ratios"][f"{a}/{b}"] = {"per_round": per_round, "median": median(per_round)}
@@ -857,12 +955,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--adapters", default=",".join(ADAPTERS))
-    p.add_argument("--contenders", default="old,new,floor", help=f"from {','.join(ALL_CONTENDERS)}")
+    p.add_argument(
+        "--contenders",
+        default="old,dbtcli,new,warm,floor",
+        help=f"from {','.join(ALL_CONTENDERS)}",
+    )
     p.add_argument(
         "--orders-per-minute",
         type=int,
         default=None,
         help=f"order rate (default {DEFAULT_ORDERS_PER_MINUTE}; 20 for --size tiny)",
+    )
+    p.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="latency mode: add this round-trip time between bastion and warehouse "
+        "(a delaying proxy on loopback; the floor pays it too)",
     )
     p.add_argument("--no-latency", dest="latency", action="store_false")
     p.add_argument("--latency-queries", type=int, default=100)
@@ -883,6 +992,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"unknown contender/adapter: {bad}")
     if "floor" in a.contenders and "new" not in a.contenders:
         p.error("floor replays what 'new' executed: include 'new'")
+    if not 0 <= a.rtt_ms <= 1000:
+        p.error("--rtt-ms must be 0..1000")
     if not 1 <= a.rounds <= 50:
         p.error("--rounds must be 1..50")
     a.size_list = (a.sizes or a.size).split(",")
@@ -905,6 +1016,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     out(f"benchmarks.cycle  {started:%Y-%m-%d %H:%M} UTC  argv: {' '.join(argv) or '(defaults)'}")
     out(f"machine: {machine()}")
+    if args.rtt_ms:
+        out(f"latency mode: {args.rtt_ms:g} ms round trip added between bastion and warehouse")
     out(
         f"contenders {args.contenders}, adapters {args.adapters}, {args.rounds} rounds, "
         f"{args.orders_per_minute} orders/min, 15-min batch appended before every cycle"
@@ -920,7 +1033,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports.append(run_size(args, parse_size(size), out))
     out("\n== summary (medians, seconds; ratios are medians of per-round ratios)")
     cols = [c for c in ALL_CONTENDERS if c in args.contenders]
-    ratio_cols = (("old/new", 9), ("new/floor", 10), ("session/floor", 14), ("new7d/new", 10))
+    ratio_cols = (
+        ("old/new", 9),
+        ("new/floor", 10),
+        ("old/warm", 9),
+        ("warm/floor", 11),
+        ("dbtcli/new", 11),
+        ("dbtcli/warm", 12),
+        ("session/floor", 14),
+        ("new7d/new", 10),
+    )
     out(
         f"   {'raw rows':>12} {'adapter':<9}"
         + "".join(f"{c:>8}" for c in cols)

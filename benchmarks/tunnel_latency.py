@@ -5,8 +5,8 @@ sshd and PostgreSQL, see ``tests/services``)::
 
     python benchmarks/tunnel_latency.py [--queries 200] [--rounds 5]
 
-Starts a throwaway PostgreSQL, the Redshift stand-in proxy (so
-redshift_connector can connect) and an OpenSSH bastion, then prints the
+Starts a throwaway PostgreSQL (SSL on), the Redshift stand-in proxy (TLS, so
+redshift_connector connects as it does to Redshift) and an OpenSSH bastion, then prints the
 median per-query latency for psycopg2 and redshift_connector: direct, through
 the tunnel with its TCP tuning (TCP_NODELAY on both forwarded legs, TCP_QUICKACK
 on Linux), and through a tunnel without it (``Tunnel(..., tune_tcp=False)``).
@@ -17,19 +17,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import sshtunnel
+
 from dbt_runner import SSHSettings
+from dbt_runner._forwarder import Forwarder
 from dbt_runner._tunnel import Tunnel
 from tests.services.postgres import PostgresServer
 from tests.services.sshd import SshdServer
+from tests.services.tls import test_pki
 
 try:
     from tests.services.redshift_proxy import RedshiftProxy
@@ -57,6 +62,25 @@ def run_rounds(cursors: dict[str, Any], queries: int, rounds: int) -> dict[str, 
     return results
 
 
+@contextlib.contextmanager
+def _old_handler_tunnel(ssh: SSHSettings, host: str, port: int) -> Iterator[Tunnel]:
+    """A tuned tunnel with sshtunnel's own select()-on-fileno() handler (before issue 11):
+    the per-query baseline of the fix, measured in the same run. Not for real use."""
+    ours = Forwarder._make_ssh_forward_handler_class
+    Forwarder._make_ssh_forward_handler_class = (  # type: ignore[method-assign]
+        sshtunnel.SSHTunnelForwarder._make_ssh_forward_handler_class
+    )
+    try:
+        tunnel = Tunnel(ssh, host, port)
+        tunnel.open()  # the handler class is made here
+    finally:
+        Forwarder._make_ssh_forward_handler_class = ours  # type: ignore[method-assign]
+    try:
+        yield tunnel
+    finally:
+        tunnel.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=200)
@@ -65,8 +89,9 @@ def main() -> int:
 
     import psycopg2
 
+    os.environ["SSL_CERT_FILE"] = str(test_pki().bundle_path)  # trust the stand-in's test CA
     with contextlib.ExitStack() as stack:
-        pg = PostgresServer()
+        pg = PostgresServer()  # ssl = on: production-shaped
         pg.start()
         stack.callback(pg.close)
         sshd = SshdServer()
@@ -83,7 +108,12 @@ def main() -> int:
 
         def pg_connect(host: str, port: int) -> Any:
             conn = psycopg2.connect(
-                host=host, port=port, user=user, password=password, dbname="postgres"
+                host=host,
+                port=port,
+                user=user,
+                password=password,
+                dbname="postgres",
+                sslmode="require",
             )
             conn.autocommit = True
             return conn
@@ -104,7 +134,7 @@ def main() -> int:
                     user=user,
                     password=password,
                     database="postgres",
-                    ssl=False,
+                    ssl=True,  # verify-ca against the stand-in's test CA, as on Redshift
                     timeout=10,
                 )
                 conn.autocommit = True
@@ -116,16 +146,21 @@ def main() -> int:
 
         q, r = args.queries, args.rounds
         print(f"ms per 'select 1' on loopback: median of {r} rounds x {q} queries [min-max]")
-        print(f"{'client':<19}{'direct':>20}{'tunnel':>20}{'untuned tunnel':>20}{'ratio':>7}")
+        print(
+            f"{'client':<19}{'direct':>20}{'tunnel':>20}{'untuned tunnel':>20}"
+            f"{'sshtunnel handler':>20}{'ratio':>7}{'vs old':>7}"
+        )
         for name, connect, (host, port) in clients:
             with (
                 Tunnel(ssh, host, port) as tuned,
                 Tunnel(ssh, host, port, tune_tcp=False) as untuned,
+                _old_handler_tunnel(ssh, host, port) as old,
             ):
                 conns = {
                     "direct": connect(host, port),
                     "tunnel": connect(tuned.local_host, tuned.local_port),
                     "untuned": connect(untuned.local_host, untuned.local_port),
+                    "old": connect(old.local_host, old.local_port),
                 }
                 try:
                     results = run_rounds({k: c.cursor() for k, c in conns.items()}, q, r)
@@ -136,8 +171,11 @@ def main() -> int:
             cells = "".join(
                 f"{f'{medians[k]:.3f} [{min(v):.2f}-{max(v):.2f}]':>20}" for k, v in results.items()
             )
-            print(f"{name:<19}{cells}{medians['tunnel'] / medians['direct']:>6.1f}x")
-        print("ratio = tunnel (tuned) / direct")
+            print(
+                f"{name:<19}{cells}{medians['tunnel'] / medians['direct']:>6.1f}x"
+                f"{medians['tunnel'] / medians['old']:>6.2f}x"
+            )
+        print("ratio = tunnel (tuned) / direct; vs old = tunnel / tunnel with sshtunnel's handler")
     return 0
 
 

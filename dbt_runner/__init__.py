@@ -27,6 +27,7 @@ from ._exceptions import (
 from ._results import Attempt, ErrorInfo, NodeResult, RunResult
 from ._session import DbtSession, SessionState
 from ._settings import RetrySettings, Settings, SSHSettings, WarehouseSettings
+from ._worker import Worker, WorkerClient, run_steps
 
 __version__ = "0.1.0"
 
@@ -52,7 +53,10 @@ __all__ = [
     "Settings",
     "TunnelError",
     "WarehouseSettings",
+    "Worker",
+    "WorkerClient",
     "__version__",
     "run_staging",
+    "run_steps",
     "run_tests",
 ]

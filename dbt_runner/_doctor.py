@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._classify import classify_exception, exception_chain
+from ._classify import classify_exception
 from ._exceptions import ConfigurationError, ErrorKind, HostKeyError, SSHAuthError, TunnelError
 from ._settings import ENV_PREFIX, Settings
 
@@ -423,11 +423,8 @@ class _ChannelErrors(logging.Handler):
 
 
 def _is_channel_failure(exc: TunnelError) -> bool:
-    import paramiko
-
-    return any(isinstance(e, paramiko.ChannelException) for e in exception_chain(exc)) or (
-        "could not open a connection to the warehouse" in str(exc)
-    )
+    """The SSH session was up; the bastion could not open a channel to the warehouse."""
+    return exc.stage == "forward"
 
 
 def _host_key_check(settings: Settings) -> str:
@@ -625,7 +622,7 @@ def run_doctor(
         layers["ssh_session"] = LayerCheck("ssh_session", "skipped", reason)
         layers["channel_open"] = LayerCheck("channel_open", "skipped", reason)
 
-    from ._tunnel import sshtunnel_log
+    from ._forwarder import sshtunnel_log
 
     channel_errors = _ChannelErrors()
     probes: list[_Probe] = []

@@ -3,22 +3,33 @@
 dbt fires callbacks from its worker threads. :class:`EventRelay` keeps each
 callback cheap (it reads a handful of fields and hands a frozen dataclass on),
 never lets a user's callback break dbt, and is safe to call from any thread.
+
+dbt also prints its own console lines on ``sys.stdout``; :func:`dbt_console_to_log`
+turns them into ``dbt_runner.dbt.console`` DEBUG records instead (the CLI does this,
+so stdout carries only the result). Deprecation notices are relayed once per
+session at WARNING, however many invocations repeat them.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from ._logjson import EVENT_KEY
 
-__all__ = ["EventRelay", "NodeEvent"]
+__all__ = ["EventRelay", "NodeEvent", "dbt_console_to_log"]
 
 log = logging.getLogger("dbt_runner.dbt")
+console_log = logging.getLogger("dbt_runner.dbt.console")
+
+#: node types whose adapter response counts rows written (a test's count is of failing rows)
+_ROW_TYPES = frozenset({"model", "seed", "snapshot"})
 
 #: dbt fires this exactly once each time it loads (parses) a project
 PARSE_EVENT = "StateCheckVarsHash"
@@ -56,6 +67,7 @@ class EventRelay:
         self.parse_events = 0
         self.threads_seen: set[str] = set()
         self.full_parse_reasons: list[str] = []
+        self._deprecations_seen: set[str] = set()
 
     def __call__(self, msg: Any) -> None:
         try:
@@ -68,10 +80,21 @@ class EventRelay:
                     self.full_parse_reasons.append(str(msg.data.reason))
             elif name in ("NodeStart", "NodeFinished"):
                 self._node(name, msg)
+            elif name == "DeprecationsSummary" or name.endswith("Deprecation"):
+                self._deprecation(name, msg)
         except Exception:  # never break dbt from a callback
             log.warning(
                 "could not relay dbt event %s", getattr(msg.info, "name", "?"), exc_info=True
             )
+
+    def _deprecation(self, name: str, msg: Any) -> None:
+        """dbt repeats its deprecation notices after every invocation: log each once."""
+        with self._lock:
+            if name in self._deprecations_seen:
+                return
+            self._deprecations_seen.add(name)
+        text = " ".join(str(getattr(msg.info, "msg", "") or name).split())
+        log.warning("dbt deprecation (shown once per session): %s", text)
 
     def _node(self, name: str, msg: Any) -> None:
         info = msg.data.node_info
@@ -94,7 +117,7 @@ class EventRelay:
             )
         else:
             result = msg.data.run_result
-            rows = _rows(result)
+            rows = _rows(result) if info.resource_type in _ROW_TYPES else None
             event = NodeEvent(
                 event="node_finish",
                 unique_id=info.unique_id,
@@ -146,3 +169,50 @@ def _rows(result: Any) -> int | None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+class _LineLogger(io.TextIOBase):
+    """A text stream that logs each complete line it is given (thread-safe)."""
+
+    def __init__(self, logger: logging.Logger, level: int) -> None:
+        super().__init__()
+        self._logger, self._level = logger, level
+        self._lock = threading.Lock()
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            lines = (self._partial + text).split("\n")
+            self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._logger.log(self._level, "%s", line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            line, self._partial = self._partial, ""
+        if line.strip():
+            self._logger.log(self._level, "%s", line.rstrip())
+
+
+@contextmanager
+def dbt_console_to_log(level: int = logging.DEBUG) -> Iterator[None]:
+    """Inside the block, what is printed on ``sys.stdout`` (dbt's console lines) is logged
+    to ``dbt_runner.dbt.console`` at ``level`` instead of printed.
+
+    dbt opens its console stream on ``sys.stdout`` at the start of each invocation,
+    so invocations inside the block are captured.
+
+    >>> with dbt_console_to_log():
+    ...     print("1 of 3 START sql incremental model staging.part_1")
+    """
+    writer = _LineLogger(console_log, level)
+    try:
+        with redirect_stdout(writer):
+            yield
+    finally:
+        writer.flush()

@@ -81,9 +81,18 @@ class SessionStateError(DbtRunnerError, RuntimeError):
 
 
 class TunnelError(DbtRunnerError):
-    """The SSH bastion could not be reached, or the tunnel dropped (transient)."""
+    """The SSH bastion could not be reached, or the tunnel dropped (transient).
+
+    ``stage`` says where opening the tunnel failed: ``connect``, ``handshake``,
+    ``host_key``, ``key``, ``auth``, ``forward`` (the bastion could not reach the
+    warehouse) or ``bind`` (no local port); None when not known.
+    """
 
     kind = ErrorKind.TUNNEL
+
+    def __init__(self, message: str, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 class HostKeyError(TunnelError):

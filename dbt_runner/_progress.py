@@ -91,7 +91,14 @@ def _is_terminal(stream: IO[str]) -> bool:
 def make_display(mode: Mode, *, console: Any = None, out_console: Any = None) -> PlainDisplay:
     """The display for ``mode`` (``console``/``out_console``: rich consoles, for tests)."""
     if mode == "live":
-        return LiveDisplay(console=console, out_console=out_console)
+        try:
+            return LiveDisplay(console=console, out_console=out_console)
+        except ImportError:  # rich is a dependency; a broken or trimmed install still runs
+            print(
+                "dbt-runner: no live display (rich is not importable: pip install rich); "
+                "plain lines follow",
+                file=sys.stderr,
+            )
     return PlainDisplay()
 
 

@@ -1,23 +1,33 @@
-"""A timeline (Gantt chart) of node executions per thread, drawn with plotly.
+"""A timeline (Gantt chart) of node executions: one row per thread slot in each phase.
 
-One row per dbt thread, one bar per node execution from its start to its end,
-coloured by status. Bars of a retry (attempt 2 and later) are hatched, results
-a retry replaced are faded, and a dashed line marks where each attempt began —
-so "did ``threads=3`` really run in parallel?" is answered at a glance (the
-title also says how many nodes ran at once at most).
+Each phase (``staging``, ``tests``...) gets as many rows as it had nodes running
+at once (its thread slots 1..N: a retry reuses the slots, so 3 threads are 3
+rows however often dbt restarted its workers). One bar per node execution from
+its start to its end, coloured by status, labelled with the node's name
+(:attr:`NodeResult.name <dbt_runner.NodeResult.name>`) where it fits and with
+its number in the side list where it does not. Hovering a bar shows its
+status, rows, attempt and error kind. Bars of a retry (attempt 2 and later)
+are hatched and marked ``↻2``, results a retry replaced are faded, and a
+dashed line marks where each retry began.
 
-plotly is an optional extra (``pip install 'dbt-runner[timeline]'``) imported
-only when a chart is drawn. The HTML embeds plotly.js, so the file opens
-offline.
+Two outputs:
+
+* :func:`write_timeline_html` / :func:`timeline_svg`: a self-contained SVG
+  (inline in an HTML page with the side list, and as a ``.svg`` file beside
+  it). No dependency, a few KB, opens offline.
+* :func:`timeline_figure`: the same rows as an interactive plotly figure for
+  notebooks (``pip install 'dbt-runner[timeline]'``).
 
 >>> from dbt_runner import RunResult
->>> result.to_timeline()                               # doctest: +SKIP
 >>> result.timeline_html("timeline.html")              # doctest: +SKIP
+PosixPath('timeline.html')
 """
 
 from __future__ import annotations
 
+import html
 import importlib
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._results import NodeResult, RunResult
 
-__all__ = ["max_concurrency", "peak_parallelism", "timeline_figure", "write_timeline_html"]
+__all__ = [
+    "max_concurrency",
+    "peak_parallelism",
+    "timeline_figure",
+    "timeline_svg",
+    "write_timeline_html",
+]
 
 INSTALL_HINT = "the timeline needs plotly: pip install 'dbt-runner[timeline]'"
 
@@ -156,14 +172,6 @@ def _attempt_marks(result: RunResult) -> list[tuple[int, datetime, str]]:
     return marks
 
 
-def _thread_order(threads: Iterable[str]) -> list[str]:
-    def key(name: str) -> tuple[str, int, str]:
-        digits = "".join(c for c in name.split("(")[0] if c.isdigit())
-        return (name.split("-")[0], int(digits) if digits else -1, name)
-
-    return sorted(set(threads), key=key)
-
-
 def _title(labelled: list[tuple[str, RunResult]]) -> str:
     parts = []
     for label, result in labelled:
@@ -176,12 +184,286 @@ def _title(labelled: list[tuple[str, RunResult]]) -> str:
     return "dbt timeline — " + " · ".join(parts)
 
 
+# --------------------------------------------------------------------------- slots
+@dataclass(frozen=True)
+class _Placed:
+    bar: _Bar
+    slot: int  # 1-based, within the bar's phase
+    number: int  # its line in the side list
+
+    @property
+    def row(self) -> str:
+        return f"{self.bar.label} · slot {self.slot}"
+
+
+def _place(bars: list[_Bar], labelled: list[tuple[str, RunResult]]) -> list[_Placed]:
+    """Each bar in the lowest thread slot of its phase that is free when it starts.
+
+    A phase needs as many slots as it had nodes running at once, so the rows
+    say how parallel it was and stay the same through a retry.
+    """
+    placed: list[_Placed] = []
+    for label, _ in labelled:
+        ends: list[datetime] = []  # per slot: when its last bar ended
+        phase = sorted((b for b in bars if b.label == label), key=lambda b: (b.start, b.end))
+        for bar in phase:
+            slot = next((i for i, end in enumerate(ends) if end <= bar.start), len(ends))
+            if slot == len(ends):
+                ends.append(bar.end)
+            else:
+                ends[slot] = bar.end
+            placed.append(_Placed(bar, slot + 1, len(placed) + 1))
+    return placed
+
+
+def _rows_in_order(placed: list[_Placed], labelled: list[tuple[str, RunResult]]) -> list[str]:
+    rows: list[str] = []
+    for label, _ in labelled:
+        slots = max((p.slot for p in placed if p.bar.label == label), default=0)
+        rows += [f"{label} · slot {n}" for n in range(1, slots + 1)]
+    return rows
+
+
+def _status_colour(status: str) -> str:
+    return STATUS_COLOURS.get(status, _OTHER)
+
+
+def _shows_rows(node: NodeResult) -> bool:
+    """Rows written mean something for models; a test's count is of failing rows."""
+    return node.rows_affected is not None and node.resource_type != "test"
+
+
+def _hover(p: _Placed) -> str:
+    node = p.bar.node
+    lines = [
+        f"{node.name} ({node.resource_type})",
+        f"status: {node.status} · attempt {node.attempt}"
+        + (" (replaced by a retry)" if p.bar.superseded else ""),
+        f"{p.row} · dbt thread {node.thread or '?'}",
+        f"{_axis_time(p.bar.start)} → {_axis_time(p.bar.end)} UTC"
+        f" · dbt execution {node.elapsed_s:.2f}s",
+    ]
+    if _shows_rows(node):
+        lines.append(f"rows: {node.rows_affected}")
+    if node.error is not None:
+        lines.append(f"error kind: {node.error.kind.value}")
+    if node.message and node.failed:
+        lines.append((node.message or "")[:300])
+    lines.append(node.unique_id)
+    return "\n".join(lines)
+
+
+def _nice_step(span_s: float, ticks: int = 8) -> float:
+    raw = max(span_s / ticks, 1e-3)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return float(next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw))
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+# --------------------------------------------------------------------------- SVG
+_W, _LEFT, _RIGHT, _TOP, _ROW_H, _BAR_H, _CHAR_W = 1180, 190, 20, 78, 34, 22, 6.6
+
+
+def timeline_svg(
+    results: RunResult | Sequence[RunResult] | Mapping[str, RunResult],
+    *,
+    title: str | None = None,
+) -> str:
+    """The timeline as one self-contained SVG document (no scripts, no network).
+
+    Hover a bar for its details (an SVG ``<title>``); every label is real text.
+
+    >>> svg = timeline_svg({"staging": staging, "tests": tests})   # doctest: +SKIP
+    """
+    labelled = _labelled(results)
+    bars, untimed = _bars(labelled)
+    placed = _place(bars, labelled)
+    rows = _rows_in_order(placed, labelled)
+    row_y = {row: float(_TOP + i * _ROW_H) for i, row in enumerate(rows)}
+    height = _TOP + max(len(rows), 1) * _ROW_H + 60
+    t0 = min((b.start for b in bars), default=None)
+    t1 = max((b.end for b in bars), default=None)
+    span = max((t1 - t0).total_seconds(), 1e-3) if t0 is not None and t1 is not None else 1.0
+    plot_w = _W - _LEFT - _RIGHT
+
+    def x_of(at: datetime) -> float:
+        assert t0 is not None
+        return _LEFT + (at - t0).total_seconds() / span * plot_w
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '
+        f'viewBox="0 0 {_W} {height}" font-family="sans-serif" font-size="11">',
+        '<defs><pattern id="retry" patternUnits="userSpaceOnUse" width="7" height="7" '
+        'patternTransform="rotate(45)"><rect width="2.5" height="7" fill="#ffffff" '
+        'fill-opacity="0.6"/></pattern></defs>',
+        f'<rect width="{_W}" height="{height}" fill="#ffffff"/>',
+        f'<text x="10" y="22" font-size="14" font-weight="bold">'
+        f"{_e(title or _title(labelled))}</text>",
+    ]
+    legend_x = 10.0
+    for status in sorted({b.node.status for b in bars}):
+        out.append(
+            f'<rect x="{legend_x:.0f}" y="34" width="11" height="11" '
+            f'fill="{_status_colour(status)}"/><text x="{legend_x + 15:.0f}" y="44">'
+            f"{_e(status)}</text>"
+        )
+        legend_x += 30 + _CHAR_W * len(status)
+    if any(b.node.attempt > 1 for b in bars):
+        out.append(
+            f'<rect x="{legend_x:.0f}" y="34" width="11" height="11" fill="#777777"/>'
+            f'<rect x="{legend_x:.0f}" y="34" width="11" height="11" fill="url(#retry)"/>'
+            f'<text x="{legend_x + 15:.0f}" y="44">retry (↻n: attempt n; faded: replaced)</text>'
+        )
+    if t0 is not None:
+        out.append(
+            f'<text x="{_LEFT}" y="{_TOP - 8}" fill="#555555">seconds after '
+            f"{_e(_axis_time(t0))} UTC</text>"
+        )
+        step = _nice_step(span)
+        tick = 0.0
+        bottom = _TOP + len(rows) * _ROW_H
+        while tick <= span + 1e-9:
+            x = _LEFT + tick / span * plot_w
+            out.append(
+                f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{bottom}" stroke="#e5e5e5"/>'
+                f'<text x="{x:.1f}" y="{bottom + 14}" text-anchor="middle" fill="#555555">'
+                f"{tick:g}s</text>"
+            )
+            tick += step
+    previous_phase = None
+    for row in rows:
+        y = row_y[row]
+        phase = row.split(" · ")[0]
+        if phase != previous_phase and previous_phase is not None:
+            out.append(f'<line x1="0" y1="{y}" x2="{_W}" y2="{y}" stroke="#999999"/>')
+        previous_phase = phase
+        out.append(
+            f'<text x="{_LEFT - 8}" y="{y + _ROW_H / 2 + 4:.0f}" text-anchor="end">{_e(row)}</text>'
+        )
+    for p in placed:
+        node, y = p.bar.node, row_y[p.row] + (_ROW_H - _BAR_H) / 2.0
+        x = x_of(p.bar.start)
+        w = max(x_of(p.bar.end) - x, 2.0)
+        retry = f" ↻{node.attempt}" if node.attempt > 1 else ""
+        label = next(
+            (
+                t
+                for t in (node.name + retry, f"#{p.number}{retry}", f"#{p.number}")
+                if len(t) * _CHAR_W + 6 <= w
+            ),
+            "",
+        )
+        opacity = ' fill-opacity="0.4" stroke-dasharray="3 2"' if p.bar.superseded else ""
+        out.append(
+            f'<g class="node" data-name="{_e(node.name)}" data-status="{_e(node.status)}">'
+            f"<title>{_e(_hover(p))}</title>"
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_BAR_H}" '
+            f'fill="{_status_colour(node.status)}" stroke="#333333" stroke-width="0.6"{opacity}/>'
+        )
+        if node.attempt > 1:
+            out.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_BAR_H}" '
+                'fill="url(#retry)"/>'
+            )
+        if label:
+            out.append(
+                f'<text x="{x + w / 2:.1f}" y="{y + _BAR_H / 2 + 4:.1f}" text-anchor="middle" '
+                f'fill="#ffffff" font-weight="bold">{_e(label)}</text>'
+            )
+        out.append("</g>")
+    for label, result in labelled:
+        phase_rows = [row_y[r] for r in rows if r.split(" · ")[0] == label]
+        if not phase_rows or t0 is None:
+            continue
+        for number, at, hover in _attempt_marks(result):
+            if number == 1:
+                continue
+            x = x_of(max(at, t0))
+            top, end = min(phase_rows), max(phase_rows) + _ROW_H
+            out.append(
+                f'<g><title>{_e(hover)}</title><line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" '
+                f'y2="{end}" stroke="#d62728" stroke-dasharray="5 3" stroke-width="1.5"/>'
+                f'<text x="{x + 3:.1f}" y="{top + 10}" fill="#d62728">'
+                f"{_e(label)} retry (attempt {number})</text></g>"
+            )
+    if untimed:
+        names = ", ".join(f"{n.name} ({n.status})" for n in untimed[:12])
+        more = f" and {len(untimed) - 12} more" if len(untimed) > 12 else ""
+        out.append(
+            f'<text x="10" y="{height - 12}" fill="#555555">'
+            f"not on the chart (no timing): {_e(names + more)}</text>"
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _side_list(labelled: list[tuple[str, RunResult]]) -> str:
+    """An HTML table of every node: the names a narrow bar has no room for."""
+    bars, untimed = _bars(labelled)
+    cells = []
+    for p in _place(bars, labelled):
+        node = p.bar.node
+        cells.append(
+            [
+                f"#{p.number}",
+                p.bar.label,
+                str(p.slot),
+                node.name,
+                node.resource_type,
+                node.status + (" (replaced by a retry)" if p.bar.superseded else ""),
+                str(node.attempt),
+                f"{node.elapsed_s:.2f}s",
+                str(node.rows_affected) if _shows_rows(node) else "",
+                node.error.kind.value if node.error else "",
+                (node.message or "")[:200] if node.failed else "",
+            ]
+        )
+    for node in untimed:
+        cells.append(
+            [
+                "",
+                "",
+                "",
+                node.name,
+                node.resource_type,
+                node.status,
+                str(node.attempt),
+                "no timing",
+                "",
+                node.error.kind.value if node.error else "",
+                (node.message or "")[:200] if node.failed else "",
+            ]
+        )
+    head = [
+        "#",
+        "phase",
+        "slot",
+        "node",
+        "type",
+        "status",
+        "attempt",
+        "elapsed",
+        "rows",
+        "error kind",
+        "message",
+    ]
+    lines = ["<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"]
+    lines.append("<tbody>")
+    for row in cells:
+        lines.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>")
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
 def timeline_figure(
     results: RunResult | Sequence[RunResult] | Mapping[str, RunResult],
     *,
     title: str | None = None,
 ) -> Any:
-    """A plotly ``Figure``: node executions per thread over time.
+    """A plotly ``Figure`` (for notebooks): node executions per thread slot over time.
 
     ``results`` is one :class:`~dbt_runner.RunResult`, several, or a mapping
     ``{"staging": r1, "tests": r2}`` (the shape ``dbt-runner cycle --json`` prints).
@@ -192,7 +474,9 @@ def timeline_figure(
     go = _plotly()
     labelled = _labelled(results)
     bars, untimed = _bars(labelled)
-    threads = _thread_order(b.node.thread or "?" for b in bars)
+    placed = _place(bars, labelled)
+    rows = _rows_in_order(placed, labelled)
+    row_of = {id(p.bar): p.row for p in placed}
 
     fig = go.Figure()
     statuses = sorted({b.node.status for b in bars}, key=lambda s: (s not in STATUS_COLOURS, s))
@@ -203,7 +487,7 @@ def timeline_figure(
             go.Bar(
                 name=status,
                 orientation="h",
-                y=[b.node.thread or "?" for b in group],
+                y=[row_of[id(b)] for b in group],
                 base=[_axis_time(b.start) for b in group],
                 x=[(b.end - b.start).total_seconds() * 1000.0 for b in group],
                 text=[
@@ -233,13 +517,14 @@ def timeline_figure(
                         _axis_time(b.start),
                         _axis_time(b.end),
                         (b.node.message or "")[:200],
+                        b.node.thread or "?",
                     ]
                     for b in group
                 ],
                 hovertemplate=(
                     "<b>%{text}</b> (%{customdata[1]})<br>"
                     f"status: {status} · attempt %{{customdata[2]}} (%{{customdata[5]}})<br>"
-                    "%{customdata[0]} on %{y}<br>"
+                    "%{y} · dbt thread %{customdata[9]}<br>"
                     "%{customdata[6]} → %{customdata[7]} UTC<br>"
                     "dbt execution time: %{customdata[3]:.2f}s · rows: %{customdata[4]}<br>"
                     "%{customdata[8]}<extra></extra>"
@@ -290,7 +575,7 @@ def timeline_figure(
         title={"text": title or _title(labelled), "font": {"size": 14}},
         barmode="overlay",
         bargap=0.3,
-        height=220 + _ROW_HEIGHT_PX * max(1, len(threads)),
+        height=220 + _ROW_HEIGHT_PX * max(1, len(rows)),
         template="plotly_white",
         showlegend=True,
         legend={"title": {"text": "status"}},
@@ -299,10 +584,10 @@ def timeline_figure(
     )
     fig.update_xaxes(type="date", title_text="time (UTC)", showgrid=True)
     fig.update_yaxes(
-        title_text="dbt thread",
+        title_text="phase · thread slot",
         type="category",
         categoryorder="array",
-        categoryarray=threads,
+        categoryarray=rows,
         autorange="reversed",
     )
     return fig
@@ -314,17 +599,35 @@ def write_timeline_html(
     *,
     title: str | None = None,
 ) -> Path:
-    """Write :func:`timeline_figure` to ``path`` as one self-contained HTML file.
+    """Write the timeline to ``path`` as one small self-contained HTML page, and beside it
+    the same chart as a static ``.svg`` file (for an e-mail, a wiki, a notebook).
 
-    plotly.js is embedded (``include_plotlyjs=True``): no network needed to open it.
+    The page holds the SVG inline (hover a bar for its details) and a side list
+    of every node: no script, no network, a few KB however many nodes.
+
+    >>> write_timeline_html({"staging": staging, "tests": tests}, "timeline.html")  # doctest: +SKIP
+    PosixPath('timeline.html')
     """
-    fig = timeline_figure(results, title=title)
+    labelled = _labelled(results)
+    svg = timeline_svg(results, title=title)
+    heading = title or _title(labelled)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(heading)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 10px; color: #222; }}
+svg g.node:hover rect {{ stroke-width: 2; }}
+table {{ border-collapse: collapse; font-size: 12px; margin-top: 12px; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
+</style></head>
+<body>
+{svg}
+{_side_list(labelled)}
+</body></html>
+"""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(
-        str(out),
-        include_plotlyjs=True,
-        full_html=True,
-        config={"displaylogo": False, "responsive": True},
+    out.write_text(page, encoding="utf-8")
+    out.with_suffix(".svg").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n", encoding="utf-8"
     )
     return out

@@ -19,15 +19,19 @@ Who does what:
 - **sshtunnel** runs the local forward server (threads, one SSH channel per
   accepted connection) on top of that authenticated transport.
 
-sshtunnel hooks used (sshtunnel 0.5.x has no public ones for this; the
-version is pinned ``<0.5.2``): ``SSHTunnelForwarder._connect_to_gateway`` is
-overridden to set its ``_transport`` to our authenticated transport instead of
-making its own (which could not verify a fingerprint pin, nor verify before
-authenticating, nor report why it failed), and
-``SSHTunnelForwarder._make_ssh_forward_server_class`` is overridden to return
-a subclass of its server that binds the stable local port (with fallbacks)
-and sets ``TCP_NODELAY`` on accepted sockets, through socketserver's public
-``server_bind``/``get_request`` hooks.
+Three modules, one concern each:
+
+- :mod:`dbt_runner._hostkeys`: is the bastion's host key the expected one
+  (pure, no sockets);
+- :mod:`dbt_runner._forwarder`: the local forward server on sshtunnel's
+  private hooks (pinned ``<0.5.2``), the per-connection pumps, socket tuning,
+  and the written-down owner of every socket, channel and pipe;
+- this module: local ports, the SSH connection (connect, handshake, host-key
+  check, authentication, forward check), error translation and :class:`Tunnel`.
+
+We make the SSH connection ourselves instead of letting sshtunnel make it:
+sshtunnel could not verify a fingerprint pin, nor verify before
+authenticating, nor report why it failed.
 
 Errors from socket, paramiko and sshtunnel are translated in one place,
 :func:`map_tunnel_errors`, into :class:`~dbt_runner.TunnelError` (transient),
@@ -44,15 +48,11 @@ the original exception as ``__cause__``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import dataclasses
 import hashlib
-import hmac
 import logging
 import math
-import re
 import socket
 import threading
 import time
@@ -65,29 +65,22 @@ import paramiko
 import sshtunnel
 
 from ._exceptions import ConfigurationError, HostKeyError, SSHAuthError, TunnelError
+from ._forwarder import LOCAL_HOST, Forwarder, connect_socket
+from ._hostkeys import HostKeyRejected, HostKeyVerifier
 from ._logjson import event_extra
 from ._settings import ENV_PREFIX, SSHSettings
 
 __all__ = [
     "LOCAL_HOST",
-    "HostKeyVerifier",
-    "PinnedKey",
     "Tunnel",
     "derive_local_port",
     "local_port_candidates",
     "map_tunnel_errors",
-    "parse_host_key",
-    "read_known_hosts",
-    "sha256_fingerprint",
     "translate_error",
 ]
 
 log = logging.getLogger("dbt_runner.tunnel")
-#: sshtunnel's own messages (it logs causes it then does not raise).
-sshtunnel_log = logging.getLogger("dbt_runner.tunnel.sshtunnel")
 
-#: The tunnel only ever listens on loopback.
-LOCAL_HOST = "127.0.0.1"
 #: Derived local ports live here: below Linux's ephemeral range (32768-60999),
 #: so an outgoing connection never happens to hold the port we want.
 PORT_RANGE = (20000, 30000)
@@ -101,6 +94,7 @@ _SSH = f"{ENV_PREFIX}SSH__"
 Stage = Literal["connect", "key", "handshake", "host_key", "auth", "forward", "bind"]
 
 
+# --------------------------------------------------------------------------- ports
 # --------------------------------------------------------------------------- ports
 def derive_local_port(
     ssh_host: str, ssh_port: int, ssh_user: str, remote_host: str, remote_port: int
@@ -137,254 +131,9 @@ def local_port_candidates(derived: int, previous: int | None = None) -> list[int
     return [*ports, 0]
 
 
-# ------------------------------------------------------------------------ host keys
-def sha256_fingerprint(blob: bytes) -> str:
-    """OpenSSH's fingerprint of a public key blob: ``SHA256:`` + unpadded base64."""
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
-
-
-@dataclasses.dataclass(frozen=True)
-class PinnedKey:
-    """One acceptable host key: a full public key, or only its SHA256 fingerprint."""
-
-    fingerprint: str
-    key_type: str | None = None
-    blob: bytes | None = None
-
-    def matches(self, blob: bytes) -> bool:
-        """True when the server key ``blob`` is this key."""
-        if self.blob is not None:
-            return hmac.compare_digest(self.blob, blob)
-        return hmac.compare_digest(self.fingerprint, sha256_fingerprint(blob))
-
-    def describe(self) -> str:
-        """``"ssh-ed25519 SHA256:..."`` (or just the fingerprint)."""
-        return f"{self.key_type} {self.fingerprint}" if self.key_type else self.fingerprint
-
-
-_KEY_TYPE = re.compile(r"^(ssh|ecdsa|sk)-[A-Za-z0-9@.+-]+$")
-
-
-def _key_from_fields(key_type: str, b64: str) -> PinnedKey:
-    """A :class:`PinnedKey` from ``"ssh-ed25519"``, ``"AAAA..."``; ValueError if inconsistent."""
-    try:
-        blob = base64.b64decode(b64, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"the {key_type} key is not valid base64") from exc
-    # A key blob starts with its own type as an SSH string: catches copy/paste slips.
-    if len(blob) < 4 or blob[4 : 4 + int.from_bytes(blob[:4], "big")] != key_type.encode():
-        raise ValueError(f"the key data does not hold a {key_type} key")
-    return PinnedKey(sha256_fingerprint(blob), key_type, blob)
-
-
-def parse_host_key(value: str) -> PinnedKey:
-    """Parse ``SSH__HOST_KEY``: ``"ssh-ed25519 AAAA... [comment]"`` or ``"SHA256:..."``.
-
-    A known_hosts line (``"[host]:port ssh-ed25519 AAAA..."``) is accepted too.
-    Raises :class:`~dbt_runner.ConfigurationError` for anything else.
-
-    >>> parse_host_key("SHA256:abc/DEF+123=").fingerprint
-    'SHA256:abc/DEF+123'
-    """
-    text = value.strip()
-    if text[:7].upper() == "SHA256:":
-        b64 = text[7:].strip().rstrip("=")
-        try:
-            raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
-        except binascii.Error:
-            raw = b""
-        if len(raw) != hashlib.sha256().digest_size:
-            raise ConfigurationError(
-                f"{_SSH}HOST_KEY: {text!r} is not a SHA256 fingerprint like "
-                "'SHA256:4Kf...' (see: ssh-keygen -lf <host key>.pub)"
-            )
-        return PinnedKey(f"SHA256:{b64}")
-    fields = text.split()
-    for i, field in enumerate(fields[:-1]):
-        if _KEY_TYPE.match(field):
-            try:
-                return _key_from_fields(field, fields[i + 1])
-            except ValueError as exc:
-                raise ConfigurationError(f"{_SSH}HOST_KEY: {exc}") from None
-    raise ConfigurationError(
-        f"{_SSH}HOST_KEY must be the bastion's public key ('ssh-ed25519 AAAA...', "
-        "e.g. the content of /etc/ssh/ssh_host_ed25519_key.pub) or its fingerprint "
-        "('SHA256:...')"
-    )
-
-
-def _known_hosts_name(host: str, port: int) -> str:
-    """How OpenSSH names a server in known_hosts: ``host``, or ``[host]:port`` off port 22."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def _pattern_matches(pattern: str, name: str) -> bool:
-    if pattern.startswith("|1|"):  # hashed entry: |1|base64(salt)|base64(hmac-sha1(salt, name))
-        try:
-            _, _, salt_b64, hash_b64 = pattern.split("|")
-            salt, expected = base64.b64decode(salt_b64), base64.b64decode(hash_b64)
-        except (ValueError, binascii.Error):
-            return False
-        return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), expected)
-    # Only * and ? are wildcards; "[host]:port" brackets are literal.
-    regex = re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", ".")
-    return re.fullmatch(regex, name.lower()) is not None
-
-
-def _host_matches(patterns: str, name: str) -> bool:
-    matched = False
-    for pattern in patterns.split(","):
-        if pattern.startswith("!"):
-            if _pattern_matches(pattern[1:], name):
-                return False  # a negated match excludes the line
-        elif _pattern_matches(pattern, name):
-            matched = True
-    return matched
-
-
-def read_known_hosts(path: Path, host: str, port: int) -> tuple[list[PinnedKey], list[PinnedKey]]:
-    """The keys a known_hosts file trusts for ``host:port``, and those it marks ``@revoked``.
-
-    Understands hashed names, ``*``/``?`` wildcards, ``!`` negation and the
-    ``[host]:port`` form. ``@cert-authority`` lines are ignored.
-    """
-    name = _known_hosts_name(host, port)
-    trusted: list[PinnedKey] = []
-    revoked: list[PinnedKey] = []
-    with path.expanduser().open(encoding="utf-8", errors="replace") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if raw.lstrip().startswith("#"):
-                continue
-            fields = raw.split()
-            marker = fields.pop(0) if fields and fields[0].startswith("@") else None
-            if len(fields) < 3 or not _host_matches(fields[0], name):
-                continue
-            try:
-                key = _key_from_fields(fields[1], fields[2])
-            except ValueError as exc:
-                log.debug("known_hosts %s line %d ignored: %s", path, lineno, exc)
-                continue
-            if marker == "@revoked":
-                revoked.append(key)
-            elif marker is None:
-                trusted.append(key)
-    return trusted, revoked
-
-
-class _HostKeyRejected(Exception):
-    """Our verdict on the bastion's host key; :func:`map_tunnel_errors` makes it a HostKeyError."""
-
-
-# Which host key algorithms to offer for a key type (RSA keys sign with SHA-2 variants).
-_ALGORITHMS_FOR_TYPE = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
-
-
-class HostKeyVerifier:
-    """Decides whether the bastion's host key is the expected one (settings -> verdict).
-
-    Built from ``SSH__HOST_KEY`` (a pinned key or fingerprint), ``SSH__KNOWN_HOSTS``
-    (read at each connection), or ``SSH__INSECURE_SKIP_HOST_KEY_CHECK``.
-    """
-
-    def __init__(self, ssh: SSHSettings) -> None:
-        self._ssh = ssh
-        self.pinned = parse_host_key(ssh.host_key) if ssh.host_key else None
-        self.known_hosts = ssh.known_hosts.expanduser() if ssh.known_hosts else None
-        self.insecure = ssh.insecure_skip_host_key_check
-        if self.pinned is None and self.known_hosts is None and not self.insecure:
-            raise ConfigurationError(
-                f"the bastion's host key must be verified: set {_SSH}KNOWN_HOSTS or {_SSH}HOST_KEY"
-            )
-
-    def expected(self) -> tuple[list[PinnedKey], list[PinnedKey]]:
-        """The trusted and revoked keys for this bastion, right now."""
-        trusted = [self.pinned] if self.pinned else []
-        revoked: list[PinnedKey] = []
-        if self.known_hosts is not None:
-            assert self._ssh.host is not None
-            file_trusted, revoked = read_known_hosts(
-                self.known_hosts, self._ssh.host, self._ssh.port
-            )
-            trusted += file_trusted
-        return trusted, revoked
-
-    def describe(self, trusted: list[PinnedKey]) -> str:
-        """The expected keys and where they come from, for messages."""
-        source = f"{_SSH}HOST_KEY" if self.known_hosts is None else f"{_SSH}KNOWN_HOSTS"
-        if self.known_hosts is not None:
-            source += f" ({self.known_hosts})"
-        keys = ", ".join(k.describe() for k in trusted) or "no key"
-        return f"{keys} from {source}"
-
-    def restrict_algorithms(self, transport: paramiko.Transport, trusted: list[PinnedKey]) -> None:
-        """Ask the server for a host key of a type we can check (like OpenSSH does)."""
-        if not trusted or any(k.key_type is None for k in trusted):
-            return  # a bare fingerprint: any type may match
-        wanted: list[str] = []
-        for key in trusted:
-            assert key.key_type is not None
-            wanted += _ALGORITHMS_FOR_TYPE.get(key.key_type, (key.key_type,))
-        options = transport.get_security_options()
-        offered = [alg for alg in options.key_types if alg in wanted]
-        if offered:
-            options.key_types = offered
-
-    def verify(
-        self, key: paramiko.PKey, trusted: list[PinnedKey], revoked: list[PinnedKey]
-    ) -> None:
-        """Accept ``key`` or raise (translated to :class:`~dbt_runner.HostKeyError`)."""
-        ssh = self._ssh
-        assert ssh.host is not None
-        blob = key.asbytes()
-        seen = f"{key.get_name()} {sha256_fingerprint(blob)}"
-        where = f"bastion {ssh.host}:{ssh.port}"
-        line = f"{_known_hosts_name(ssh.host, ssh.port)} {key.get_name()} {key.get_base64()}"
-        if self.insecure:
-            log.warning(
-                "%sINSECURE_SKIP_HOST_KEY_CHECK is set: accepting the %s host key %s WITHOUT "
-                "verification; pin it with %sHOST_KEY=%s",
-                _SSH,
-                where,
-                seen,
-                _SSH,
-                sha256_fingerprint(blob),
-            )
-            return
-        if any(k.matches(blob) for k in revoked):
-            raise _HostKeyRejected(
-                f"the {where} presented host key {seen}, which {_SSH}KNOWN_HOSTS "
-                f"({self.known_hosts}) marks @revoked: refusing to connect"
-            )
-        if any(k.matches(blob) for k in trusted):
-            return
-        if self.pinned is not None and self.known_hosts is None:
-            raise _HostKeyRejected(
-                f"host key verification failed: the {where} presented {seen}, but "
-                f"{_SSH}HOST_KEY pins {self.pinned.describe()}. Someone may be intercepting "
-                "the connection; if the bastion's key was really changed, check the new "
-                f"fingerprint out of band and update {_SSH}HOST_KEY"
-            )
-        sources = f"{_SSH}KNOWN_HOSTS ({self.known_hosts})"
-        if self.pinned is not None:
-            sources += f" or {_SSH}HOST_KEY"
-        if not trusted:
-            raise _HostKeyRejected(
-                f"the {where} is unknown: no key for {_known_hosts_name(ssh.host, ssh.port)} in "
-                f"{sources}. It presented {seen}; after checking that fingerprint out of band, "
-                f"add this line to the known_hosts file: {line}"
-            )
-        expected = ", ".join(k.describe() for k in trusted)
-        raise _HostKeyRejected(
-            f"host key verification failed: the {where} presented {seen}, but {sources} "
-            f"expects {expected}. Someone may be intercepting the connection; if the bastion's "
-            f"key was really changed, check it out of band and replace the entry with: {line}"
-        )
-
-
 # --------------------------------------------------------------------------- errors
 @dataclasses.dataclass
-class _Attempt:
+class _OpenAttempt:
     """What one open() is doing, for error messages (no secrets in here)."""
 
     host: str
@@ -398,13 +147,13 @@ class _Attempt:
     expected_host_keys: str = ""  # "ssh-ed25519 SHA256:... (from ...)", once known
 
 
-def translate_error(exc: BaseException, attempt: _Attempt, stage: Stage) -> TunnelError | None:
+def translate_error(exc: BaseException, attempt: _OpenAttempt, stage: Stage) -> TunnelError | None:
     """The TunnelError (or subclass) for ``exc`` raised during ``stage``; None = not ours."""
     bastion = f"the bastion {attempt.host}:{attempt.port}"
     check_addr = f"check {_SSH}HOST/PORT"
     key = f"{_SSH}PRIVATE_KEY ({attempt.key_path})" if attempt.key_path else "the offered keys"
 
-    if isinstance(exc, _HostKeyRejected | paramiko.BadHostKeyException):
+    if isinstance(exc, HostKeyRejected | paramiko.BadHostKeyException):
         return HostKeyError(str(exc))
     if stage == "host_key" and isinstance(exc, OSError):
         return HostKeyError(f"cannot read {_SSH}KNOWN_HOSTS: {exc}")
@@ -491,7 +240,7 @@ def _describe(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def map_tunnel_errors(attempt: _Attempt, stage: Stage) -> Iterator[None]:
+def map_tunnel_errors(attempt: _OpenAttempt, stage: Stage) -> Iterator[None]:
     """The one seam: re-raise socket/paramiko/sshtunnel errors as our own, cause attached."""
     try:
         yield
@@ -501,182 +250,11 @@ def map_tunnel_errors(attempt: _Attempt, stage: Stage) -> Iterator[None]:
         mapped = translate_error(exc, attempt, stage)
         if mapped is None:
             raise
+        mapped.stage = stage
         cause: BaseException = exc
         if isinstance(exc, sshtunnel.BaseSSHTunnelForwarderError) and attempt.captured:
             cause = attempt.captured[-1]  # sshtunnel logged the real one and raised a generic one
         raise mapped from cause
-
-
-# -------------------------------------------------------------------------- sockets
-def _set_nodelay(sock: socket.socket) -> None:
-    if hasattr(socket, "TCP_NODELAY"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _QuickAckSocket(socket.socket):
-    """A socket that re-arms ``TCP_QUICKACK`` after each read (Linux clears it by itself).
-
-    The bastion may send with Nagle on (OpenSSH's sshd did here, for a
-    forwarding-only connection), so its next small packet waits for our ACK,
-    which Linux delays (delayed ACK). Measured with redshift_connector on loopback
-    (benchmarks/tunnel_latency.py): NODELAY on both legs alone 4.6 ms per
-    ``select 1``, with QUICKACK re-armed 0.4 ms.
-    """
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        data = super().recv(bufsize, flags)
-        with contextlib.suppress(OSError):
-            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        return data
-
-
-#: Module switches for the latency benchmark; leave them on.
-TUNE_NODELAY = True
-TUNE_QUICKACK = hasattr(socket, "TCP_QUICKACK")
-
-
-def _set_keepalive(sock: socket.socket, interval_s: float) -> None:
-    """Let the kernel notice a dead network too (not only paramiko's keepalive packets).
-
-    ``TCP_USER_TIMEOUT``: data (e.g. paramiko's keepalive) unacknowledged for
-    4 keepalive intervals drops the connection, so :meth:`Tunnel.is_healthy`
-    turns False instead of the TCP connection hanging for ~15 minutes.
-    """
-    options = [
-        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
-        (socket.IPPROTO_TCP, "TCP_KEEPIDLE", max(1, int(interval_s))),
-        (socket.IPPROTO_TCP, "TCP_KEEPINTVL", max(1, int(interval_s))),
-        (socket.IPPROTO_TCP, "TCP_KEEPCNT", 3),
-        (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", int(max(30.0, 4 * interval_s) * 1000)),
-    ]
-    for level, name, value in options:
-        if hasattr(socket, name):  # Linux has them all; others some
-            with contextlib.suppress(OSError):
-                sock.setsockopt(level, getattr(socket, name), value)
-
-
-def _connect_socket(
-    host: str, port: int, timeout: float, tune: bool, keepalive_s: float
-) -> socket.socket:
-    """A connected TCP socket to the bastion (each address tried within the overall timeout)."""
-    deadline = time.monotonic() + timeout
-    last: OSError | None = None
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    cls = _QuickAckSocket if tune and TUNE_QUICKACK else socket.socket
-    for family, type_, proto, _, address in infos[:8]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        sock = cls(family, type_, proto)
-        try:
-            sock.settimeout(remaining)
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            last = exc
-            continue
-        if tune and TUNE_NODELAY:
-            _set_nodelay(sock)
-        _set_keepalive(sock, keepalive_s)
-        return sock
-    raise last or TimeoutError(f"timed out connecting to {host}:{port}")
-
-
-# ------------------------------------------------------------------------ forwarder
-class _Forwarder(sshtunnel.SSHTunnelForwarder):  # type: ignore[misc]
-    """sshtunnel's forwarder on top of a transport we connected and verified ourselves."""
-
-    def __init__(
-        self,
-        transport: paramiko.Transport,
-        pkey: paramiko.PKey,
-        ssh: SSHSettings,
-        remote: tuple[str, int],
-        ports: list[int],
-        attempt: _Attempt,
-        tune: bool,
-    ) -> None:
-        self._ready_transport = transport
-        self._ports = ports
-        self._attempt = attempt
-        self._tune = tune
-        self.servers: list[Any] = []  # our forward server(s), to join their threads on close
-        super().__init__(
-            ssh_address_or_host=(ssh.host, ssh.port),
-            ssh_config_file=None,  # no ~/.ssh/config
-            ssh_username=ssh.user,
-            ssh_pkey=pkey,  # required by sshtunnel's checks; auth already happened
-            allow_agent=False,
-            host_pkey_directories=[],  # no ~/.ssh scanning
-            remote_bind_address=remote,
-            local_bind_address=(LOCAL_HOST, ports[0]),
-            set_keepalive=ssh.keepalive_s,
-            threaded=True,
-            compression=False,
-            logger=sshtunnel_log,
-        )
-
-    def _connect_to_gateway(self) -> None:  # sshtunnel hook: "open the SSH connection"
-        self._transport = self._ready_transport
-
-    def _make_ssh_forward_server_class(self, remote_address: tuple[str, int]) -> type[Any]:
-        base: type[Any] = super()._make_ssh_forward_server_class(remote_address)
-        forwarder = self
-
-        class _Server(base):  # type: ignore[misc]
-            def server_bind(self) -> None:
-                # Stable port first, then fallbacks; listen() right away so two
-                # processes binding the same free port (SO_REUSEADDR) cannot both win.
-                server: Any = self  # socketserver attributes, untyped through sshtunnel
-                for port in forwarder._ports:
-                    server.server_address = (LOCAL_HOST, port)
-                    try:
-                        super().server_bind()
-                        server.socket.listen(server.request_queue_size)
-                    except OSError as exc:
-                        forwarder._attempt.captured.append(exc)
-                        log.debug("local port %s unavailable: %s", port, exc)
-                        server.socket.close()
-                        server.socket = socket.socket(server.address_family, server.socket_type)
-                        continue
-                    forwarder.servers.append(self)
-                    return
-                raise forwarder._attempt.captured[-1]
-
-            def get_request(self) -> tuple[socket.socket, Any]:
-                sock, address = super().get_request()
-                if forwarder._tune and TUNE_NODELAY:
-                    _set_nodelay(sock)  # the dbt <-> tunnel leg
-                return sock, address
-
-            def serve_forever(self, poll_interval: float = 0.5) -> None:
-                self.serve_thread = threading.current_thread()
-                super().serve_forever(poll_interval)
-
-            handler_threads: set[threading.Thread] = set()  # noqa: RUF012 (one class per server)
-
-            def process_request_thread(self, request: Any, client_address: Any) -> None:
-                self.handler_threads.add(threading.current_thread())
-                try:
-                    super().process_request_thread(request, client_address)
-                finally:
-                    self.handler_threads.discard(threading.current_thread())
-
-        return _Server
-
-
-class _QuietStopFilter(logging.Filter):
-    """Drop sshtunnel's "not started" warnings when we stop a forwarder whose SSH link died."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.WARNING and "not started" in str(record.msg))
-
-
-sshtunnel_log.addFilter(_QuietStopFilter())
-# sshtunnel's INFO lines ("Connecting to gateway", "0 key(s) loaded") describe a
-# connection it no longer makes; ours say what happens. Lower it to see them.
-sshtunnel_log.setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------- tunnel
@@ -708,7 +286,7 @@ class Tunnel:
         self._lock = threading.RLock()
         self._pkey: paramiko.PKey | None = None
         self._transport: paramiko.Transport | None = None
-        self._forwarder: _Forwarder | None = None
+        self._forwarder: Forwarder | None = None
         self._agent: paramiko.Agent | None = None
         self.local_host = LOCAL_HOST
         self.local_port = 0
@@ -809,7 +387,7 @@ class Tunnel:
     def _open(self) -> None:
         ssh = self._ssh
         assert ssh.host is not None and ssh.user is not None
-        attempt = _Attempt(
+        attempt = _OpenAttempt(
             host=ssh.host,
             port=ssh.port,
             user=ssh.user,
@@ -828,8 +406,14 @@ class Tunnel:
             transport, pkey = self._connect(attempt, keys)
             self._transport = transport
             with map_tunnel_errors(attempt, "bind"):
-                forwarder = _Forwarder(
-                    transport, pkey, ssh, self._remote, attempt.local_ports, attempt, self._tune
+                forwarder = Forwarder(
+                    transport,
+                    pkey,
+                    ssh,
+                    self._remote,
+                    attempt.local_ports,
+                    attempt.captured,
+                    self._tune,
                 )
                 self._forwarder = forwarder
                 forwarder.start()
@@ -884,14 +468,14 @@ class Tunnel:
         return keys
 
     def _connect(
-        self, attempt: _Attempt, keys: list[paramiko.PKey]
+        self, attempt: _OpenAttempt, keys: list[paramiko.PKey]
     ) -> tuple[paramiko.Transport, paramiko.PKey]:
         """TCP connect, SSH handshake, host key check, authentication, forward check."""
         ssh = self._ssh
         assert ssh.host is not None and ssh.user is not None
         timeout = ssh.connect_timeout_s
         with map_tunnel_errors(attempt, "connect"):
-            sock = _connect_socket(ssh.host, ssh.port, timeout, self._tune, ssh.keepalive_s)
+            sock = connect_socket(ssh.host, ssh.port, timeout, self._tune, ssh.keepalive_s)
         transport: paramiko.Transport | None = None
         try:
             with map_tunnel_errors(attempt, "host_key"):

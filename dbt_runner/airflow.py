@@ -29,8 +29,6 @@ dbt vars: ``DBT_RUNNER_RAW_SCHEMA``, ``DBT_RUNNER_VARS``...) still comes from
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import importlib
 import logging
@@ -44,6 +42,7 @@ from typing import Any, Protocol
 
 from ._events import NodeCallback
 from ._exceptions import ConfigurationError
+from ._hostkeys import host_key_line
 from ._session import DbtSession
 from ._settings import Settings
 
@@ -223,7 +222,7 @@ def ssh_values(conn: ConnectionLike, *, key_dir: Path | None = None) -> dict[str
                 f"Airflow connection {name} sets 'host_key' and no_host_key_check=true: "
                 "the host key must be checked when it is given"
             )
-        values["host_key"] = _host_key_line(str(host_key))
+        values["host_key"] = host_key_line(str(host_key))
     if extra.get("known_hosts"):
         values["known_hosts"] = Path(str(extra["known_hosts"])).expanduser()
     if "host_key" not in values and "known_hosts" not in values:
@@ -339,7 +338,7 @@ def cycle_is_due(when: datetime, every_minutes: int, cycle_minutes: int = 15) ->
 
 # ---------------------------------------------------------------------- helpers
 def _base_hook() -> Any:
-    """Airflow's ``BaseHook`` (``airflow.sdk`` from 3.1 on, ``airflow.hooks.base`` in 3.0)."""
+    """Airflow's ``BaseHook``: ``airflow.sdk`` from 3.1 on, else ``airflow.hooks.base`` (2.x)."""
     error: ImportError | None = None
     for module in ("airflow.sdk", "airflow.hooks.base"):
         try:
@@ -349,7 +348,7 @@ def _base_hook() -> Any:
         except AttributeError:
             continue
     raise ConfigurationError(
-        "dbt_runner.airflow needs Apache Airflow 3: pip install 'dbt-runner[airflow]'"
+        "dbt_runner.airflow needs Apache Airflow 2.10 or 3: pip install 'dbt-runner[airflow]'"
     ) from error
 
 
@@ -382,20 +381,6 @@ def _int(value: Any, name: str, field: str) -> int:
         raise ConfigurationError(
             f"Airflow connection {name}: extra {field!r} must be a number of seconds"
         ) from None
-
-
-def _host_key_line(value: str) -> str:
-    """The SSH provider's ``host_key``: ``"TYPE BASE64"``, or bare base64 (the type is read
-    from the key blob), or a ``SHA256:`` fingerprint (dbt_runner's own form)."""
-    text = value.strip()
-    if len(text.split()) >= 2 or text[:7].upper() == "SHA256:":
-        return text
-    try:
-        blob = base64.b64decode(text, validate=True)
-        key_type = blob[4 : 4 + int.from_bytes(blob[:4], "big")].decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return text  # let the settings reject it with their own message
-    return f"{key_type} {text}" if key_type else text
 
 
 def _write_key(key_dir: Path, text: str, name: str) -> Path:

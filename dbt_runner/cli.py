@@ -7,8 +7,11 @@ timeout) still failing after retries.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
@@ -18,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from ._classify import classify_exception
+from ._events import dbt_console_to_log
 from ._exceptions import ConfigurationError, DbtRunnerError, ErrorKind, TunnelError
 from ._logjson import JsonFormatter
 from ._progress import PlainDisplay, choose_mode, make_display
@@ -28,6 +32,8 @@ from ._settings import Settings
 __all__ = ["exit_code", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INFRA = 0, 1, 2, 3
+
+log = logging.getLogger("dbt_runner.cli")
 
 _INFRA = frozenset(
     {
@@ -70,6 +76,12 @@ def _session_options(func: F) -> F:
         click.option("--json", "as_json", is_flag=True, help="Print the RunResult as JSON."),
         click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr."),
         click.option(
+            "--verbose",
+            "-v",
+            is_flag=True,
+            help="Debug logs on stderr, including dbt's own console lines (captured otherwise).",
+        ),
+        click.option(
             "--log-format",
             type=click.Choice(["text", "json"]),
             default="text",
@@ -104,7 +116,7 @@ _vars_option = click.option(
     "dbt_vars",
     callback=_parse_vars,
     help="dbt vars as YAML/JSON, e.g. '{test_window_s: 3600}'; merged over "
-    "$DBT_RUNNER_VARS and $DBT_RUNNER_RAW_SCHEMA (these win, key by key).",
+    "$DBT_RUNNER_VARS and $DBT_RUNNER_RAW_SCHEMA (this option wins, key by key).",
 )
 _scope_option = click.option(
     "--scope",
@@ -124,33 +136,80 @@ def _settings(project_dir: Path | None, target: str | None, threads: int | None)
         overrides["target"] = target
     if threads is not None:
         overrides["threads"] = threads
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    if _embedded_by_default(settings):
+        log.info(
+            "no DBT_RUNNER_WAREHOUSE__TYPE: using the embedded DuckDB file %s",
+            _shown_path(settings.warehouse.path),
+        )
+    return settings
+
+
+def _embedded_by_default(settings: Settings) -> bool:
+    """Nobody chose a warehouse: the embedded DuckDB default is in use."""
+    return settings.profiles_dir is None and "type" not in settings.warehouse.model_fields_set
+
+
+def _shown_path(path: Path) -> str:
+    return str(path) if path.is_absolute() else f"./{path}"
+
+
+#: dbt's message when the bundled project's raw input is not there (DuckDB / PostgreSQL words)
+_RAW_MISSING = re.compile(
+    r"(schema|table)( with name)? \"?(raw|ecs_order_info|uni_tracking_info|uni_tracking_spath)\b"
+    r"[^\n]*does not exist",
+    re.IGNORECASE,
+)
+
+
+def _hint_missing_raw(settings: Settings, results: dict[str, RunResult]) -> None:
+    """On DuckDB, a run that failed for want of raw tables says how to get sample data."""
+    if settings.warehouse.type != "duckdb":
+        return
+    messages = [r.error.message for r in results.values() if r.error is not None]
+    messages += [n.message or "" for r in results.values() for n in r.failed_nodes]
+    if not any(_RAW_MISSING.search(m) for m in messages):
+        return
+    path = _shown_path(settings.warehouse.path)
+    click.echo(
+        f"hint: the raw tables are missing from {path}. `dbt-runner demo` shows a full run on "
+        f"sample data; `dbt-runner demo --path {path}` loads that data into this file. For your "
+        "own warehouse set DBT_RUNNER_WAREHOUSE__TYPE and friends (docs/configuration.md).",
+        err=True,
+    )
 
 
 def _setup_logging(
-    quiet: bool, log_format: str = "text", *, as_json: bool = False, progress: bool = False
+    quiet: bool,
+    log_format: str = "text",
+    *,
+    as_json: bool = False,
+    progress: bool = False,
+    verbose: bool = False,
 ) -> PlainDisplay:
     """Configure logging on stderr; return the progress display the command should use.
 
     ``progress``: the command shows node progress (live in a terminal, else the
-    plain START/DONE log lines).
+    plain START/DONE log lines). ``verbose``: ``dbt_runner``'s DEBUG records too,
+    among them dbt's own console lines (``dbt_runner.dbt.console``).
     """
     level = logging.WARNING if quiet else logging.INFO
     mode = choose_mode(quiet=quiet, as_json=as_json, log_format=log_format)
     display = make_display(mode if progress else "plain")
-    handler = display.log_handler(level)
+    handler_level = logging.DEBUG if verbose else level
+    handler = display.log_handler(handler_level)
     if log_format == "json":
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
-    if handler is not None:
-        logging.basicConfig(level=level, handlers=[handler])
-    else:
-        logging.basicConfig(
-            level=level,
-            format="%(asctime)s %(levelname)-7s %(message)s",
-            datefmt="%H:%M:%S",
-            stream=sys.stderr,
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
         )
+    handler.setLevel(handler_level)
+    logging.basicConfig(level=level, handlers=[handler])
+    # other libraries stay at ``level``; only our own records get chattier
+    logging.getLogger("dbt_runner").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     return display
 
 
@@ -201,15 +260,18 @@ def _run_steps(
     as_json: bool,
     quiet: bool,
     log_format: str,
+    verbose: bool = False,
     keyed: bool = False,
 ) -> None:
     """Run ``steps`` in one session (one tunnel, one parse), report, exit with the code.
 
     A step after a failed one is skipped (tests do not run on failed staging).
+    stdout gets the result only: dbt's console lines become log records
+    (``dbt_runner.dbt.console``, DEBUG: shown with ``--verbose``).
     """
-    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True)
+    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True, verbose=verbose)
     results: dict[str, RunResult] = {}
-    with _errors_to_exit_codes(as_json), display:
+    with _errors_to_exit_codes(), display, dbt_console_to_log():
         settings = _settings(project_dir, target, threads)
         with DbtSession(settings, callbacks=display.callbacks) as session:
             for label, step in steps:
@@ -218,7 +280,34 @@ def _run_steps(
                 if not results[label].success:
                     break
     _report(results, as_json, keyed=keyed, display=display)
+    _hint_missing_raw(settings, results)
     sys.exit(exit_code(*results.values()))
+
+
+def entry() -> None:
+    """The ``dbt-runner`` console script: :func:`main`, then a fast process exit.
+
+    Once the result is on stdout and every log line flushed, the process ends
+    with ``os._exit``: the interpreter's final teardown (a garbage collection of
+    dbt's whole heap, ~1 s of a fresh cycle) changes nothing a user sees. Only
+    here, never in library calls: ``main`` itself (click's test runner, the
+    worker) exits normally.
+    """
+    gc.freeze()  # the imports' objects: out of every later collection's way
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): print it, exit 1
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -242,6 +331,7 @@ def staging(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
     log_format: str,
     select: str,
     full_refresh: bool,
@@ -260,6 +350,7 @@ def staging(
         threads=threads,
         as_json=as_json,
         quiet=quiet,
+        verbose=verbose,
         log_format=log_format,
     )
 
@@ -275,6 +366,7 @@ def test_(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
     log_format: str,
     select: str,
     scope: str,
@@ -288,6 +380,7 @@ def test_(
         threads=threads,
         as_json=as_json,
         quiet=quiet,
+        verbose=verbose,
         log_format=log_format,
     )
 
@@ -306,6 +399,7 @@ def cycle(
     threads: int | None,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
     log_format: str,
     select: str,
     tests: bool,
@@ -329,6 +423,7 @@ def cycle(
         threads=threads,
         as_json=as_json,
         quiet=quiet,
+        verbose=verbose,
         log_format=log_format,
         keyed=True,
     )
@@ -340,10 +435,15 @@ def cycle(
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("dbt_runner_demo.duckdb"),
     show_default=True,
-    help="DuckDB file to create (overwritten).",
+    help="DuckDB file to create (an existing one is overwritten).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--verbose", "-v", is_flag=True, help="Also log every node start/finish on stderr.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also log every node start/finish on stderr, and dbt's own console lines.",
+)
 def demo(path: Path, threads: int, verbose: bool) -> None:
     """Load synthetic data into DuckDB and run two staging cycles (no services needed).
 
@@ -351,9 +451,10 @@ def demo(path: Path, threads: int, verbose: bool) -> None:
     """
     from .demo import run_demo
 
-    _setup_logging(quiet=not verbose)
-    with _errors_to_exit_codes():
-        code = run_demo(path, threads=threads, echo=click.echo)
+    _setup_logging(quiet=not verbose, verbose=verbose)
+    out = sys.stdout  # the demo's own lines; dbt's console lines go to the log
+    with _errors_to_exit_codes(), dbt_console_to_log():
+        code = run_demo(path, threads=threads, echo=lambda line: click.echo(line, file=out))
     sys.exit(code)
 
 
@@ -422,14 +523,15 @@ def sample_data(
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("timeline.html"),
     show_default=True,
-    help="HTML file to write (self-contained: opens offline).",
+    help="HTML file to write (self-contained, opens offline); the chart also goes to a .svg "
+    "beside it.",
 )
 @click.option("--title", help="Chart title (default: a summary of each result).")
 def report(result_file: Any, out: Path, title: str | None) -> None:
-    """Draw a timeline of a saved result: node bars per thread over time.
+    """Draw a timeline of a saved result: node bars per thread slot of each phase over time.
 
     RESULT.json is what --json printed (one result, or cycle's {"staging": ..., "tests": ...};
-    "-" reads stdin). Needs the timeline extra: pip install 'dbt-runner[timeline]'.
+    "-" reads stdin).
     """
     try:
         data = json.load(result_file)
@@ -440,12 +542,11 @@ def report(result_file: Any, out: Path, title: str | None) -> None:
         ) from exc
     from ._timeline import write_timeline_html
 
-    try:
-        path = write_timeline_html(results, out, title=title)
-    except ImportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    click.echo(f"timeline of {sum(len(r.nodes) for r in results.values())} nodes: {path}")
+    path = write_timeline_html(results, out, title=title)
+    click.echo(
+        f"timeline of {sum(len(r.nodes) for r in results.values())} nodes: {path} "
+        f"(and {path.with_suffix('.svg')})"
+    )
 
 
 def _load_results(data: Any) -> dict[str, RunResult]:
@@ -512,5 +613,33 @@ def doctor(
     sys.exit(code)
 
 
+@main.command()
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Unix socket to listen on (default: <state dir>/worker.sock; created 0600).",
+)
+@click.option(
+    "--max-requests",
+    type=click.IntRange(min=1),
+    help="Exit after this many requests (default: serve until stopped).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+def serve(socket_path: Path | None, max_requests: int | None, quiet: bool) -> None:
+    """A warm worker: import dbt once, run each request in a forked child.
+
+    Clients (dbt_runner.WorkerClient, the example DAG's worker_socket) send
+    run_staging / run_tests / cycle / invoke and get the same RunResult back,
+    in a fraction of a fresh process's start-up. See docs/performance.md.
+    """
+    from ._worker import Worker
+
+    _setup_logging(quiet)
+    with _errors_to_exit_codes():
+        worker = Worker(_settings(None, None, None), socket_path)
+        worker.serve_forever(max_requests=max_requests)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

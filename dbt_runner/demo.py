@@ -76,6 +76,7 @@ def run_demo(db_path: Path, *, echo: Callable[[str], None] = print, threads: int
     """
     t0 = time.monotonic()
     db_path = Path(db_path).expanduser().resolve()
+    existed = db_path.exists()
     for stale in (db_path, db_path.with_name(db_path.name + ".wal")):
         stale.unlink(missing_ok=True)
     settings = Settings(
@@ -84,7 +85,8 @@ def run_demo(db_path: Path, *, echo: Callable[[str], None] = print, threads: int
         # the demo knows its synthetic data's domains: check them (warn on others)
         vars=ACCEPTED_VALUES_VARS,
     )
-    echo(f"dbt_runner demo: DuckDB file {db_path} (new), {threads} threads")
+    state = "overwritten" if existed else "new"
+    echo(f"dbt_runner demo: DuckDB file {db_path} ({state}), {threads} threads")
     echo("")
 
     first_end = DEMO_START + FIRST_BATCH_S
@@ -156,6 +158,8 @@ def _cycle(
 ) -> bool:
     before = _table_states(db_path)
     t0 = time.monotonic()
+    # the header first: node log lines (--verbose) belong under it
+    echo(f"{step} {title}: dbt run --select tag:staging --threads {threads}")
     with DbtSession(settings) as session:
         staging = session.run_staging(threads=threads)
         tests = session.run_tests(threads=threads)
@@ -167,10 +171,7 @@ def _cycle(
     }
     after = _table_states(db_path, scan_starts)
 
-    echo(
-        f"{step} {title}: dbt run --select tag:staging --threads {threads} "
-        f"-> {'success' if staging.success else 'FAILED'} in {staging.elapsed_s:.1f} s"
-    )
+    echo(f"      -> {'success' if staging.success else 'FAILED'} in {staging.elapsed_s:.1f} s")
     _echo_models(staging, before, after, echo)
     ok = staging.success and tests.success
     echo(f"      dbt test --select tag:staging -> {_tests_line(tests)}")

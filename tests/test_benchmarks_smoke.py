@@ -58,11 +58,12 @@ def test_cycle_benchmark_tiny_prints_every_contender(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     assert "-- postgres: cycle wall time" in output, output[-4000:]
-    for contender in ("old", "new", "floor"):
+    for contender in ("old", "dbtcli", "new", "warm", "floor"):
         assert re.search(rf"^\s+{contender}\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+", output, re.M), (
             f"no result row for {contender}:\n{output[-4000:]}"
         )
     assert "ratio old/new" in output and "ratio new/floor" in output
+    assert "ratio old/warm" in output and "ratio dbtcli/warm" in output
     assert "== summary" in output
     assert "per-query latency" in output
     assert out_json.is_file()

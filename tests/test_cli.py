@@ -174,3 +174,85 @@ def test_exit_code_worst_result_wins() -> None:
     assert exit_code(ok, ok) == 0
     assert exit_code(ok, failed) == 1
     assert exit_code(failed, _result(ErrorKind.CONNECTION), ok) == 3
+
+
+# ---------------------------------------------------------------------- no settings at all
+def test_no_settings_says_what_it_uses_and_points_to_the_demo(tmp_path: Path) -> None:
+    """A newcomer's first command: no DBT_RUNNER_* at all, the bundled project, no raw data."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbt_runner.cli", "cycle"],
+        cwd=tmp_path,
+        env={**env, "DBT_RUNNER_STATE_DIR": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.endswith(
+        "no DBT_RUNNER_WAREHOUSE__TYPE: using the embedded DuckDB file ./dbt_runner.duckdb"
+    ), proc.stderr
+    assert (tmp_path / "dbt_runner.duckdb").is_file()
+    hint = proc.stderr.splitlines()[-1]
+    assert hint.startswith("hint: the raw tables are missing from ./dbt_runner.duckdb")
+    assert "`dbt-runner demo`" in hint
+    assert "hint" not in proc.stdout  # stdout is the result only
+
+
+def test_a_chosen_warehouse_gets_no_default_notice(env: dict[str, str], tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbt_runner.cli", "staging", "--project-dir", str(MINI)],
+        cwd=tmp_path,
+        env={**os.environ, **env, "DBT_RUNNER_WAREHOUSE__TYPE": "duckdb"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no DBT_RUNNER_WAREHOUSE__TYPE" not in proc.stderr
+    assert "hint:" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "printed"),
+    [
+        (None, 0, ""),
+        (SystemExit(0), 0, ""),
+        (SystemExit(3), 3, ""),
+        (SystemExit("boom"), 1, "boom"),
+    ],
+    ids=["return", "exit-0", "exit-3", "exit-message"],
+)
+def test_console_script_exits_with_the_command_s_code(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: BaseException | None,
+    expected: int,
+    printed: str,
+) -> None:
+    """The console script ends with os._exit (no teardown GC) but keeps the exit code."""
+    from dbt_runner import cli
+
+    class Exited(Exception):
+        pass
+
+    def fake_main() -> None:
+        print("result on stdout")
+        if raised is not None:
+            raise raised
+
+    def fake_exit(code: int) -> None:
+        raise Exited(code)
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(Exited) as info:
+        cli.entry()
+    assert info.value.args == (expected,)
+    out, err = capsys.readouterr()
+    assert out == "result on stdout\n"
+    assert printed in err

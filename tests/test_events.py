@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import Counter
 from types import SimpleNamespace
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from dbt_runner import NodeEvent
-from dbt_runner._events import PARSE_EVENT, EventRelay
+from dbt_runner._events import PARSE_EVENT, EventRelay, dbt_console_to_log
 
 LOGGER = "dbt_runner.dbt"
 
@@ -224,3 +225,76 @@ def test_events_from_many_threads_are_each_delivered_once() -> None:
     assert set(delivered) == expected
     assert set(delivered.values()) == {1}
     assert relay.threads_seen == {f"Thread-{t} (worker)" for t in range(n_threads)}
+
+
+def test_a_passing_test_logs_no_row_count(caplog: pytest.LogCaptureFixture) -> None:
+    """dbt's adapter response for a test counts the rows of its query (1): not rows written."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    got: list[NodeEvent] = []
+
+    EventRelay([got.append])(
+        finish("test.mini.not_null_part_1_part", "pass", resource_type="test", rows=1)
+    )
+
+    assert got[0].rows_affected is None
+    assert "rows=" not in caplog.text
+    assert "DONE  test not_null_part_1_part pass in 1.50s [Thread-1 (worker)]" in caplog.text
+
+
+def _deprecation(name: str, text: str) -> Any:
+    return SimpleNamespace(info=SimpleNamespace(name=name, msg=text), data=SimpleNamespace())
+
+
+def test_deprecation_notices_are_logged_once_per_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """dbt fires its deprecation summary after every invocation; a session logs it once."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    relay = EventRelay()  # one per session
+    for occurrences in (1, 2, 3):  # staging, tests, audit
+        relay(
+            _deprecation(
+                "DeprecationsSummary",
+                f"[WARNING]: Summary of encountered deprecations:\n\n"
+                f"- CustomKeyInConfigDeprecation: {occurrences} occurrences",
+            )
+        )
+    relay(_deprecation("CustomKeyInConfigDeprecation", "Custom key `x` found in `config`"))
+    relay(_deprecation("CustomKeyInConfigDeprecation", "Custom key `x` found in `config`"))
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    summary, single = (r.getMessage() for r in warnings)
+    assert "Summary of encountered deprecations" in summary and "1 occurrences" in summary
+    assert "\n" not in summary  # one log line
+    assert "Custom key `x`" in single
+    # a new session tells it again
+    EventRelay()(_deprecation("DeprecationsSummary", "Summary of encountered deprecations"))
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 3
+
+
+def test_dbt_console_lines_become_debug_records_not_output(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="dbt_runner.dbt.console")
+
+    def worker(n: int) -> None:
+        print(f"{n} of 4 START sql table model stg.part_{n}")
+
+    with dbt_console_to_log():
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(1, 5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sys.stdout.write("Encountered an error:\n  Runtime Error")  # no trailing newline
+
+    assert capsys.readouterr().out == ""
+    lines = sorted(r.getMessage() for r in caplog.records if r.name == "dbt_runner.dbt.console")
+    assert lines == sorted(
+        [f"{n} of 4 START sql table model stg.part_{n}" for n in range(1, 5)]
+        + ["Encountered an error:", "  Runtime Error"]
+    )
+    assert {r.levelno for r in caplog.records if r.name == "dbt_runner.dbt.console"} == {
+        logging.DEBUG
+    }

@@ -56,12 +56,19 @@ def test_notebook_runs_top_to_bottom(clean_env: Path, tmp_path: Path) -> None:
     assert "dbt test: OK" in text
     assert "the three models ran at the same time: True" in text
     assert "SessionState.CLOSED" in text
-    # the timeline chart rendered (a plotly figure)
-    assert any(
-        "application/vnd.plotly.v1+json" in out.get("data", {})
+    # the timeline chart: shown inline as a picture and saved as a static image beside the page
+    shown = [
+        out["data"]["image/svg+xml"]
         for cell in nb.cells
         for out in cell.get("outputs", [])
-    )
+        if "image/svg+xml" in out.get("data", {})
+    ]
+    assert len(shown) == 1
+    for name in ("stg_ecs_order_info", "stg_uni_tracking_info", "stg_uni_tracking_spath"):
+        assert f">{name}</text>" in shown[0]
+    saved = workdir / "timeline.svg"
+    assert saved.is_file() and (workdir / "timeline.html").is_file()
+    assert "stg_ecs_order_info" in saved.read_text()
     # the notebook's DuckDB file is in its own directory, not in the repository
     assert (workdir / "notebook_demo.duckdb").is_file()
     assert not (EXAMPLES / "notebook_demo.duckdb").exists()

@@ -93,37 +93,85 @@ def test_json_prints_only_the_result_on_stdout(tmp_path: Path) -> None:
     assert not ANSI.search(proc.stderr)
 
 
+#: a line dbt itself prints on its console ("12:00:01  1 of 3 START sql table model ...")
+DBT_CONSOLE = re.compile(
+    r"\d+ of \d+ (START|OK|ERROR|PASS|FAIL)|Encountered an error|Completed with"
+)
+
+
+def test_stdout_is_the_result_and_each_node_event_is_told_once(tmp_path: Path) -> None:
+    """The documented contract: stdout = the summary, stderr = our log lines; dbt's own
+    console output is captured (not printed), so a failed node is reported once."""
+    proc = _cli(tmp_path, "staging", "--select", "tag:broken")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.startswith("dbt run: FAILED (1 nodes, ")
+    assert "broken: error [model_failure]" in proc.stdout
+    for stream in (proc.stdout, proc.stderr):
+        assert not DBT_CONSOLE.search(stream), stream
+    assert " DONE " not in proc.stdout and " START " not in proc.stdout
+    assert len([x for x in proc.stderr.splitlines() if "START model broken" in x]) == 1
+    assert len([x for x in proc.stderr.splitlines() if "DONE  model broken" in x]) == 1
+    assert proc.stderr.count("Catalog Error") == 1  # dbt's own copy is not printed
+
+
+def test_verbose_shows_dbts_console_lines_on_stderr_only(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "staging", "--select", "tag:broken", "--verbose")
+    assert proc.returncode == 1, proc.stderr
+    assert not DBT_CONSOLE.search(proc.stdout), proc.stdout
+    assert re.search(r"DEBUG +.*1 of 1 ERROR creating .*model .*broken", proc.stderr), proc.stderr
+
+
+def test_passing_tests_log_no_row_count(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "cycle")
+    assert proc.returncode == 0, proc.stderr
+    done = [x for x in proc.stderr.splitlines() if " DONE  test " in x]
+    assert len(done) == 3 and all(" pass in " in x for x in done), proc.stderr
+    assert not [x for x in done if "rows=" in x], done
+    assert proc.stdout.splitlines()[1].startswith("dbt test: OK (3 nodes, ")
+
+
 # ----------------------------------------------------------------------- a TTY
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> None:
+def _in_terminal(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a real pseudo-terminal; its exit code and output."""
     import fcntl
     import pty
+    import select
     import struct
     import termios
+    import time
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     child = subprocess.Popen(
-        [sys.executable, "-m", "dbt_runner.cli", "staging", "--project-dir", str(MINI)],
-        env=_env(tmp_path, TERM="xterm-256color", COLUMNS="120"),
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=env.get("PWD")
     )
     os.close(slave)
     chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert child.wait(timeout=300) == 0
-    raw = b"".join(chunks).decode("utf-8", "replace")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        if child.poll() is None and time.monotonic() >= deadline:
+            child.kill()
+    code = child.wait(timeout=30)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _assert_live_run(code: int, raw: str) -> str:
     text = ANSI.sub("", raw)
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
     assert ANSI.search(raw), "a terminal gets a redrawn display"
     # the live display: a bar for the invocation and a row per node
     assert re.search(r"staging .*3/3 nodes", text), text[-3000:]
@@ -134,6 +182,38 @@ def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> N
         assert re.search(rf"│ {name} +│ model │ success │ Thread-\d+ \(worker\)", text), text
     # node lines are in the table, not printed as plain log lines
     assert not re.search(r"INFO +START model", text)
+    return text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> None:
+    code, raw = _in_terminal(
+        [sys.executable, "-m", "dbt_runner.cli", "staging", "--project-dir", str(MINI)],
+        _env(tmp_path, TERM="xterm-256color", COLUMNS="120"),
+    )
+    _assert_live_run(code, raw)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.timeout(900)
+def test_base_install_at_a_terminal_runs_without_a_traceback(tmp_path: Path) -> None:
+    """What docs/getting-started.md installs (no extras) gives the live display at a terminal."""
+    from tests._venvs import REQUIREMENTS, cached_venv
+
+    bin_dir = cached_venv("base", REQUIREMENTS["base"])  # `pip install .`: no extras
+    listed = subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.lower()
+    assert "plotly" not in listed and "apache-airflow" not in listed  # really the base install
+    env = _env(tmp_path, TERM="xterm-256color", COLUMNS="120", PWD=str(tmp_path))
+    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    code, raw = _in_terminal(
+        [str(bin_dir / "dbt-runner"), "staging", "--project-dir", str(MINI)], env
+    )
+    _assert_live_run(code, raw)
 
 
 # ----------------------------------------------------------------------- units
@@ -305,3 +385,14 @@ def test_summary_table_lists_every_node_with_thread_and_error() -> None:
     assert "staging: dbt run FAILED — 2 nodes, threads=2, up to 2 at once, 4.0s" in text
     assert re.search(r"│ a +│ model │ success │ Thread-1 │ +\+1\.0s │ +1\.00s │", text)
     assert re.search(r"│ b +│ model │ error +│ Thread-2 │ +\+2\.0s │", text)
+
+
+def test_without_rich_a_terminal_gets_plain_lines_and_a_one_line_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rich is a dependency; a trimmed install that lacks it still runs, and says why."""
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
+    display = make_display("live")
+    assert type(display) is PlainDisplay
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install rich" in err

@@ -1,23 +1,22 @@
-"""The timeline: a self-contained Gantt chart of node executions per thread."""
+"""The timeline: thread-slot rows per phase, named bars, hover details, a small file."""
 
 from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from dbt_runner import Attempt, DbtSession, ErrorInfo, ErrorKind, NodeResult, RunResult, Settings
-from dbt_runner._timeline import max_concurrency, timeline_figure
+from dbt_runner._timeline import max_concurrency, timeline_figure, timeline_svg
 from dbt_runner.cli import main
 
-pytest.importorskip("plotly", reason="pip install 'dbt-runner[timeline]'")
-
 MINI = Path(__file__).parent / "fixtures" / "mini_project"
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
@@ -36,67 +35,79 @@ def staging(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     return result
 
 
-def figure_in_html(html: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The traces and layout that the HTML file hands to ``Plotly.newPlot``."""
-    decoder = json.JSONDecoder()
-
-    def value_after(pos: int) -> tuple[Any, int]:
-        while html[pos] in " \n\r\t,":
-            pos += 1
-        return decoder.raw_decode(html, pos)
-
-    at = html.rindex("Plotly.newPlot(") + len("Plotly.newPlot(")
-    _div_id, at = value_after(at)
-    data, at = value_after(at)
-    layout, _ = value_after(at)
-    return data, layout
+@dataclass
+class Bar:
+    name: str
+    status: str
+    label: str  # the text drawn on the bar ("" when it has no room)
+    hover: str  # the SVG <title>: what a browser shows on hover
+    row: str  # "phase · slot n"
+    x: float
+    width: float
+    faded: bool
+    hatched: bool
 
 
-def bars_of(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per drawn bar: name, thread, start, duration, attempt, faded, hatched."""
+def parse_svg(svg: str) -> tuple[ET.Element, list[Bar], list[str]]:
+    """The SVG document, its bars and its row labels (in order, top to bottom)."""
+    root = ET.fromstring(svg)
+    texts = [t for t in root.iter(f"{SVG}text")]
+    rows = [t.text or "" for t in texts if " · slot " in (t.text or "")]
+    row_at = {float(t.get("y", "0")): t.text or "" for t in texts if " · slot " in (t.text or "")}
     bars = []
-    for trace in data:
-        assert trace["type"] == "bar" and trace["orientation"] == "h"
-        marker = trace["marker"]
-        for i, text in enumerate(trace["text"]):
-            bars.append(
-                {
-                    "status": trace["name"],
-                    "text": text,
-                    "thread": trace["y"][i],
-                    "start": trace["base"][i],
-                    "ms": trace["x"][i],
-                    "attempt": trace["customdata"][i][2],
-                    "faded": marker["opacity"][i] < 1,
-                    "hatched": marker["pattern"]["shape"][i] == "/",
-                }
+    for group in root.iter(f"{SVG}g"):
+        if group.get("class") != "node":
+            continue
+        rects = group.findall(f"{SVG}rect")
+        label = group.find(f"{SVG}text")
+        y = float(rects[0].get("y", "0"))
+        row = min(row_at.items(), key=lambda item: abs(item[0] - y - 15))[1]
+        bars.append(
+            Bar(
+                name=group.get("data-name", ""),
+                status=group.get("data-status", ""),
+                label="" if label is None else label.text or "",
+                hover=group.findtext(f"{SVG}title") or "",
+                row=row,
+                x=float(rects[0].get("x", "0")),
+                width=float(rects[0].get("width", "0")),
+                faded=rects[0].get("fill-opacity") is not None,
+                hatched=any(r.get("fill") == "url(#retry)" for r in rects),
             )
-    return bars
+        )
+    return root, bars, rows
 
 
-def test_real_three_thread_run_draws_one_bar_per_node_on_three_threads(
+def svg_in_html(html: str) -> str:
+    return html[html.index("<svg") : html.index("</svg>") + len("</svg>")]
+
+
+def test_real_three_thread_run_draws_three_named_bars_in_three_slots(
     staging: RunResult, tmp_path: Path
 ) -> None:
     path = staging.timeline_html(tmp_path / "out" / "timeline.html")
     html = path.read_text(encoding="utf-8")
-    # self-contained: plotly.js inside, nothing fetched
-    assert "<script src" not in html and "<link" not in html
-    assert len(html) > 1_000_000 and "plotly.js" in html
-    data, layout = figure_in_html(html)
-    bars = bars_of(data)
-    assert sorted(b["text"] for b in bars) == ["part_1", "part_2", "part_3"]
-    assert {b["thread"] for b in bars} == {n.thread for n in staging.nodes}
-    assert len({b["thread"] for b in bars}) == 3
-    assert layout["yaxis"]["categoryarray"] == sorted({n.thread for n in staging.nodes})
+    # self-contained and light: no script, nothing fetched, a few KB
+    assert "<script" not in html and "<link" not in html and "http" not in html.split("<svg")[0]
+    assert len(html.encode()) < 50_000
+    svg_file = path.with_suffix(".svg")
+    assert svg_file.is_file()  # the static picture beside the page
+    _, bars, rows = parse_svg(svg_file.read_text(encoding="utf-8"))
+    assert rows == ["run · slot 1", "run · slot 2", "run · slot 3"]
+    assert sorted(b.name for b in bars) == ["part_1", "part_2", "part_3"]
+    assert sorted(b.label for b in bars) == ["part_1", "part_2", "part_3"]  # readable on the bar
+    assert len({b.row for b in bars}) == 3  # they overlapped: one slot each
     for bar in bars:
-        node = next(n for n in staging.nodes if n.name == bar["text"])
-        start = datetime.fromisoformat(node.started_at or "").astimezone(timezone.utc)
-        end = datetime.fromisoformat(node.completed_at or "").astimezone(timezone.utc)
-        assert bar["start"] == start.replace(tzinfo=None).isoformat(sep=" ")
-        assert bar["ms"] == pytest.approx((end - start).total_seconds() * 1000)
-        assert bar["status"] == "success" and not bar["hatched"] and not bar["faded"]
-    assert "up to 3 at once" in layout["title"]["text"]  # they overlapped
+        node = next(n for n in staging.nodes if n.name == bar.name)
+        assert bar.status == "success" and not bar.hatched and not bar.faded
+        assert "status: success · attempt 1" in bar.hover
+        assert node.unique_id in bar.hover and (node.thread or "") in bar.hover
+    title = svg_file.read_text(encoding="utf-8")
+    assert "up to 3 at once" in title
     assert max_concurrency(staging.nodes) == 3
+    # the side list names every node
+    for name in ("part_1", "part_2", "part_3"):
+        assert f"<td>{name}</td>" in html
 
 
 def test_saved_json_loads_back_equal(staging: RunResult) -> None:
@@ -152,18 +163,63 @@ def retried() -> RunResult:
     )
 
 
-def test_retries_are_marked(retried: RunResult) -> None:
-    fig = timeline_figure(retried)
-    bars = bars_of([trace.to_plotly_json() for trace in fig.data])
-    by_text = {b["text"]: b for b in bars}
-    assert set(by_text) == {"part_1", "part_1 ↻2", "part_2"}
-    assert by_text["part_1"]["faded"] and by_text["part_1"]["status"] == "error"
-    assert by_text["part_1 ↻2"]["hatched"] and by_text["part_1 ↻2"]["attempt"] == 2
-    assert not by_text["part_2"]["faded"] and not by_text["part_2"]["hatched"]
-    notes = [a.text for a in fig.layout.annotations]
-    assert notes == ["run", "run retry (attempt 2)"]
-    assert "2 attempts" in fig.layout.title.text
-    assert "up to 2 at once" in fig.layout.title.text  # attempt 1 ran part_1 and part_2 together
+def test_a_retry_reuses_the_slots_and_is_marked(retried: RunResult) -> None:
+    """Three dbt threads over two attempts, at most two at once: two rows, not three."""
+    _, bars, rows = parse_svg(timeline_svg(retried))
+    assert rows == ["run · slot 1", "run · slot 2"]
+    by_label = {b.label: b for b in bars}
+    assert set(by_label) == {"part_1", "part_1 ↻2", "part_2"}
+    first, retry = by_label["part_1"], by_label["part_1 ↻2"]
+    assert first.faded and first.status == "error" and not first.hatched
+    assert "replaced by a retry" in first.hover and "error kind: conflict" in first.hover
+    assert retry.hatched and not retry.faded and "attempt 2" in retry.hover
+    assert not by_label["part_2"].faded and not by_label["part_2"].hatched
+    svg = timeline_svg(retried)
+    assert "run retry (attempt 2)" in svg
+    assert "2 attempts" in svg and "up to 2 at once" in svg
+
+
+def test_narrow_bars_carry_their_number_and_the_side_list_their_name(tmp_path: Path) -> None:
+    """A 3-model + 15-test cycle: a page well under 1 MB that names every node."""
+    models = tuple(_node(f"stg_model_{i}", 1, 1, 20, f"Thread-{i}", "success") for i in range(3))
+    tests = tuple(
+        NodeResult(
+            unique_id=f"test.p.not_null_stg_model_{i % 3}_column_number_{i}.abc{i}",
+            name=f"not_null_stg_model_{i % 3}_column_number_{i}",
+            resource_type="test",
+            status="pass",
+            started_at=f"2026-01-01T00:00:{21 + i // 3:02d}+00:00",
+            completed_at=f"2026-01-01T00:00:{21 + i // 3:02d}.400000+00:00",
+            elapsed_s=0.4,
+            thread=f"Thread-{4 + i % 3}",
+            rows_affected=1,  # what dbt reports for a passing test: not a row count
+            message="OK",
+        )
+        for i in range(15)
+    )
+    staging = RunResult("run", True, "2026-01-01T00:00:00+00:00", 20.0, 3, 1, models)
+    tested = RunResult("test", True, "2026-01-01T00:00:20+00:00", 6.0, 3, 1, tests)
+
+    path = tmp_path / "cycle.html"
+    from dbt_runner._timeline import write_timeline_html
+
+    write_timeline_html({"staging": staging, "tests": tested}, path)
+    html = path.read_text(encoding="utf-8")
+    assert len(html.encode()) <= 1_000_000
+    _, bars, rows = parse_svg(svg_in_html(html))
+    assert rows == [f"{phase} · slot {n}" for phase in ("staging", "tests") for n in (1, 2, 3)]
+    assert len(bars) == 18
+    models_drawn = [b for b in bars if b.name.startswith("stg_model")]
+    assert sorted(b.label for b in models_drawn) == [f"stg_model_{i}" for i in range(3)]
+    test_bars = [b for b in bars if b.name.startswith("not_null")]
+    # the short test bars have no room for their names: a number at most, never a clipped name
+    assert all(b.label == "" or b.label.startswith("#") for b in test_bars)
+    for bar in test_bars:
+        assert bar.name in bar.hover and "status: pass" in bar.hover
+        assert "rows:" not in bar.hover  # a passing test's "1" is not a row count
+        assert f"<td>{bar.name}</td>" in html  # the side list names it
+    assert "rows: 1" not in html
+    assert html.count("<td>0.40s</td><td></td>") == 15  # the tests' rows cell stays empty
 
 
 def test_retries_survive_the_json_round_trip(retried: RunResult, tmp_path: Path) -> None:
@@ -172,8 +228,8 @@ def test_retries_survive_the_json_round_trip(retried: RunResult, tmp_path: Path)
     again = RunResult.from_dict(json.loads(json.dumps(saved)))
     assert again == retried
     assert again.attempt_log == retried.attempt_log
-    data, _ = figure_in_html(again.timeline_html(tmp_path / "t.html").read_text())
-    assert len(bars_of(data)) == 3
+    html = again.timeline_html(tmp_path / "t.html").read_text()
+    assert len(parse_svg(svg_in_html(html))[1]) == 3
 
 
 def test_nodes_without_timing_are_listed_not_drawn() -> None:
@@ -187,9 +243,9 @@ def test_nodes_without_timing_are_listed_not_drawn() -> None:
         attempts=1,
         nodes=(_node("a", 1, 1, 2, "Thread-1", "error"), skipped),
     )
-    fig = timeline_figure(result)
-    assert sum(len(trace.x) for trace in fig.data) == 1
-    assert any("no timing): c (skipped)" in a.text for a in fig.layout.annotations)
+    svg = timeline_svg(result)
+    assert len(parse_svg(svg)[1]) == 1
+    assert "no timing): c (skipped)" in svg
 
 
 def test_report_command_draws_a_saved_result(staging: RunResult, tmp_path: Path) -> None:
@@ -203,13 +259,15 @@ def test_report_command_draws_a_saved_result(staging: RunResult, tmp_path: Path)
     res = runner.invoke(main, ["report", str(single), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert f"timeline of 3 nodes: {out}" in res.output
-    assert len(bars_of(figure_in_html(out.read_text())[0])) == 3
+    assert len(parse_svg(out.with_suffix(".svg").read_text())[1]) == 3
 
     out = tmp_path / "cycle.html"
     res = runner.invoke(main, ["report", "-", "-o", str(out)], input=cycle.read_text())
     assert res.exit_code == 0, res.output
-    data, layout = figure_in_html(out.read_text())
-    assert len(bars_of(data)) == 6 and "staging: OK" in layout["title"]["text"]
+    html = out.read_text()
+    _, bars, rows = parse_svg(svg_in_html(html))
+    assert len(bars) == 6 and "staging: OK" in html
+    assert rows == [f"{phase} · slot {n}" for phase in ("staging", "tests") for n in (1, 2, 3)]
 
 
 def test_report_command_rejects_what_is_not_a_result(tmp_path: Path) -> None:
@@ -223,17 +281,18 @@ def test_report_command_rejects_what_is_not_a_result(tmp_path: Path) -> None:
     assert not (tmp_path / "x.html").exists()
 
 
-def test_without_plotly_the_report_says_what_to_install(
+def test_without_plotly_the_report_still_draws(
     staging: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """plotly is only for the interactive notebook figure; the report needs nothing."""
     monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)  # import fails
     with pytest.raises(ImportError, match=r"pip install 'dbt-runner\[timeline\]'"):
         staging.to_timeline()
     saved = tmp_path / "r.json"
     saved.write_text(staging.to_json())
     res = CliRunner().invoke(main, ["report", str(saved), "--out", str(tmp_path / "x.html")])
-    assert res.exit_code == 2
-    assert "dbt-runner[timeline]" in res.output
+    assert res.exit_code == 0, res.output
+    assert len(parse_svg((tmp_path / "x.svg").read_text())[1]) == 3
 
 
 def test_run_results_json_timestamps_with_z_are_drawn() -> None:
@@ -250,5 +309,17 @@ def test_run_results_json_timestamps_with_z_are_drawn() -> None:
         None,
     )
     result = RunResult("run", True, "2026-01-01T00:00:00Z", 3.0, 1, 1, (node,))
-    [trace] = timeline_figure(result).data
-    assert trace.base == ("2026-01-01 00:00:01.500000",) and trace.x == (1500.0,)
+    svg = timeline_svg(result)
+    assert "seconds after 2026-01-01 00:00:01.500000 UTC" in svg
+    [bar] = parse_svg(svg)[1]
+    assert bar.width > 900  # the only bar spans the axis
+
+
+def test_notebook_figure_uses_the_same_slot_rows(retried: RunResult) -> None:
+    pytest.importorskip("plotly", reason="pip install 'dbt-runner[timeline]'")
+    fig = timeline_figure(retried)
+    rows = {y for trace in fig.data for y in trace.y}
+    assert rows == {"run · slot 1", "run · slot 2"}
+    texts = {t for trace in fig.data for t in trace.text}
+    assert texts == {"part_1", "part_1 ↻2", "part_2"}
+    assert list(fig.layout.yaxis.categoryarray) == ["run · slot 1", "run · slot 2"]

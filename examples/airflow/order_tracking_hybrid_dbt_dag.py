@@ -1,14 +1,14 @@
-"""order_tracking_hybrid_dbt_dag, rebuilt on dbt_runner (Apache Airflow 3, TaskFlow API).
+"""order_tracking_hybrid_dbt_dag, rebuilt on dbt_runner (Apache Airflow 3 or 2.10, TaskFlow API).
 
 Every 15 minutes **one task** opens one ``DbtSession`` (so one SSH tunnel) from
 two Airflow connections, runs the staging models with 3 threads and, on the
 cycle that starts each hour, the staging tests and the audit test, all in the
-same session. The hourly tests are the ``recent`` ones (rows of the last two
-hours, keys touched there checked against the whole table: their cost follows
-the batch, not the history); the cycle that starts each day runs the
-whole-table ``full`` tests instead (``run_tests(scope="full")``, see
-docs/models.md). dbt runs in-process: no ``pip install``, no ``dbt debug``, no
-subprocess.
+same session (each step only after the previous one succeeded). The hourly
+tests are the ``recent`` ones (rows of the last two hours, keys touched there
+checked against the whole table: their cost follows the batch, not the
+history); the cycle that starts each day runs the whole-table ``full`` tests
+instead (``run_tests(scope="full")``, see docs/models.md). dbt runs
+in-process: no ``pip install``, no ``dbt debug``, no subprocess.
 
 Connections (secrets stay in Airflow's connection store):
 
@@ -21,6 +21,11 @@ Connections (secrets stay in Airflow's connection store):
 
 Everything else comes from ``DBT_RUNNER_*`` variables in the worker's
 environment (target schema, retries, timeout: see docs/configuration.md).
+
+With the ``worker_socket`` param set, the same steps run in a warm
+``dbt-runner serve`` worker on that machine (``WorkerClient``): dbt's start-up
+is paid once, not every 15 minutes; with no worker answering, the task runs
+them itself as above.
 
 Outcome: the task fails when a model or a test fails, with the node names and
 dbt's messages in the task log; model/test failures, compile errors and bad
@@ -39,7 +44,12 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+try:  # Airflow 3
+    from airflow.sdk import Param, dag, get_current_context, task
+except ImportError:  # Airflow 2.10: the same TaskFlow names, older homes
+    from airflow.decorators import dag, task
+    from airflow.models.param import Param
+    from airflow.operators.python import get_current_context
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,12 @@ CYCLE_MINUTES = 15
         "audit_every_minutes": Param(
             60, type="integer", minimum=0, description="0: never; 15: every cycle"
         ),
+        "worker_socket": Param(
+            None,
+            type=["null", "string"],
+            description="a `dbt-runner serve` socket: the cycle runs in its warm worker "
+            "(configured by the worker's own DBT_RUNNER_* settings); empty: in this task",
+        ),
     },
 )
 def order_tracking_hybrid_dbt_dag() -> None:
@@ -81,7 +97,13 @@ def order_tracking_hybrid_dbt_dag() -> None:
     )
     def dbt_staging() -> dict[str, Any]:
         """Staging (+ tests and audit when due) in one session, one tunnel."""
-        from dbt_runner import ConfigurationError, HostKeyError, SSHAuthError
+        from dbt_runner import (
+            ConfigurationError,
+            HostKeyError,
+            SSHAuthError,
+            WorkerClient,
+            run_steps,
+        )
         from dbt_runner.airflow import cycle_is_due, dbt_session
 
         context = get_current_context()
@@ -95,17 +117,26 @@ def order_tracking_hybrid_dbt_dag() -> None:
         audit_due = cycle_is_due(when, params["audit_every_minutes"], CYCLE_MINUTES)
         log.info("cycle %s: staging, tests %s (%s), audit %s", when, tests_due, scope, audit_due)
 
-        results = {}
+        # (label, session method, kwargs): one session, stopping after a failed step
+        steps = [("staging", "run_staging", {"threads": params["threads"]})]
+        if tests_due:
+            steps.append(("tests", "run_tests", {"scope": scope}))
+        if audit_due:
+            steps.append(("audit", "run_tests", {"select": "tag:audit"}))
+
+        def session() -> Any:
+            return dbt_session(params["warehouse_conn_id"], params["ssh_conn_id"] or None)
+
         try:
-            with dbt_session(params["warehouse_conn_id"], params["ssh_conn_id"] or None) as s:
-                results["staging"] = s.run_staging(threads=params["threads"])
-                if results["staging"].success:
-                    if tests_due:
-                        results["tests"] = s.run_tests(scope=scope)
-                    if audit_due:
-                        results["audit"] = s.run_tests(select="tag:audit")
+            if params.get("worker_socket"):  # a warm `dbt-runner serve` worker runs them
+                client = WorkerClient(params["worker_socket"], fallback=session)
+                ran = client.steps([(method, [], kwargs) for _, method, kwargs in steps])
+            else:
+                with session() as s:
+                    ran = run_steps(s, [(method, [], kwargs) for _, method, kwargs in steps])
         except (ConfigurationError, HostKeyError, SSHAuthError) as exc:
             raise _fail_now(f"{type(exc).__name__}: {exc}") from exc
+        results = {label: result for (label, _, _), result in zip(steps, ran, strict=False)}
 
         payload = {name: result.to_dict() for name, result in results.items()}
         failed = {name: result for name, result in results.items() if not result.success}

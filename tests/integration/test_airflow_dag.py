@@ -1,4 +1,4 @@
-"""The example DAG, run for real by Apache Airflow 3 against PostgreSQL through sshd.
+"""The example DAG, run for real by Apache Airflow 3 and 2.10 against PostgreSQL (and sshd).
 
 Airflow reads its configuration once per process, so everything Airflow does
 here happens in a child process with its own ``AIRFLOW_HOME`` (SQLite, no
@@ -6,15 +6,21 @@ example DAGs) and the connections given as ``AIRFLOW_CONN_*`` variables. The
 child runs :func:`_drive` (this module, run as a script) and writes what it
 saw as JSON; the test asserts on that, on the captured task log and on the
 bastion's own count of SSH connections.
+
+Airflow 3 is the test venv's own; Airflow 2.10 gets a venv of its own, built
+once and cached for the run (:func:`tests._venvs.cached_venv`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +40,27 @@ T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 CHILD_TIMEOUT_S = 240
 
 AIRFLOW_MISSING = "Apache Airflow 3 is not installed: pip install -e '.[airflow,test]'"
+VENV_TIMEOUT_S = 600
 
 
 def _airflow_available() -> bool:
     return importlib.util.find_spec("airflow") is not None
+
+
+@pytest.fixture(scope="module", params=["airflow3", "airflow2"])
+def airflow_python(request: pytest.FixtureRequest) -> str:
+    """The Python that runs Airflow: this venv's (Airflow 3) or a cached Airflow 2.10 venv."""
+    if request.param == "airflow3":
+        require_service(_airflow_available(), AIRFLOW_MISSING)
+        return sys.executable
+    from tests._venvs import REQUIREMENTS, cached_venv
+
+    try:
+        bin_dir = cached_venv("airflow2", REQUIREMENTS["airflow2"], timeout_s=VENV_TIMEOUT_S)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        require_service(False, f"could not build the Airflow 2.10 venv: {exc}")
+        raise
+    return str(bin_dir / "python")
 
 
 def _airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -62,11 +85,13 @@ def _airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _run_child(tmp_path: Path, env: dict[str, str], spec: dict[str, Any]) -> tuple[dict, str]:
+def _run_child(
+    tmp_path: Path, env: dict[str, str], spec: dict[str, Any], python: str = sys.executable
+) -> tuple[dict, str]:
     spec_path, out_path = tmp_path / "spec.json", tmp_path / "out.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.test_airflow_dag", str(spec_path), str(out_path)],
+        [python, "-m", "tests.integration.test_airflow_dag", str(spec_path), str(out_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -80,10 +105,11 @@ def _run_child(tmp_path: Path, env: dict[str, str], spec: dict[str, Any]) -> tup
 
 
 # ---------------------------------------------------------------------- tests
-@pytest.mark.timeout(CHILD_TIMEOUT_S + 60)
-def test_dag_file_parses_fast_without_importing_dbt_runner(tmp_path: Path) -> None:
-    require_service(_airflow_available(), AIRFLOW_MISSING)
-    out, _ = _run_child(tmp_path, _airflow_env(tmp_path), {"parse_only": True})
+@pytest.mark.timeout(CHILD_TIMEOUT_S + VENV_TIMEOUT_S + 60)
+def test_dag_file_parses_fast_without_importing_dbt_runner(
+    tmp_path: Path, airflow_python: str
+) -> None:
+    out, _ = _run_child(tmp_path, _airflow_env(tmp_path), {"parse_only": True}, airflow_python)
 
     assert out["import_errors"] == {}
     assert out["dag_ids"] == [DAG_ID]
@@ -218,7 +244,96 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
         assert secret not in output
 
 
+@pytest.mark.timeout(CHILD_TIMEOUT_S + VENV_TIMEOUT_S + 60)
+def test_infrastructure_failure_is_left_to_airflows_retry(
+    tmp_path: Path, pg_db: Any, airflow_python: str
+) -> None:
+    """First try: the warehouse refuses connections -> kind ``connection`` -> the task fails
+    *with* retries left; Airflow's retry (the warehouse is back) succeeds."""
+    from dbt_runner.synthetic import create_raw_tables, load_batch
+
+    conn = pg_db.connect()
+    try:
+        create_raw_tables(conn, "postgres")
+        load_batch(conn, "postgres", T0, T0 + 7200, orders_per_minute=5)
+    finally:
+        conn.close()
+    warehouse = {
+        "conn_type": "postgres",
+        "host": "127.0.0.1",
+        "port": 0,  # the child's gate: refuses until Airflow retries the task
+        "login": pg_db.user,
+        "password": pg_db.password,
+        "schema": pg_db.dbname,
+        "extra": {"sslmode": "disable"},
+    }
+    # dbt_runner's own retries off: the infrastructure failure reaches Airflow
+    env = _airflow_env(tmp_path, DBT_RUNNER_RETRY__ATTEMPTS="1")
+    spec = {
+        "parse_only": False,
+        "gate": {"host": pg_db.host, "port": pg_db.port, "warehouse": warehouse},
+        "cycles": [
+            {
+                "name": "retried",
+                "logical_date": "2026-01-01T10:15:00+00:00",  # staging only
+                "run_conf": {"ssh_conn_id": ""},  # direct, no bastion
+            }
+        ],
+    }
+    out, output = _run_child(tmp_path, env, spec, airflow_python)
+
+    [cycle] = out["cycles"]
+    assert cycle["gate_opened_on_retry"] is True, output[-4000:]
+    assert cycle["dag_run_state"] == "success", output[-4000:]
+    assert cycle["task_states"] == {TASK_ID: "success"}
+    assert cycle["try_numbers"] == {TASK_ID: 2}  # failed once, Airflow's retry succeeded
+    staging = cycle["xcom"]["return_value"]["staging"]
+    assert staging["success"] and len(staging["nodes"]) == 3
+    # the first try's log says why it failed, as an infrastructure kind
+    assert "[connection]" in output, output[-4000:]
+    assert "AirflowFailException" not in output  # not failed for good
+    assert pg_db.password not in output
+
+
 # ---------------------------------------------------------------------- the child
+class _Gate:
+    """A loopback port that refuses connections until :meth:`open`, then relays to a server."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))  # bound, not listening: a connect is refused
+        self.port = self.sock.getsockname()[1]
+        self.opened = threading.Event()
+
+    def open(self, context: Any = None) -> None:
+        if self.opened.is_set():
+            return
+        self.sock.listen(16)
+        self.opened.set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.sock.accept()
+            upstream = socket.create_connection(self.target, timeout=10)
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
 def _count_accepted(sshd_log: str | None) -> int:
     if not sshd_log:
         return 0
@@ -248,11 +363,12 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
         Path(out_path).write_text(json.dumps(out))
         return
     task = dag.get_task(TASK_ID)
+    schedule = getattr(dag, "schedule", None) or getattr(dag, "schedule_interval", None)
     out["dag"] = {
         "task_ids": sorted(dag.task_ids),
         "max_active_runs": dag.max_active_runs,
         "catchup": dag.catchup,
-        "schedule": str(dag.schedule),
+        "schedule": str(schedule),
         "retries": task.retries,
         "params": {k: dag.params[k] for k in dag.params},
     }
@@ -260,9 +376,26 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
         Path(out_path).write_text(json.dumps(out))
         return
 
+    import inspect
+    from datetime import timedelta
+
     from airflow.utils.db import upgradedb
 
     upgradedb()  # `airflow db migrate` on the test's own SQLite database
+
+    gate = None
+    if spec.get("gate"):
+        gate = _Gate((spec["gate"]["host"], spec["gate"]["port"]))
+        warehouse = {**spec["gate"]["warehouse"], "port": gate.port}
+        os.environ["AIRFLOW_CONN_DBT_WAREHOUSE"] = json.dumps(warehouse)
+        # the warehouse comes back when Airflow decides to retry; no waiting in between
+        task.on_retry_callback = [gate.open]
+        task.retry_delay = timedelta(0)
+    date_kw = (
+        "logical_date"
+        if "logical_date" in inspect.signature(dag.test).parameters
+        else ("execution_date")
+    )
 
     out["cycles"] = []
     for cycle in spec["cycles"]:
@@ -273,10 +406,14 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
                 cur.execute(cycle["before_sql"])
             conn.close()
         before = _count_accepted(spec.get("sshd_log"))
-        dag_run = dag.test(logical_date=datetime.fromisoformat(cycle["logical_date"]))
+        kwargs: dict[str, Any] = {date_kw: datetime.fromisoformat(cycle["logical_date"])}
+        if cycle.get("run_conf"):
+            kwargs["run_conf"] = cycle["run_conf"]
+        dag_run = dag.test(**kwargs)
         out["cycles"].append(
             {
                 "name": cycle["name"],
+                "gate_opened_on_retry": gate.opened.is_set() if gate else None,
                 "dag_run_state": str(getattr(dag_run.state, "value", dag_run.state)),
                 **_task_outcome(dag_run),
                 "ssh_connections": _count_accepted(spec.get("sshd_log")) - before,
@@ -287,8 +424,12 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
 
 def _task_outcome(dag_run: Any) -> dict[str, Any]:  # pragma: no cover - runs in the child
     from airflow.models.taskinstance import TaskInstance
-    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+
+    try:  # Airflow 3
+        from airflow.models.xcom import XComModel
+    except ImportError:  # Airflow 2
+        from airflow.models.xcom import XCom as XComModel
 
     with create_session() as session:
         tis = (
@@ -309,6 +450,8 @@ def _task_outcome(dag_run: Any) -> dict[str, Any]:  # pragma: no cover - runs in
 
 
 def _xcom_value(value: Any) -> Any:  # pragma: no cover - runs in the child
+    if isinstance(value, bytes):  # Airflow 2 stores the JSON as bytes
+        value = value.decode()
     return json.loads(value) if isinstance(value, str) else value
 
 

@@ -34,7 +34,7 @@ def _env(db: PgDatabase, kind: str, tmp_path: Path, **extra: str) -> dict[str, s
         "DBT_RUNNER_WAREHOUSE__USER": db.user,
         "DBT_RUNNER_WAREHOUSE__PASSWORD": db.password,
         "DBT_RUNNER_WAREHOUSE__DBNAME": db.dbname,
-        "DBT_RUNNER_WAREHOUSE__SSLMODE": "disable",
+        "DBT_RUNNER_WAREHOUSE__SSLMODE": db.sslmode,
         "DBT_RUNNER_WAREHOUSE__SCHEMA": "staging",
         "DBT_RUNNER_RAW_SCHEMA": RAW_SCHEMA,
         "DBT_RUNNER_STATE_DIR": str(tmp_path / "state"),

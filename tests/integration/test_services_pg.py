@@ -155,12 +155,41 @@ def test_redshift_connector_through_proxy(pg_server: PostgresServer, redshift_db
 
 
 @integration
-def test_proxy_answers_ssl_request_with_no(redshift_db: RedshiftDatabase):
+def test_postgres_fixture_speaks_tls(pg_db: PgDatabase):
+    """Production-shaped: the session is encrypted, and verify-full passes with the test CA."""
     import psycopg2
 
-    # libpq with sslmode=prefer sends an SSLRequest first and falls back on 'N'.
-    conn = psycopg2.connect(redshift_db.dsn + " sslmode=prefer", connect_timeout=5)
+    from tests.services.tls import test_pki
+
+    dsn = f"{pg_db.dsn} sslmode=verify-full sslrootcert={test_pki().ca_path}"
+    conn = psycopg2.connect(dsn, connect_timeout=5)
     try:
+        assert conn.info.ssl_in_use
+        with conn.cursor() as cur:
+            cur.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+            assert cur.fetchone() == (True,)
+    finally:
+        conn.close()
+
+
+@integration
+def test_redshift_stand_in_speaks_tls_with_verified_certificate(redshift_db: RedshiftDatabase):
+    """redshift_connector's default (TLS, CA verified) works against the stand-in."""
+    import psycopg2
+
+    conn = redshift_db.connect_redshift()  # ssl=True, sslmode=verify-ca
+    try:
+        cursor = conn.cursor()
+        cursor.execute("select count(*) from pg_catalog.svv_external_columns")
+        assert cursor.fetchone()[0] == 0
+    finally:
+        conn.close()
+    from tests.services.tls import test_pki
+
+    dsn = f"{redshift_db.dsn} sslmode=verify-full sslrootcert={test_pki().ca_path}"
+    conn = psycopg2.connect(dsn, connect_timeout=5)
+    try:
+        assert conn.info.ssl_in_use
         with conn.cursor() as cur:
             cur.execute("show server_version")
             assert cur.fetchone()[0].split()[0].replace(".", "").isdigit()
@@ -169,10 +198,31 @@ def test_proxy_answers_ssl_request_with_no(redshift_db: RedshiftDatabase):
                 "cols(s name, t name, c name, ty varchar, n int)"
             )
             assert cur.fetchone() == (0,)
-            cur.execute("select count(*) from pg_catalog.svv_external_columns")
-            assert cur.fetchone() == (0,)
     finally:
         conn.close()
+
+
+@integration
+def test_stand_in_without_tls_answers_ssl_request_with_no(
+    pg_server: PostgresServer, pg_db: PgDatabase
+):
+    import psycopg2
+
+    with RedshiftProxy.for_server(pg_server, tls=False) as proxy:
+        # libpq with sslmode=prefer sends an SSLRequest first and falls back on 'N'.
+        conn = psycopg2.connect(
+            host=proxy.host,
+            port=proxy.port,
+            user=pg_db.user,
+            password=pg_db.password,
+            dbname=pg_db.dbname,
+            sslmode="prefer",
+            connect_timeout=5,
+        )
+        try:
+            assert not conn.info.ssl_in_use
+        finally:
+            conn.close()
 
 
 @integration

@@ -72,7 +72,7 @@ def warehouse_of(db: PgDatabase, wh_type: str = "postgres", schema: str = "stg")
         "user": db.user,
         "password": db.password,
         "dbname": db.dbname,
-        "sslmode": "disable",
+        "sslmode": db.sslmode,  # TLS, as in production (require / verify-ca)
         "schema": schema,
     }
 

@@ -1,4 +1,5 @@
-"""The timeline HTML really renders: a headless Chromium screenshot shows three bars.
+"""The timeline HTML really renders: a headless Chromium screenshot shows three bars,
+and the browser's DOM holds the three model names as drawn labels.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``). The screenshot and
 the HTML are kept under ``artifacts/`` (git-ignored) for a person to look at.
@@ -6,6 +7,7 @@ the HTML are kept under ``artifacts/`` (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -111,24 +113,23 @@ def test_timeline_renders_in_headless_chromium(tmp_path: Path) -> None:
     html = result.timeline_html(ARTIFACTS / "timeline.html")
     png = ARTIFACTS / "timeline_chromium.png"
     png.unlink(missing_ok=True)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        "--window-size=1200,700",
+    ]
+    assert html.stat().st_size < 1_000_000
     proc = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--virtual-time-budget=10000",
-            "--hide-scrollbars",
-            f"--screenshot={png}",
-            "--window-size=1200,700",
-            html.resolve().as_uri(),
-        ],
+        [chromium, *flags, f"--screenshot={png}", html.resolve().as_uri()],
         capture_output=True,
         text=True,
         timeout=180,
@@ -140,5 +141,18 @@ def test_timeline_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert (width, height) == (1200, 700)
     colours = {pixel for row in rows for pixel in row}
     assert len(colours) > 50, "a blank page has a handful of colours; a chart has many"
-    # the chart itself: one green bar for each of the three threads' rows
+    # the chart itself: one green bar for each of the three thread slots
     assert bar_bands(rows, SUCCESS_GREEN) == 3, f"see {png}"
+
+    # names a person can read: the browser's DOM has each model's name as the text on its bar
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", html.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    labels = re.findall(
+        r'<g class="node" data-name="([^"]+)"[^>]*>.*?<text[^>]*>([^<]*)</text>', dom, re.S
+    )
+    assert sorted(labels) == [(f"part_{i}", f"part_{i}") for i in (1, 2, 3)], dom[:3000]

@@ -1,6 +1,7 @@
 """The tunnel against a real OpenSSH bastion and a real PostgreSQL.
 
-Each failure case checks the error class, that it came fast, that the message
+Each failure case checks the error class, that it failed for its real cause (not by
+waiting out the connect timeout), that the message
 says what to fix, and that nothing reached the warehouse (the tunnel's remote
 is a "canary" listener that must not see a connection).
 """
@@ -11,7 +12,6 @@ import logging
 import os
 import select
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -30,8 +30,6 @@ from tests.services.sshd import SshdServer, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
-FAST_S = 3.0  # "fails fast": well under the 10 s default connect timeout
-
 
 def settings(server: SshdServer, **overrides: Any) -> SSHSettings:
     values: dict[str, Any] = {
@@ -40,7 +38,8 @@ def settings(server: SshdServer, **overrides: Any) -> SSHSettings:
         "user": server.user,
         "private_key": server.private_key_path,
         "known_hosts": server.known_hosts_path,
-        "connect_timeout_s": 2.0,
+        # generous: a loaded CI machine must not turn a slow handshake into a timeout
+        "connect_timeout_s": 15.0,
     }
     values.update(overrides)
     return SSHSettings(**values)
@@ -92,14 +91,27 @@ def query(db: PgDatabase, through: Tunnel | int, sql: str = "select 1") -> Any:
         conn.close()
 
 
-def open_fails(tunnel: Tunnel, expected: type[TunnelError]) -> TunnelError:
-    started = time.monotonic()
+def _timed_out(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # a cause chain, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError | socket.timeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def open_fails(
+    tunnel: Tunnel, expected: type[TunnelError], *, timed_out: bool = False
+) -> TunnelError:
+    """open() fails with ``expected`` and its cause; it failed *fast* when the cause is the
+    real reason (refused, wrong key, ...) rather than the connect timeout running out."""
     with pytest.raises(TunnelError) as info:
         tunnel.open()
-    elapsed = time.monotonic() - started
     assert type(info.value) is expected, info.value
-    assert elapsed < FAST_S, f"took {elapsed:.1f}s"
     assert info.value.__cause__ is not None
+    assert _timed_out(info.value) is timed_out, info.value
     assert not tunnel.is_healthy()
     return info.value
 
@@ -245,11 +257,20 @@ def test_insecure_skip_logs_a_warning(
     assert any(sshd.host_key_fingerprint in r.getMessage() for r in warnings)
 
 
-def test_redshift_connector_latency_through_the_tunnel(
+def test_tcp_tuning_is_on_both_forwarded_legs(
     sshd: SshdServer, redshift_db: RedshiftDatabase
 ) -> None:
-    """Without TCP_NODELAY/QUICKACK this is 15-45 ms per query (Nagle + delayed ACK)."""
+    """TCP_NODELAY on the SSH socket and on every accepted socket, and the SSH socket re-arms
+    TCP_QUICKACK: without them redshift_connector paid 15-45 ms per query (Nagle + delayed
+    ACK; the per-query figures are in benchmarks/tunnel_latency.py)."""
+    import gc
+
     import redshift_connector
+
+    from dbt_runner._forwarder import _QuickAckSocket
+
+    def nodelay(sock: socket.socket) -> int:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
     with Tunnel(settings(sshd), redshift_db.host, redshift_db.port) as tunnel:
         conn = redshift_connector.connect(
@@ -258,20 +279,35 @@ def test_redshift_connector_latency_through_the_tunnel(
             user=redshift_db.user,
             password=redshift_db.password,
             database=redshift_db.dbname,
-            ssl=False,
+            sslmode="verify-ca",  # TLS, as on Redshift
             timeout=10,
         )
         try:
             cur = conn.cursor()
-            timings = []
-            for _ in range(60):
-                started = time.perf_counter()
-                cur.execute("select 1")
-                cur.fetchall()
-                timings.append(time.perf_counter() - started)
+            cur.execute("select 1")
+            assert cur.fetchall() in ([[1]], ([1],), [(1,)], ((1,),))
+            ssh_sock: Any = tunnel._transport.sock  # type: ignore[union-attr]
+            assert isinstance(ssh_sock, _QuickAckSocket) and nodelay(ssh_sock)
+            accepted = [
+                o
+                for o in gc.get_objects()
+                if isinstance(o, socket.socket)
+                and o.fileno() >= 0
+                and o.family == socket.AF_INET
+                and o.getsockname()[1] == tunnel.local_port
+                and _is_connected(o)
+            ]
+            assert accepted and all(nodelay(o) for o in accepted)
         finally:
             conn.close()
-    assert statistics.median(timings[10:]) < 0.010
+
+
+def _is_connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------- host keys
@@ -373,7 +409,7 @@ def test_stalled_bastion_times_out(sshd: SshdServer, canary: Canary) -> None:
     """A frozen sshd accepts TCP (kernel backlog) but never answers: bounded by the timeout."""
     sshd.pause()
     ssh = settings(sshd, connect_timeout_s=1.0)
-    error = open_fails(Tunnel(ssh, canary.host, canary.port), TunnelError)
+    error = open_fails(Tunnel(ssh, canary.host, canary.port), TunnelError, timed_out=True)
     assert "bastion" in str(error)
     assert not canary.was_contacted()
 
@@ -484,11 +520,52 @@ def test_close_while_a_client_is_connected(sshd: SshdServer, pg_db: PgDatabase) 
         dbname=pg_db.dbname,
     )
     try:
-        started = time.monotonic()
-        tunnel.close()
-        assert time.monotonic() - started < FAST_S
+        tunnel.close()  # returns (pytest-timeout guards a hang) and leaves no thread
         assert wait_until(lambda: threading.active_count() == threads, timeout=5)
         with pytest.raises(psycopg2.OperationalError), conn.cursor() as cur:
             cur.execute("select 1")
     finally:
         conn.close()
+
+
+class _AnswerAfterEof:
+    """A warehouse stand-in that reads until the client's EOF, then answers and closes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = "127.0.0.1", int(self.sock.getsockname()[1])
+        self.received = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(10)
+        for _ in range(3):  # the tunnel's open() probes with an empty connection first
+            conn, _ = self.sock.accept()
+            with conn:
+                conn.settimeout(10)
+                received = b""
+                while chunk := conn.recv(4096):
+                    received += chunk
+                conn.sendall(b"answer:" + received)
+            if received:
+                self.received = received
+                return
+
+
+def test_half_close_passes_the_eof_on_and_keeps_the_answer(sshd: SshdServer) -> None:
+    """TCP semantics survive the tunnel: the client's EOF reaches the server, whose answer
+    after it still reaches the client (the old handler dropped it on the client's EOF)."""
+    server = _AnswerAfterEof()
+    with Tunnel(settings(sshd), server.host, server.port) as tunnel:
+        client = socket.create_connection((tunnel.local_host, tunnel.local_port), timeout=10)
+        with client:
+            client.sendall(b"x" * 100_000)
+            client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+        server.thread.join(10)
+    server.sock.close()
+    assert server.received == b"x" * 100_000
+    assert reply == b"answer:" + b"x" * 100_000

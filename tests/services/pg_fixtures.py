@@ -3,6 +3,10 @@
 * ``pg_server`` (session): a started :class:`PostgresServer`.
 * ``pg_db`` (function): a fresh database and login role on it -> :class:`PgDatabase`.
 * ``redshift_server`` (session): a :class:`RedshiftProxy` in front of ``pg_server``.
+
+Both speak TLS, as production warehouses do: ``pg_db`` connects with
+``sslmode=require``, ``redshift_db`` with dbt-redshift's default ``verify-ca``
+(the test CA is trusted through ``SSL_CERT_FILE`` while the test runs).
 * ``redshift_db`` (function): like ``pg_db``, reached through the proxy, with
   the Redshift catalog stubs installed -> :class:`RedshiftDatabase`.
 
@@ -24,6 +28,7 @@ import pytest
 from tests.services._require import require_service
 from tests.services.postgres import PostgresServer, postgres_unavailable_reason
 from tests.services.redshift_proxy import DdlEntry, RedshiftProxy, install_redshift_stubs
+from tests.services.tls import test_pki
 
 _PG_FIXTURES = frozenset({"pg_server", "pg_db", "redshift_server", "redshift_db"})
 
@@ -37,14 +42,19 @@ class PgDatabase:
     user: str
     password: str
     dbname: str
+    #: ``require`` against the SSL-on fixture server (production's shape).
+    sslmode: str = field(default="require", kw_only=True)
 
     @property
     def dsn(self) -> str:
         """libpq keyword/value DSN (names and passwords here never need quoting)."""
-        return (
+        dsn = (
             f"host={self.host} port={self.port} user={self.user} "
-            f"password={self.password} dbname={self.dbname}"
+            f"password={self.password} dbname={self.dbname} sslmode={self.sslmode}"
         )
+        if self.sslmode.startswith("verify"):
+            dsn += f" sslrootcert={test_pki().ca_path}"
+        return dsn
 
     def connect(self) -> Any:
         """A new psycopg2 connection (not autocommit); the caller closes it."""
@@ -63,6 +73,7 @@ class PgDatabase:
             "dbname": self.dbname,
             "schema": schema,
             "threads": threads,
+            "sslmode": self.sslmode,
             "connect_timeout": 10,
         }
 
@@ -72,6 +83,8 @@ class RedshiftDatabase(PgDatabase):
     """A :class:`PgDatabase` reached through the Redshift stand-in proxy."""
 
     proxy: RedshiftProxy = field(repr=False, compare=False, kw_only=True)
+    #: dbt-redshift's production default; the stand-in's CA is trusted via SSL_CERT_FILE.
+    sslmode: str = field(default="verify-ca", kw_only=True)
 
     @property
     def ddl_log(self) -> list[DdlEntry]:
@@ -83,7 +96,7 @@ class RedshiftDatabase(PgDatabase):
         return self.proxy.clauses_for(table, database=self.dbname)
 
     def connect_redshift(self, **kwargs: Any) -> Any:
-        """A redshift_connector connection through the proxy (no SSL)."""
+        """A redshift_connector connection through the proxy (TLS unless sslmode=disable)."""
         import redshift_connector
 
         return redshift_connector.connect(
@@ -92,7 +105,8 @@ class RedshiftDatabase(PgDatabase):
             user=self.user,
             password=self.password,
             database=self.dbname,
-            ssl=False,
+            ssl=self.sslmode != "disable",
+            sslmode="verify-full" if self.sslmode == "verify-full" else "verify-ca",
             timeout=10,
             **kwargs,
         )
@@ -109,7 +123,7 @@ class RedshiftDatabase(PgDatabase):
             "dbname": self.dbname,
             "schema": schema,
             "threads": threads,
-            "sslmode": "disable",
+            "sslmode": self.sslmode,
             "connect_timeout": 10,
             "retries": 0,
         }
@@ -169,8 +183,11 @@ def redshift_server(pg_server: PostgresServer) -> Iterator[RedshiftProxy]:
 
 @pytest.fixture
 def redshift_db(
-    pg_server: PostgresServer, redshift_server: RedshiftProxy
+    pg_server: PostgresServer, redshift_server: RedshiftProxy, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RedshiftDatabase]:
+    # redshift_connector verifies the server against the default trust store:
+    # let it (and any subprocess the test starts) trust the stand-in's CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_pki().bundle_path))
     with _database(pg_server, "dbr_rs") as (user, password, dbname):
         install_redshift_stubs(pg_server, dbname)
         yield RedshiftDatabase(

@@ -5,6 +5,10 @@ the cluster with ``pg_ctl`` on a free loopback port. PostgreSQL refuses to
 run as root, so when the tests run as root the binaries are run as the
 ``postgres`` system user (via ``runuser``), in a directory that user owns.
 
+SSL is on by default, as on every production warehouse (``ssl=False`` for a
+test that needs a server without it): the certificate comes from
+:func:`tests.services.tls.test_pki`, and clients use ``sslmode=require``.
+
 Passwords are stored MD5-encrypted (``password_encryption = md5``) because
 redshift_connector's SCRAM client fails against PostgreSQL 15 ("The mechanism
 name is not supported"), and the Redshift stand-in is this same server.
@@ -120,12 +124,15 @@ class PostgresServer:
     host: str = "127.0.0.1"
     superuser: str = "postgres"
 
-    def __init__(self, *, max_connections: int = 50, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, max_connections: int = 50, bin_dir: Path | None = None, ssl: bool = True
+    ) -> None:
         found = bin_dir or postgres_bin_dir()
         if found is None:
             raise PostgresError(POSTGRES_MISSING_REASON)
         self.bin_dir: Path = found
         self.max_connections = max_connections
+        self.ssl = ssl
         self.superuser_password: str = secrets.token_hex(16)
         self.port: int = 0
         self._run_as: pwd.struct_passwd | None = None
@@ -209,10 +216,25 @@ class PostgresServer:
             "log_line_prefix": "'%m [%p] %u@%d '",
             "timezone": "'UTC'",
         }
+        if self.ssl:
+            settings.update(self._install_certificate())
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# dbt_runner test settings\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self._initialized = True
+
+    def _install_certificate(self) -> dict[str, str]:
+        """Copy the test PKI's server certificate into the data dir; the settings for it."""
+        from tests.services.tls import test_pki
+
+        pki = test_pki()
+        cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+        cert.write_bytes(pki.cert_pem)
+        key.write_bytes(pki.key_pem)
+        key.chmod(0o600)  # PostgreSQL refuses a key others can read
+        for path in (cert, key):
+            self._chown(path)
+        return {"ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'"}
 
     def _pg_ctl_start(self, port: int) -> bool:
         """Start on ``port``; False when the port was taken, raise on other errors."""
@@ -347,6 +369,7 @@ class PostgresServer:
             user=user or self.superuser,
             password=password if user else (password or self.superuser_password),
             connect_timeout=10,
+            sslmode="require" if self.ssl else "disable",
         )
         conn.autocommit = True
         return conn

@@ -5,7 +5,10 @@ PostgreSQL v3 protocol with a few Redshift habits that PostgreSQL rejects.
 ``RedshiftProxy`` listens on 127.0.0.1 and, per client connection (one thread
 each), forwards the traffic to a PostgreSQL server while:
 
-* answering an SSLRequest/GSSENCRequest with ``N`` (no TLS here);
+* speaking TLS to its clients as Redshift does: an SSLRequest is answered
+  ``S`` and the connection is wrapped with the test PKI's certificate
+  (``tls=None`` answers ``N`` instead, for a test that needs a server without
+  SSL); the leg to PostgreSQL is plain TCP on loopback. GSSENCRequest gets ``N``;
 * dropping the startup parameters PostgreSQL does not know
   (``client_protocol_version``, ``driver_version``, ``os_version``,
   ``driver_discovery_version``, ...) -- it would fail with
@@ -30,6 +33,7 @@ import contextlib
 import re
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -377,8 +381,10 @@ class RedshiftProxy:
         host: str = "127.0.0.1",
         server_version: str | None = None,
         idle_timeout_s: float = 600.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.tls = tls
         self.server_version = server_version
         self.idle_timeout_s = idle_timeout_s
         self._lock = threading.Lock()
@@ -400,8 +406,11 @@ class RedshiftProxy:
         self._accept_thread.start()
 
     @classmethod
-    def for_server(cls, server: PostgresServer) -> RedshiftProxy:
-        return cls(server.host, server.port)
+    def for_server(cls, server: PostgresServer, *, tls: bool = True) -> RedshiftProxy:
+        """A stand-in in front of ``server``; TLS to clients unless ``tls=False``."""
+        from tests.services.tls import test_pki
+
+        return cls(server.host, server.port, tls=test_pki().server_context() if tls else None)
 
     # -- ddl log -----------------------------------------------------------
 
@@ -444,7 +453,9 @@ class RedshiftProxy:
         for socks in sessions.values():
             for s in socks:
                 with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+                    # the plain socket's shutdown: SSLSocket.shutdown would also drop
+                    # the TLS object under the session thread that is using it
+                    socket.socket.shutdown(s, socket.SHUT_RDWR)
         deadline = time.monotonic() + timeout_s
         for thread in sessions:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -490,7 +501,9 @@ class RedshiftProxy:
         try:
             client.settimeout(10)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            startup, database = self._read_startup(client)
+            startup, database, client = self._read_startup(client)
+            with self._lock:
+                self._sessions[me][0] = client
             if startup is None:
                 return
             server = socket.create_connection(self.upstream, timeout=10)
@@ -516,10 +529,13 @@ class RedshiftProxy:
             with self._lock:
                 self._sessions.pop(me, None)
 
-    def _read_startup(self, client: socket.socket) -> tuple[bytes | None, str | None]:
-        """(packet to send upstream, database); (None, None) to hang up.
+    def _read_startup(
+        self, client: socket.socket
+    ) -> tuple[bytes | None, str | None, socket.socket]:
+        """(packet to send upstream, database, client socket); (None, None, _) to hang up.
 
-        A CancelRequest is returned as-is with database None.
+        A CancelRequest is returned as-is with database None. After an
+        SSLRequest the returned client socket is the TLS-wrapped one.
         """
         for _ in range(3):  # SSLRequest, GSSENCRequest, then the real one
             length = struct.unpack("!i", _recv_exact(client, 4))[0]
@@ -527,11 +543,19 @@ class RedshiftProxy:
                 raise ProtocolError(f"bad startup packet length {length}")
             body = _recv_exact(client, length - 4)
             code = struct.unpack_from("!i", body)[0]
+            if (
+                code == _SSL_REQUEST
+                and self.tls is not None
+                and not isinstance(client, ssl.SSLSocket)
+            ):
+                client.sendall(b"S")
+                client = self.tls.wrap_socket(client, server_side=True)
+                continue
             if code in (_SSL_REQUEST, _GSSENC_REQUEST):
                 client.sendall(b"N")
                 continue
             if code == _CANCEL_REQUEST:
-                return struct.pack("!i", length) + body, None
+                return struct.pack("!i", length) + body, None, client
             if code != _PROTOCOL_V3:
                 raise ProtocolError(f"unsupported protocol {code}")
             params = _parse_startup_params(body[4:])
@@ -545,8 +569,8 @@ class RedshiftProxy:
                     kept.append((key, value))
             values = dict(kept)
             database = values.get(b"database") or values.get(b"user") or b""
-            return _build_startup(kept), database.decode("utf-8", "replace")
-        return None, None
+            return _build_startup(kept), database.decode("utf-8", "replace"), client
+        return None, None, client
 
     def _pump(self, client: socket.socket, server: socket.socket, database: str) -> None:
         def from_client(typ: int, body: bytes) -> bytes | None:
@@ -601,6 +625,9 @@ class RedshiftProxy:
                     data = source.recv(1 << 16)
                     if not data:
                         return
+                    # TLS: decrypted bytes buffered in the SSL object are invisible to select()
+                    while isinstance(source, ssl.SSLSocket) and source.pending():
+                        data += source.recv(source.pending())
                     out = framer.feed(data)
                     if out:
                         target.sendall(out)

@@ -1,0 +1,99 @@
+"""Fresh-process cycles through the tunnel, each checked for a dropped or re-opened SSH link.
+
+One cycle is what the 15-minute job does: a new ``dbt-runner cycle`` process
+(run the staging models, then their tests) through the bastion. A cycle
+*dropped* the tunnel when paramiko logged a socket error or a connection was
+refused with "SSH session not active"; it *re-opened* the tunnel when the
+session logged its ``tunnel_reopen`` event. Used by
+``tests/integration/test_tunnel_soak.py`` (30 cycles) and
+``benchmarks/tunnel_soak.py`` (hundreds, drops per 100 cycles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CycleOutcome", "cycle_env", "run_cycles"]
+
+#: What paramiko / sshtunnel log when the SSH connection under the tunnel died.
+DROP_MARKERS = ("Socket exception", "SSH session not active", "Bad file descriptor")
+CYCLE_TIMEOUT_S = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleOutcome:
+    """One fresh-process cycle: exit code, what it logged about the tunnel, its duration."""
+
+    exit_code: int
+    dropped: bool
+    reopened: bool
+    seconds: float
+    stderr_tail: str
+
+    @property
+    def clean(self) -> bool:
+        return self.exit_code == 0 and not self.dropped and not self.reopened
+
+
+def cycle_env(
+    warehouse: Mapping[str, Any], ssh: Mapping[str, Any], state_dir: Path
+) -> dict[str, str]:
+    """The environment of a ``dbt-runner cycle`` process (settings as DBT_RUNNER_* vars)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+    for section, values in (("WAREHOUSE", warehouse), ("SSH", ssh)):
+        for key, value in values.items():
+            env[f"DBT_RUNNER_{section}__{key.upper()}"] = str(value)
+    env["DBT_RUNNER_STATE_DIR"] = str(state_dir)
+    env["DBT_RUNNER_RETRY__INITIAL_WAIT_S"] = "0"
+    env["DBT_RUNNER_RETRY__MAX_WAIT_S"] = "0"
+    return env
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("dbt-runner")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "dbt_runner.cli"]
+
+
+def _reopened(stderr: str) -> bool:
+    for line in stderr.splitlines():
+        if '"tunnel_reopen"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "tunnel_reopen":
+            return True
+    return False
+
+
+def run_cycles(env: Mapping[str, str], cycles: int, deadline_s: float) -> Iterator[CycleOutcome]:
+    """Run up to ``cycles`` fresh-process cycles, stopping once ``deadline_s`` has passed."""
+    deadline = time.monotonic() + deadline_s
+    for _ in range(cycles):
+        if time.monotonic() > deadline:
+            return
+        started = time.monotonic()
+        proc = subprocess.run(
+            [*_cli(), "cycle", "--json", "--log-format", "json"],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=CYCLE_TIMEOUT_S,
+            check=False,
+        )
+        yield CycleOutcome(
+            exit_code=proc.returncode,
+            dropped=any(marker in proc.stderr for marker in DROP_MARKERS),
+            reopened=_reopened(proc.stderr),
+            seconds=time.monotonic() - started,
+            stderr_tail=proc.stderr[-2000:],
+        )
