@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -509,98 +510,200 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+class SizeRun:
+    """One data size: its bed (PostgreSQL, proxy, sshd), staging built, then rounds.
+
+    ``run_size`` runs one size from start to end; ``--interleave-sizes`` keeps
+    every size's bed up at once and alternates the sizes round by round, so
+    each round's ratio between sizes compares cycles run under the same load.
+    """
+
+    def __init__(self, args: argparse.Namespace, size_rows: int, out: Callable[[str], None]):
+        from benchmarks._harness import Bed
+
+        self.args = args
+        self.out = out
+        self.contenders = [c for c in args.contenders if c in ALL_CONTENDERS]
+        self.bed = Bed(
+            size_rows=size_rows,
+            orders_per_minute=args.orders_per_minute,
+            adapters=tuple(args.adapters),
+            log=out,
+            rtt_ms=args.rtt_ms,
+        )
+        self.report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
+        self.runners: dict[str, Contenders] = {}
+        self.funcs: dict[str, dict[str, Callable[..., Any]]] = {}
+        self.samples: dict[str, list[Sample]] = {}
+
+    @property
+    def tag(self) -> str:
+        return f"{self.report.get('raw_rows', self.report['size_rows']) / 1e6:.0f}M"
+
+    def __enter__(self) -> SizeRun:
+        bed, out = self.bed, self.out
+        bed.__enter__()
+        try:
+            out(f"\n== size {self.report['size_rows']:,} raw rows: loading ...")
+            bed.load_history()
+            out(
+                f"   loaded {bed.raw_total:,} raw rows "
+                f"({', '.join(f'{k} {v:,}' for k, v in bed.raw_counts.items())}) "
+                f"over {bed.history_minutes() / 1440:.1f} days in {bed.timings['load_s']:.1f}s; "
+                f"index+cluster {bed.timings['index_cluster_s']:.1f}s"
+            )
+            self.report["raw_rows"] = bed.raw_total
+            self.report["load_s"] = bed.timings["load_s"]
+            base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+            base_env["PYTHONPATH"] = str(REPO)
+            base_env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+            for adapter in self.args.adapters:
+                schema = "stg_pg" if adapter == "postgres" else "stg_rs"
+                c = Contenders(bed, adapter, schema, bed.workdir, _free_port(), base_env)
+                t0 = time.monotonic()
+                c.new(full_refresh=True)
+                bed.index_staging(schema)
+                out(
+                    f"   [{adapter}] staging built (full refresh + indexes) in "
+                    f"{time.monotonic() - t0:.1f}s: {bed.staging_counts(schema)}"
+                )
+                self.runners[adapter] = c
+                self.funcs[adapter] = {
+                    "old": c.old,
+                    "dbtcli": c.dbtcli,
+                    "new": c.new,
+                    "warm": c.warm,
+                    "floor": c.floor,
+                    "new7d": c.new7d,
+                }
+                self.samples[adapter] = []
+        except BaseException:
+            bed.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for c in self.runners.values():
+            c.stop_worker()
+        self.bed.__exit__(*exc)
+
+    def phases(self) -> list[list[str]]:
+        """Phase 1: old/new/floor alternate. Phase 2 (if asked): the 7-day variant alone,
+        afterwards, so the millions of rows each of its cycles deletes and re-inserts
+        cannot bloat the tables under the 30-minute figures."""
+        phases = [
+            [n for n in self.contenders if n != "new7d"],
+            [n for n in self.contenders if n == "new7d"],
+        ]
+        return [ph for ph in phases if ph]
+
+    def warm_up(self, phase: list[str]) -> None:
+        """Not measured: catch the staging tables up, warm caches and dbt's partial-parse
+        files for every contender."""
+        for adapter in self.args.adapters:
+            for name in phase:
+                self.bed.append_batch()
+                self.funcs[adapter][name]()
+
+    def run_round(self, rnd: int, phase: list[str], label: str = "") -> None:
+        for adapter in self.args.adapters:
+            for name in phase:
+                batch = self.bed.append_batch()
+                before = self.bed.activity()
+                wall, steps, rss = self.funcs[adapter][name]()
+                after = self.bed.activity()
+                steps["statements"] = after[0] - before[0]
+                steps["connections"] = after[1] - before[1]
+                s = Sample(
+                    name,
+                    adapter,
+                    rnd,
+                    wall,
+                    steps,
+                    rss or None,
+                    sum(batch.values()),
+                    os.getloadavg()[0],
+                )
+                self.samples[adapter].append(s)
+                self.out(
+                    f"   [{adapter}{label}] round {rnd} {name:<6} {wall:7.2f}s  "
+                    + " ".join(f"{k}={v:.2f}" for k, v in steps.items())
+                    + (f"  rss={rss:.0f}MB" if name.startswith("new") else "")
+                    + f"  load1={s.load1:.1f}"
+                )
+
+    def finish(self) -> dict[str, Any]:
+        for adapter in self.args.adapters:
+            self.runners[adapter].stop_worker()
+            summary = summarize(self.samples[adapter], self.contenders, self.args.rounds)
+            self.report["adapters"][adapter] = summary
+            print_adapter(self.out, adapter, summary, self.contenders)
+        self.report["raw_rows_end"] = self.bed.raw_total
+        if self.args.latency:
+            self.report["latency_ms"] = measure_latency(self.bed, self.args, self.out)
+        return self.report
+
+
 def run_size(
     args: argparse.Namespace, size_rows: int, out: Callable[[str], None]
 ) -> dict[str, Any]:
-    from benchmarks._harness import Bed
+    with SizeRun(args, size_rows, out) as run:
+        for phase in run.phases():
+            run.warm_up(phase)
+            for rnd in range(1, args.rounds + 1):
+                run.run_round(rnd, phase)
+        return run.finish()
 
-    contenders = [c for c in args.contenders if c in ALL_CONTENDERS]
-    bed = Bed(
-        size_rows=size_rows,
-        orders_per_minute=args.orders_per_minute,
-        adapters=tuple(args.adapters),
-        log=out,
-        rtt_ms=args.rtt_ms,
-    )
-    report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
-    with bed:
-        out(f"\n== size {size_rows:,} raw rows: loading ...")
-        bed.load_history()
-        out(
-            f"   loaded {bed.raw_total:,} raw rows "
-            f"({', '.join(f'{k} {v:,}' for k, v in bed.raw_counts.items())}) "
-            f"over {bed.history_minutes() / 1440:.1f} days in {bed.timings['load_s']:.1f}s; "
-            f"index+cluster {bed.timings['index_cluster_s']:.1f}s"
-        )
-        report["raw_rows"] = bed.raw_total
-        report["load_s"] = bed.timings["load_s"]
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
-        base_env["PYTHONPATH"] = str(REPO)
-        base_env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-        for adapter in args.adapters:
-            schema = "stg_pg" if adapter == "postgres" else "stg_rs"
-            c = Contenders(bed, adapter, schema, bed.workdir, _free_port(), base_env)
-            t0 = time.monotonic()
-            c.new(full_refresh=True)
-            bed.index_staging(schema)
-            out(
-                f"   [{adapter}] staging built (full refresh + indexes) in "
-                f"{time.monotonic() - t0:.1f}s: {bed.staging_counts(schema)}"
-            )
-            funcs = {
-                "old": c.old,
-                "dbtcli": c.dbtcli,
-                "new": c.new,
-                "warm": c.warm,
-                "floor": c.floor,
-                "new7d": c.new7d,
+
+def run_sizes_interleaved(
+    args: argparse.Namespace, sizes: list[int], out: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Every size's bed at once; each round runs every size in turn (same load for all)."""
+    with contextlib.ExitStack() as stack:
+        runs = [stack.enter_context(SizeRun(args, size, out)) for size in sizes]
+        out("\n== rounds, sizes interleaved")
+        for phase in runs[0].phases():
+            for run in runs:
+                run.warm_up(phase)
+            for rnd in range(1, args.rounds + 1):
+                for run in runs:
+                    run.run_round(rnd, phase, label=f" {run.tag}")
+        reports = [run.finish() for run in runs]
+        for rep, run in zip(reports, runs, strict=True):
+            rep["samples"] = {
+                adapter: [dataclasses.asdict(s) for s in samples]
+                for adapter, samples in run.samples.items()
             }
-            # Phase 1: old/new/floor alternate. Phase 2 (if asked): the 7-day variant
-            # alone, afterwards, so the millions of rows each of its cycles deletes and
-            # re-inserts cannot bloat the tables under the 30-minute figures.
-            samples: list[Sample] = []
-            phases = [
-                [n for n in contenders if n != "new7d"],
-                [n for n in contenders if n == "new7d"],
-            ]
-            for phase in (ph for ph in phases if ph):
-                # warm-up (not measured): catch the staging tables up, warm caches and
-                # dbt's partial-parse files for every contender
-                for name in phase:
-                    bed.append_batch()
-                    funcs[name]()
-                for rnd in range(1, args.rounds + 1):
-                    for name in phase:
-                        batch = bed.append_batch()
-                        before = bed.activity()
-                        wall, steps, rss = funcs[name]()
-                        after = bed.activity()
-                        steps["statements"] = after[0] - before[0]
-                        steps["connections"] = after[1] - before[1]
-                        s = Sample(
-                            name,
-                            adapter,
-                            rnd,
-                            wall,
-                            steps,
-                            rss or None,
-                            sum(batch.values()),
-                            os.getloadavg()[0],
-                        )
-                        samples.append(s)
-                        out(
-                            f"   [{adapter}] round {rnd} {name:<6} {wall:7.2f}s  "
-                            + " ".join(f"{k}={v:.2f}" for k, v in steps.items())
-                            + (f"  rss={rss:.0f}MB" if name.startswith("new") else "")
-                            + f"  load1={s.load1:.1f}"
-                        )
-            c.stop_worker()
-            report["adapters"][adapter] = summarize(samples, contenders, args.rounds)
-            print_adapter(out, adapter, report["adapters"][adapter], contenders)
-        report["raw_rows_end"] = bed.raw_total
-        if args.latency:
-            report["latency_ms"] = measure_latency(bed, args, out)
-    return report
+        return reports
+
+
+def print_interleaved_ratios(
+    out: Callable[[str], None], reports: list[dict[str, Any]], adapters: list[str]
+) -> dict[str, Any]:
+    """Per round, each size's ``new`` cycle (and its tests step) over the first size's."""
+    ratios: dict[str, Any] = {}
+    out("\n== per-round ratios to the first size (sizes interleaved: same load per round)")
+    for adapter in adapters:
+        first = {s["round"]: s for s in reports[0]["samples"][adapter] if s["contender"] == "new"}
+        for rep in reports[1:]:
+            this = {s["round"]: s for s in rep["samples"][adapter] if s["contender"] == "new"}
+            rounds = sorted(set(first) & set(this))
+            key = f"{rep['raw_rows']:,}/{reports[0]['raw_rows']:,}"
+            entry: dict[str, Any] = {}
+            for what in ("cycle", "staging", "tests"):
+                per_round = [
+                    (this[r]["wall_s"] / first[r]["wall_s"])
+                    if what == "cycle"
+                    else this[r]["steps"][what] / first[r]["steps"][what]
+                    for r in rounds
+                ]
+                entry[what] = {"median": median(per_round), "per_round": per_round}
+                out(
+                    f"   [{adapter}] {key} {what:<8} median {median(per_round):.2f}x   "
+                    f"per round: {' '.join(f'{x:.2f}' for x in per_round)}"
+                )
+            ratios[f"{adapter} {key}"] = entry
+    return ratios
 
 
 def _free_port() -> int:
@@ -873,6 +976,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--no-latency", dest="latency", action="store_false")
     p.add_argument("--latency-queries", type=int, default=100)
     p.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    p.add_argument(
+        "--interleave-sizes",
+        action="store_true",
+        help="with --sizes: all beds up at once, sizes alternating round by round, and "
+        "per-round ratios between sizes (robust to a machine whose load drifts)",
+    )
     a = p.parse_args(argv)
     a.adapters = [x for x in a.adapters.split(",") if x]
     a.contenders = [x for x in a.contenders.split(",") if x]
@@ -914,8 +1023,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.orders_per_minute} orders/min, 15-min batch appended before every cycle"
     )
     reports = []
-    for size in args.size_list:
-        reports.append(run_size(args, parse_size(size), out))
+    interleaved: dict[str, Any] = {}
+    if args.interleave_sizes and len(args.size_list) > 1:
+        reports = run_sizes_interleaved(args, [parse_size(s) for s in args.size_list], out)
+        if "new" in args.contenders:
+            interleaved = print_interleaved_ratios(out, reports, args.adapters)
+    else:
+        for size in args.size_list:
+            reports.append(run_size(args, parse_size(size), out))
     out("\n== summary (medians, seconds; ratios are medians of per-round ratios)")
     cols = [c for c in ALL_CONTENDERS if c in args.contenders]
     ratio_cols = (
@@ -952,6 +1067,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "argv": argv,
                     "started": started.isoformat(),
                     "reports": reports,
+                    "interleaved_ratios": interleaved,
                 },
                 indent=2,
                 default=str,

@@ -114,7 +114,9 @@ _TYPE_NAMES: dict[Any, str] = {
 def _type_text(annotation: Any, field: FieldInfo) -> str:
     parts = []
     for member in _flatten(annotation):
-        if typing.get_origin(member) is Literal:
+        if typing.get_origin(member) is dict:
+            parts.append("JSON object")
+        elif typing.get_origin(member) is Literal:
             parts.append("one of " + ", ".join(f"`{v}`" for v in typing.get_args(member)))
         elif inspect.isclass(member) and issubclass(member, enum.Enum):
             parts.append("one of " + ", ".join(f"`{m.value}`" for m in member))
@@ -191,6 +193,11 @@ settings = Settings(
   results, exceptions, or in files left on disk after a session.
 - Bad values raise `dbt_runner.ConfigurationError` before anything connects, naming the
   variable (never its secret value) and the fix.
+- **dbt vars**: `{ENV_PREFIX}VARS` (a JSON object) and `{ENV_PREFIX}RAW_SCHEMA` are passed to
+  every dbt command as `--vars`, merged under the vars the command itself is given (those win,
+  key by key: `run_staging(vars=...)`, `invoke([..., "--vars", ...])`, the CLI's `--vars`).
+  The bundled project's vars (raw schema, windows, value domains) are described in
+  [the staging models](models.md#vars).
 - Not settings but read by dbt itself: `DBT_ENV_SECRET_*` variables are how a session hands the
   password to dbt; dbt_runner sets and removes them.
 

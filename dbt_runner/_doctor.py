@@ -246,8 +246,13 @@ def _tcp_probe(host: str, port: int, timeout: float, tunnelled: bool) -> str:
     )
 
 
-def _connect(settings: Settings, host: str, port: int) -> Any:
-    """A driver connection the way dbt makes it (psycopg2 / redshift_connector), autocommit."""
+def _connect(
+    settings: Settings, host: str, port: int, *, application_name: str = "dbt-runner doctor"
+) -> Any:
+    """A driver connection the way dbt makes it (psycopg2 / redshift_connector), autocommit.
+
+    Also used by ``dbt-runner sample-data`` (:mod:`dbt_runner.synthetic`).
+    """
     wh = settings.warehouse
     password = wh.password.get_secret_value() if wh.password is not None else None
     sslmode = wh.effective_sslmode
@@ -264,7 +269,7 @@ def _connect(settings: Settings, host: str, port: int) -> Any:
             ssl=sslmode != "disable",
             sslmode="verify-full" if sslmode == "verify-full" else "verify-ca",
             timeout=wh.connect_timeout_s,
-            application_name="dbt-runner doctor",
+            application_name=application_name,
         )
     else:
         import psycopg2
@@ -277,7 +282,7 @@ def _connect(settings: Settings, host: str, port: int) -> Any:
             dbname=wh.dbname,
             sslmode=sslmode,
             connect_timeout=wh.connect_timeout_s,
-            application_name="dbt-runner doctor",
+            application_name=application_name,
         )
     conn.autocommit = True
     return conn

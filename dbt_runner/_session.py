@@ -66,6 +66,9 @@ _NO_PREPARSE = frozenset({"deps", "debug", "clean", "init", "parse", "retry"})
 _TARGET_FLAGS = ("--target", "-t")
 _RUN_RESULTS = "run_results.json"
 
+#: run_tests(scope=...) -> the tag it leaves out (the bundled project's test variants)
+_TEST_SCOPE_EXCLUDES = {"recent": "tag:full", "full": "tag:recent", "all": ""}
+
 _PROCESS_LOCK = threading.Lock()
 #: how long the watchdog lets the server-side cancel run before it cuts the tunnel
 _CANCEL_GRACE_S = 3.0
@@ -242,14 +245,29 @@ class DbtSession:
         *,
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
+        scope: str = "recent",
     ) -> RunResult:
         """``dbt test`` of the staging models' data tests, in this session's tunnel.
 
         ``select`` defaults to ``DBT_RUNNER_TESTS_SELECT`` (``tag:staging``). A
         selection that matches no test is a failed result (kind ``configuration``).
+
+        ``scope`` picks the bundled project's test variants by tag: ``"recent"``
+        (default) leaves out tests tagged ``full`` — the hourly tests, whose
+        cost follows the batch —, ``"full"`` leaves out those tagged
+        ``recent`` (whole-table tests, for a daily run), ``"all"`` runs
+        everything ``select`` reaches. A project without these tags runs the
+        same tests in every scope. See docs/models.md.
         """
+        if scope not in _TEST_SCOPE_EXCLUDES:
+            raise ConfigurationError(
+                f"scope must be one of {sorted(_TEST_SCOPE_EXCLUDES)}, got {scope!r}"
+            )
         select = select or self.settings.tests_select
         args = ["test", "--select", select]
+        exclude = _TEST_SCOPE_EXCLUDES[scope]
+        if exclude:
+            args += ["--exclude", exclude]
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
         return _selected_something(
@@ -277,6 +295,7 @@ class DbtSession:
         args = [str(a) for a in args]
         if not args or args[0].startswith("-"):
             raise ConfigurationError(f"invoke() needs a dbt command first, got {args!r}")
+        args = _with_vars(args, self.settings.dbt_vars)
         if threads is not None and threads < 1:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
         if timeout_s is not None and timeout_s <= 0:
@@ -681,6 +700,52 @@ def _drop_connections() -> None:
             adapter.cleanup_connections()  # type: ignore[attr-defined]
     except Exception:  # best effort: a dead handle must not fail the next invocation
         log.debug("could not clean up dbt's connections", exc_info=True)
+
+
+def _with_vars(args: list[str], settings_vars: dict[str, Any]) -> list[str]:
+    """``args`` with the settings' dbt vars merged under the caller's own ``--vars``.
+
+    dbt semantics: what the caller passes wins, key by key; the settings only
+    add what is missing, and only to commands that accept ``--vars``. A
+    ``--vars`` value that is not a YAML mapping is left for dbt to reject.
+    """
+    if not settings_vars or not _accepts_vars(args):
+        return args
+    for i, arg in enumerate(args):
+        if arg == "--vars" and i + 1 < len(args):
+            start, end, text = i, i + 2, args[i + 1]
+            break
+        if arg.startswith("--vars="):
+            start, end, text = i, i + 1, arg.split("=", 1)[1]
+            break
+    else:
+        return [*args, "--vars", json.dumps(settings_vars, sort_keys=True)]
+    import yaml
+
+    try:
+        given = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError:
+        return args
+    if not isinstance(given, dict):
+        return args
+    merged = json.dumps({**settings_vars, **given}, sort_keys=True, default=str)
+    return [*args[:start], "--vars", merged, *args[end:]]
+
+
+def _accepts_vars(args: Sequence[str]) -> bool:
+    """Whether the dbt (sub)command that ``args`` names takes a ``--vars`` option."""
+    import click
+    from dbt.cli.main import cli
+
+    command: click.Command = cli
+    for word in args:
+        if word.startswith("-") or not isinstance(command, click.Group):
+            break
+        sub = command.commands.get(word)
+        if sub is None:
+            break
+        command = sub
+    return command is not cli and any(p.name == "vars" for p in command.params)
 
 
 def _message(exc: BaseException) -> str:

@@ -235,6 +235,17 @@ class Settings(BaseSettings):
         description="where dbt's target/ and logs/ go (default: your project's own dir; for the "
         "bundled project or a read-only one, ~/.cache/dbt_runner/<hash>)",
     )
+    raw_schema: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$",
+        description="schema of the raw source tables: the dbt var raw_schema of every command "
+        "(unset = the project's default, raw)",
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dbt vars for every command, a JSON object (e.g. "
+        '{"test_window_s": 3600}); vars a command passes itself win, key by key',
+    )
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)  # type: ignore[arg-type]
     ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
@@ -267,7 +278,25 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}SSH__HOST is set but {ENV_PREFIX}WAREHOUSE__TYPE=duckdb has nothing "
                 "to tunnel to: unset the SSH host or use redshift/postgres"
             )
+        if self.raw_schema is not None and self.vars.get("raw_schema", self.raw_schema) != (
+            self.raw_schema
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}RAW_SCHEMA and raw_schema in {ENV_PREFIX}VARS disagree: set only one"
+            )
         return self
+
+    @property
+    def dbt_vars(self) -> dict[str, Any]:
+        """The dbt vars every command gets: ``vars`` plus ``raw_schema`` when set.
+
+        >>> Settings(raw_schema="landing", vars={"test_window_s": 3600}).dbt_vars
+        {'test_window_s': 3600, 'raw_schema': 'landing'}
+        """
+        merged = dict(self.vars)
+        if self.raw_schema is not None:
+            merged["raw_schema"] = self.raw_schema
+        return merged
 
     @property
     def resolved_project_dir(self) -> Path:

@@ -16,8 +16,10 @@ up by id.
   any of these, ``~/.ssh/known_hosts`` is used when it exists, as the SSH
   provider does.
 
-Everything else (target schema, threads, retries, timeout...) still comes from
-``DBT_RUNNER_*`` environment variables or from keyword overrides.
+Everything else (target schema, threads, retries, timeout, the raw schema and
+dbt vars: ``DBT_RUNNER_RAW_SCHEMA``, ``DBT_RUNNER_VARS``...) still comes from
+``DBT_RUNNER_*`` environment variables or from keyword overrides, e.g.
+``dbt_session("redshift_default", raw_schema="landing", vars={"test_window_s": 3600})``.
 
 >>> from dbt_runner.airflow import dbt_session
 >>> with dbt_session("redshift_default", ssh_conn_id="bastion") as session:  # doctest: +SKIP

@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 
 import click
 
+from ._classify import classify_exception
 from ._events import dbt_console_to_log
 from ._exceptions import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_INFRA,
     EXIT_OK,
+    ConfigurationError,
     DbtRunnerError,
 )
 from ._exit import exit_now
@@ -79,6 +81,38 @@ def _session_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _parse_vars(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    """``--vars`` as dbt reads it: a YAML (or JSON) mapping."""
+    if value is None:
+        return None
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"not YAML: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a mapping, e.g. '{raw_schema: landing}'")
+    return parsed
+
+
+_vars_option = click.option(
+    "--vars",
+    "dbt_vars",
+    callback=_parse_vars,
+    help="dbt vars as YAML/JSON, e.g. '{test_window_s: 3600}'; merged over "
+    "$DBT_RUNNER_VARS and $DBT_RUNNER_RAW_SCHEMA (this option wins, key by key).",
+)
+_scope_option = click.option(
+    "--scope",
+    type=click.Choice(["recent", "full", "all"]),
+    default="recent",
+    show_default=True,
+    help="Tests to run: recent (hourly: leaves out tag:full), full (whole tables, "
+    "daily: leaves out tag:recent) or all. See docs/models.md.",
+)
 
 
 def _settings(project_dir: Path | None, target: str | None, threads: int | None) -> Settings:
@@ -271,6 +305,7 @@ def main() -> None:
     help="dbt selection (default: $DBT_RUNNER_STAGING_SELECT, else tag:staging).",
 )
 @click.option("--full-refresh", is_flag=True, help="Rebuild the incremental models from scratch.")
+@_vars_option
 def staging(
     project_dir: Path | None,
     target: str | None,
@@ -281,10 +316,16 @@ def staging(
     log_format: str,
     select: str | None,
     full_refresh: bool,
+    dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Run the staging models (dbt run)."""
     _run_steps(
-        [("staging", lambda s: s.run_staging(select=select, full_refresh=full_refresh))],
+        [
+            (
+                "staging",
+                lambda s: s.run_staging(select=select, full_refresh=full_refresh, vars=dbt_vars),
+            )
+        ],
         project_dir=project_dir,
         target=target,
         threads=threads,
@@ -301,6 +342,8 @@ def staging(
     "--select",
     help="dbt selection (default: $DBT_RUNNER_TESTS_SELECT, else tag:staging).",
 )
+@_scope_option
+@_vars_option
 def test_(
     project_dir: Path | None,
     target: str | None,
@@ -310,10 +353,12 @@ def test_(
     verbose: bool,
     log_format: str,
     select: str | None,
+    scope: str,
+    dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Run the data tests (dbt test)."""
     _run_steps(
-        [("tests", lambda s: s.run_tests(select=select))],
+        [("tests", lambda s: s.run_tests(select=select, scope=scope, vars=dbt_vars))],
         project_dir=project_dir,
         target=target,
         threads=threads,
@@ -334,6 +379,8 @@ def test_(
 @click.option(
     "--tests/--no-tests", default=True, show_default=True, help="Run the tests after staging."
 )
+@_scope_option
+@_vars_option
 def cycle(
     project_dir: Path | None,
     target: str | None,
@@ -344,14 +391,18 @@ def cycle(
     log_format: str,
     select: str | None,
     tests: bool,
+    scope: str,
+    dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Staging, then its tests, in one session (one tunnel, one parse).
 
     Tests are skipped when staging failed.
     """
-    steps: list[tuple[str, Step]] = [("staging", lambda s: s.run_staging(select=select))]
+    steps: list[tuple[str, Step]] = [
+        ("staging", lambda s: s.run_staging(select=select, vars=dbt_vars))
+    ]
     if tests:
-        steps.append(("tests", lambda s: s.run_tests(select=select)))
+        steps.append(("tests", lambda s: s.run_tests(select=select, scope=scope, vars=dbt_vars)))
     # same JSON shape whether or not tests ran
     _run_steps(
         steps,
@@ -448,6 +499,63 @@ def demo(path: Path, threads: int, verbose: bool) -> None:
     with _errors_to_exit_codes(), dbt_console_to_log():
         code = run_demo(path, threads=threads, echo=lambda line: click.echo(line, file=out))
     sys.exit(code)
+
+
+@main.command("sample-data")
+@click.option(
+    "--batches",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="15-minute batches to load, consecutive, ending at the last full quarter hour.",
+)
+@click.option("--orders-per-minute", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--start", "start_ts", type=int, help="Epoch seconds of the first batch's start.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--replace", is_flag=True, help="Drop and recreate the raw tables first.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+def sample_data(
+    batches: int,
+    orders_per_minute: int,
+    start_ts: int | None,
+    seed: int,
+    replace: bool,
+    quiet: bool,
+) -> None:
+    """Load synthetic raw data into the configured warehouse, to try a first cycle.
+
+    Writes the raw tables of the staging project's input contract into
+    $DBT_RUNNER_RAW_SCHEMA (default raw) with the same DBT_RUNNER_* settings
+    as every other command, through the SSH tunnel when a bastion is set.
+    DuckDB, PostgreSQL or Redshift (plain multi-row INSERTs: no COPY, no S3).
+    See docs/getting-started.md.
+    """
+    from .synthetic import load_sample_data
+
+    _setup_logging(quiet)
+    with _errors_to_exit_codes():
+        settings = Settings()
+        try:
+            counts = load_sample_data(
+                settings,
+                batches=batches,
+                orders_per_minute=orders_per_minute,
+                start_ts=start_ts,
+                seed=seed,
+                replace=replace,
+                echo=(lambda _line: None) if quiet else click.echo,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        except DbtRunnerError:
+            raise
+        except Exception as exc:  # the warehouse driver's own error, classified like dbt's
+            kind = classify_exception(exc)
+            click.echo(f"{kind.value} error: {type(exc).__name__}: {exc}".rstrip(), err=True)
+            sys.exit(kind.exit_code)  # the one kind -> exit code map
+    schema = settings.dbt_vars.get("raw_schema", "raw")
+    detail = ", ".join(f"{schema}.{table} {n:,}" for table, n in counts.items())
+    click.echo(f"loaded {sum(counts.values()):,} raw rows ({detail})")
 
 
 @main.command()

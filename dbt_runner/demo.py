@@ -29,7 +29,7 @@ from pathlib import Path
 from ._results import RunResult
 from ._session import DbtSession
 from ._settings import Settings
-from .synthetic import create_raw_tables, load_batch
+from .synthetic import ACCEPTED_VALUES_VARS, create_raw_tables, load_batch
 
 __all__ = ["run_demo"]
 
@@ -82,6 +82,8 @@ def run_demo(db_path: Path, *, echo: Callable[[str], None] = print, threads: int
     settings = Settings(
         warehouse={"type": "duckdb", "path": str(db_path), "schema": "staging"},
         threads=threads,
+        # the demo knows its synthetic data's domains: check them (warn on others)
+        vars=ACCEPTED_VALUES_VARS,
     )
     state = "overwritten" if existed else "new"
     echo(f"dbt_runner demo: DuckDB file {db_path} ({state}), {threads} threads")

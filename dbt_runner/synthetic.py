@@ -51,9 +51,15 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from ._settings import Settings
 
 __all__ = [
+    "ACCEPTED_VALUES_VARS",
     "CARRIER_CODES",
     "CURRENCIES",
     "LOCATIONS",
@@ -61,11 +67,13 @@ __all__ = [
     "ORDER_STATUSES",
     "PATH_STEP_S",
     "RAW_TABLES",
+    "SAMPLE_BATCH_S",
     "TRACKING_STATUSES",
     "Connection",
     "Dialect",
     "create_raw_tables",
     "load_batch",
+    "load_sample_data",
     "main",
 ]
 
@@ -75,7 +83,7 @@ RAW_TABLES: tuple[str, ...] = ("ecs_order_info", "uni_tracking_info", "uni_track
 """The raw tables, in load order."""
 
 CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "CNY", "JPY")
-"""Values of ``ecs_order_info.currency`` (the staging model's accepted_values)."""
+"""Values of ``ecs_order_info.currency``."""
 
 ORDER_STATUSES: tuple[str, ...] = ("pending", "paid", "shipped", "completed", "cancelled")
 """Values of ``ecs_order_info.order_status``."""
@@ -88,6 +96,17 @@ TRACKING_STATUSES: tuple[str, ...] = (
     "exception",
 )
 """Values of ``uni_tracking_info.tracking_status``."""
+
+ACCEPTED_VALUES_VARS: dict[str, list[str]] = {
+    "accepted_currencies": list(CURRENCIES),
+    "accepted_order_statuses": list(ORDER_STATUSES),
+    "accepted_tracking_statuses": list(TRACKING_STATUSES),
+}
+"""The staging project's value-domain vars set to this generator's values.
+
+The raw contract does not define these domains, so the project leaves them
+empty (no accepted-values tests); the demo sets them for its synthetic data.
+"""
 
 CARRIER_CODES: tuple[str, ...] = ("ups", "fedex", "dhl", "usps", "sf_express")
 """Values of ``uni_tracking_info.carrier_code``."""
@@ -560,6 +579,158 @@ def _run_in_transaction(conn: Connection, d: _SQLDialect, statements: Sequence[s
     finally:
         cur.close()
     return counts
+
+
+# --------------------------------------------------------------------------
+# Sample data into the configured warehouse (``dbt-runner sample-data``)
+# --------------------------------------------------------------------------
+
+SAMPLE_BATCH_S = 900
+"""Length of one sample batch: one 15-minute cycle's deliveries."""
+
+_ROWS_PER_INSERT = 1000  # 7 columns x 1000 rows stays far below the 32767 bind parameters
+_COLUMNS = {table: ", ".join(c.split()[0] for c in ddl.split(", ")) for table, ddl in _DDL.items()}
+
+
+def load_sample_data(
+    settings: Settings,
+    *,
+    batches: int = 8,
+    orders_per_minute: int = 20,
+    start_ts: int | None = None,
+    seed: int = 0,
+    replace: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """Load ``batches`` 15-minute batches of synthetic raw data where ``settings`` point.
+
+    The raw tables go to the schema of ``settings.dbt_vars["raw_schema"]``
+    (``DBT_RUNNER_RAW_SCHEMA``, default ``raw``), over the same connection
+    settings dbt uses, through the session's SSH tunnel when a bastion is
+    configured. They are created when missing (``replace=True`` drops them
+    first). The batches are consecutive and end at the last full quarter hour
+    before now, unless ``start_ts`` (epoch seconds) says where they start.
+    Returns the rows written per table.
+
+    DuckDB is written with set-based SQL (:func:`load_batch`). PostgreSQL and
+    Redshift get the same rows, generated in an in-memory DuckDB, as batched
+    multi-row ``INSERT ... VALUES`` with bound parameters, one transaction
+    per batch: no COPY, no S3, nothing but the warehouse connection, so it
+    works through the tunnel.
+
+    >>> from dbt_runner import Settings
+    >>> counts = load_sample_data(  # doctest: +SKIP
+    ...     Settings(warehouse={"type": "postgres", "host": "db", "user": "u", "dbname": "d"}),
+    ...     batches=4,
+    ... )
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    schema = str(settings.dbt_vars.get("raw_schema", "raw"))
+    _check_identifier(schema)
+    if start_ts is None:
+        import time
+
+        start_ts = (int(time.time()) // SAMPLE_BATCH_S - batches) * SAMPLE_BATCH_S
+    stream: dict[str, Any] = {"orders_per_minute": orders_per_minute, "seed": seed}
+    windows = [
+        (start_ts + i * SAMPLE_BATCH_S, start_ts + (i + 1) * SAMPLE_BATCH_S) for i in range(batches)
+    ]
+    say = echo or (lambda _line: None)
+    totals = dict.fromkeys(RAW_TABLES, 0)
+    with _warehouse_connection(settings) as (conn, dialect):
+        if dialect == "duckdb":
+            create_raw_tables(conn, "duckdb", schema, replace=replace)
+            for first, last in windows:
+                counts = load_batch(conn, "duckdb", first, last, schema=schema, **stream)
+                _add(totals, counts, first, last, say)
+            return totals
+        import duckdb
+
+        create_raw_tables(conn, "postgres", schema, replace=replace)
+        scratch = duckdb.connect()
+        try:
+            create_raw_tables(scratch, "duckdb", "sample")
+            for first, last in windows:
+                load_batch(scratch, "duckdb", first, last, schema="sample", **stream)
+                counts = _copy_rows(scratch, conn, schema)
+                _add(totals, counts, first, last, say)
+        finally:
+            scratch.close()
+    return totals
+
+
+def _add(
+    totals: dict[str, int],
+    counts: dict[str, int],
+    first: int,
+    last: int,
+    say: Callable[[str], None],
+) -> None:
+    for table, n in counts.items():
+        totals[table] += n
+    detail = ", ".join(f"{table} {n:,}" for table, n in counts.items())
+    say(f"batch [{first}, {last}): {detail}")
+
+
+def _copy_rows(scratch: Any, conn: Any, schema: str) -> dict[str, int]:
+    """Move the scratch DuckDB's sample rows into ``schema`` on ``conn``, one transaction."""
+    counts: dict[str, int] = {}
+    cur = conn.cursor()
+    try:
+        for table in RAW_TABLES:
+            columns = _COLUMNS[table]
+            rows = scratch.execute(f"select {columns} from sample.{table}").fetchall()
+            counts[table] = len(rows)
+            width = len(columns.split(", "))
+            row_marks = "(" + ", ".join(["%s"] * width) + ")"
+            for i in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[i : i + _ROWS_PER_INSERT]
+                sql = f"insert into {schema}.{table} ({columns}) values " + ", ".join(
+                    [row_marks] * len(chunk)
+                )
+                cur.execute(sql, [value for row in chunk for value in row])
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):  # keep the original error
+            conn.rollback()
+        raise
+    finally:
+        cur.close()
+    scratch.execute("begin transaction")
+    for table in RAW_TABLES:
+        scratch.execute(f"delete from sample.{table}")
+    scratch.execute("commit")
+    return counts
+
+
+@contextlib.contextmanager
+def _warehouse_connection(settings: Settings) -> Iterator[tuple[Any, Dialect]]:
+    """A DB-API connection to the configured warehouse (tunnelled when SSH is set)."""
+    wh = settings.warehouse
+    if wh.type == "duckdb":
+        import duckdb
+
+        conn: Any = duckdb.connect(str(wh.path))
+        try:
+            yield conn, "duckdb"
+        finally:
+            conn.close()
+        return
+    from ._doctor import _connect as connect_warehouse
+
+    assert wh.host is not None and wh.effective_port is not None  # validated by Settings
+    with contextlib.ExitStack() as stack:
+        host, port = wh.host, wh.effective_port
+        if settings.ssh.enabled:
+            from ._tunnel import Tunnel
+
+            tunnel = stack.enter_context(Tunnel(settings.ssh, host, port))
+            host, port = tunnel.local_host, tunnel.local_port
+        conn = connect_warehouse(settings, host, port, application_name="dbt-runner sample-data")
+        stack.callback(conn.close)
+        conn.autocommit = False
+        yield conn, "postgres"
 
 
 # --------------------------------------------------------------------------

@@ -112,6 +112,8 @@ def _sample(row: SettingRow, tmp: Path) -> tuple[str, Any]:
         return str(tmp), tmp
     if kind is str:
         return "sample_value", "sample_value"
+    if typing.get_origin(kind) is dict:  # a JSON object
+        return '{"sample_key": [1, "two"]}', {"sample_key": [1, "two"]}
     raise AssertionError(f"no sample for {row.path}: {row.annotation!r}")  # a new type: add one
 
 

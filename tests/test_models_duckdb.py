@@ -356,7 +356,7 @@ def test_staging_data_tests_carry_the_staging_tag_themselves(env: ModelsEnv) -> 
     direct = ok(
         env.session.invoke(["test", "--select", "tag:staging", "--indirect-selection", "empty"])
     )
-    assert len(direct.nodes) == len(ok(env.session.run_tests()).nodes) >= 15
+    assert len(direct.nodes) == len(ok(env.session.run_tests(scope="all")).nodes) >= 20
     assert AUDIT_TEST not in {n.name for n in direct.nodes}
 
 
@@ -477,15 +477,42 @@ def test_models_land_in_the_target_schema_under_their_names(env: ModelsEnv) -> N
     assert tables == set(MODELS)
 
 
+#: the hourly tests (scope "recent") and the whole-table tests (scope "full")
+RECENT_TESTS = {
+    "recent_unique_stg_ecs_order_info_order_id__add_time",
+    "recent_unique_stg_uni_tracking_info_order_id__update_time",
+    "recent_unique_stg_uni_tracking_spath_order_id__traceSeq__pathTime__pathTime",
+    "recent_not_null_stg_ecs_order_info_order_id__add_time",
+    "recent_not_null_stg_uni_tracking_info_order_id__update_time",
+    "recent_not_null_stg_uni_tracking_spath_order_id__pathTime",
+    "recent_not_null_stg_uni_tracking_spath_traceSeq__pathTime",
+    "recent_not_null_stg_uni_tracking_spath_path_key__pathTime",
+}
+FULL_TESTS = {
+    "unique_stg_ecs_order_info_order_id",
+    "not_null_stg_ecs_order_info_order_id",
+    "not_null_stg_ecs_order_info_add_time",
+    "unique_stg_uni_tracking_info_order_id",
+    "not_null_stg_uni_tracking_info_order_id",
+    "not_null_stg_uni_tracking_info_update_time",
+    "unique_combination_stg_uni_tracking_spath_order_id__traceSeq__pathTime",
+    "unique_stg_uni_tracking_spath_path_key",
+    "not_null_stg_uni_tracking_spath_order_id",
+    "not_null_stg_uni_tracking_spath_traceSeq",
+    "not_null_stg_uni_tracking_spath_pathTime",
+    "not_null_stg_uni_tracking_spath_path_key",
+}
+SIX_DAYS_S = 6 * 86400
+
+
 def test_data_tests_pass_on_good_data_and_name_the_failing_node(env: ModelsEnv) -> None:
     build(env, hours=1, duplicate_share=0.2, redelivery_share=0.2)
-    good = ok(env.session.run_tests())
-    names = {n.name for n in good.nodes}
-    assert "unique_combination_stg_uni_tracking_spath_order_id__traceSeq__pathTime" in names
-    assert {n.resource_type for n in good.nodes} == {"test"} and len(names) >= 15
-    assert AUDIT_TEST not in names
+    hourly = ok(env.session.run_tests())
+    assert {n.name for n in hourly.nodes} == RECENT_TESTS  # no accepted values: no vars set
+    assert {n.resource_type for n in hourly.nodes} == {"test"}
+    assert {n.name for n in ok(env.session.run_tests(scope="full")).nodes} == FULL_TESTS
 
-    # plant a duplicate path event and a duplicate order
+    # plant a duplicate path event and a duplicate order (all rows are recent here)
     env.execute(
         "insert into staging.stg_uni_tracking_spath "
         "select * from staging.stg_uni_tracking_spath order by path_key limit 1"
@@ -497,17 +524,151 @@ def test_data_tests_pass_on_good_data_and_name_the_failing_node(env: ModelsEnv) 
     bad = env.session.run_tests()
     assert not bad.success
     assert failed_nodes(bad) == {
+        "recent_unique_stg_uni_tracking_spath_order_id__traceSeq__pathTime__pathTime",
+        "recent_unique_stg_ecs_order_info_order_id__add_time",
+    }
+    assert bad.error is not None and bad.error.kind is ErrorKind.TEST_FAILURE
+    assert failed_nodes(env.session.run_tests(scope="full")) == {
         "unique_combination_stg_uni_tracking_spath_order_id__traceSeq__pathTime",
         "unique_stg_uni_tracking_spath_path_key",
         "unique_stg_ecs_order_info_order_id",
     }
-    assert bad.error is not None and bad.error.kind is ErrorKind.TEST_FAILURE
 
 
-def test_accepted_values_catch_an_unknown_currency(env: ModelsEnv) -> None:
+def _recent_rows(env: ModelsEnv, table: str, where: str) -> int:
+    """Rows of ``table`` matching ``where`` inside the hourly tests' window (7200 s)."""
+    sort = MODELS[table][1]
+    return int(
+        env.scalar(
+            f"select count(*) from {env.schema}.{table} where {where} "
+            f"and {sort} >= (select max({sort}) from {env.schema}.{table}) - 7200"
+        )
+    )
+
+
+def test_hourly_test_catches_a_duplicate_whose_other_copy_is_six_days_old(env: ModelsEnv) -> None:
+    """Keys touched in the recent window are checked against the whole table."""
+    build(env, hours=1)
+    # the row an update replaces can be arbitrarily old: plant a 6-day-old second
+    # copy of a recent tracking row and of a recent order
+    env.execute(
+        "insert into staging.stg_uni_tracking_info select order_id, tracking_number, "
+        f"carrier_code, 'in_transit', update_time - {SIX_DAYS_S} "
+        "from staging.stg_uni_tracking_info order by update_time desc, order_id limit 1"
+    )
+    env.execute(
+        "insert into staging.stg_ecs_order_info select order_id, shop_id, customer_id, "
+        f"order_status, amount, currency, add_time - {SIX_DAYS_S} from staging.stg_ecs_order_info "
+        "order by add_time desc, order_id limit 1"
+    )
+    old = env.execute(
+        "select order_id from staging.stg_uni_tracking_info group by order_id having count(*) > 1"
+    )
+    assert len(old) == 1
+    # a test of the window alone would see one copy only
+    assert _recent_rows(env, "stg_uni_tracking_info", f"order_id = '{old[0][0]}'") == 1
+    hourly = env.session.run_tests()
+    assert failed_nodes(hourly) == {
+        "recent_unique_stg_uni_tracking_info_order_id__update_time",
+        "recent_unique_stg_ecs_order_info_order_id__add_time",
+    }
+
+
+def test_hourly_test_catches_a_null_key_in_the_recent_window(env: ModelsEnv) -> None:
+    build(env, hours=1)
+    env.execute(
+        "update staging.stg_uni_tracking_spath set traceSeq = null where path_key = "
+        "(select max(path_key) from staging.stg_uni_tracking_spath "
+        " where pathTime = (select max(pathTime) from staging.stg_uni_tracking_spath))"
+    )
+    env.execute(
+        "update staging.stg_ecs_order_info set order_id = null "
+        "where add_time = (select max(add_time) from staging.stg_ecs_order_info)"
+    )
+    assert failed_nodes(env.session.run_tests()) == {
+        "recent_not_null_stg_uni_tracking_spath_traceSeq__pathTime",
+        "recent_not_null_stg_ecs_order_info_order_id__add_time",
+    }
+
+
+def test_hourly_tests_read_the_window_and_the_full_tests_the_table(env: ModelsEnv) -> None:
+    """A NULL older than test_window_s is the daily full run's to find, not the hourly's."""
+    build(env, hours=4)
+    env.execute(
+        "update staging.stg_ecs_order_info set order_id = null "
+        "where add_time = (select min(add_time) from staging.stg_ecs_order_info)"
+    )
+    assert _recent_rows(env, "stg_ecs_order_info", "order_id is null") == 0
+    ok(env.session.run_tests())
+    assert failed_nodes(env.session.run_tests(scope="full")) == {
+        "not_null_stg_ecs_order_info_order_id"
+    }
+    # a wider window (a var, like every window) reaches it
+    wider = env.session.run_tests(vars={"test_window_s": 86400})
+    assert failed_nodes(wider) == {"recent_not_null_stg_ecs_order_info_order_id__add_time"}
+
+
+def test_everything_compiles_before_the_first_run(env: ModelsEnv) -> None:
+    """The hourly tests read the HWM when they run, but need no table to compile."""
+    compiled = ok(env.session.invoke(["compile"]))
+    assert {n.name for n in compiled.nodes} >= RECENT_TESTS | FULL_TESTS
+
+
+def test_hourly_tests_filter_on_the_sort_key(env: ModelsEnv) -> None:
+    """The compiled hourly tests restrict the recent rows to a literal range of the sort key.
+
+    A literal (the HWM is read when the test runs) is what lets Redshift's zone
+    maps and PostgreSQL's statistics see how narrow the window is.
+    """
+    build(env, hours=1)
+    ok(env.session.run_tests())
+    compiled = env.session.state_dir / "target" / "compiled" / "dbt_runner_staging"
+
+    def compiled_sql(test: str, table: str) -> str:
+        """The compiled SQL of a ``test`` on ``table`` (long test names are hashed)."""
+        texts = [" ".join(p.read_text().split()) for p in compiled.rglob(f"{test}_*.sql")]
+        return next(t for t in texts if f'"{table}"' in t or f".{table} " in t)
+
+    for table, (_, sort) in MODELS.items():
+        bound = env.high_water_mark(table) - 7200
+        for test in ("recent_unique", "recent_not_null"):
+            assert f"where {sort} >= {bound}" in compiled_sql(test, table), (table, test)
+        # the key lookup reads the whole table, unless the sort column is part of the key
+        # (then every row sharing a recent key is recent too)
+        whole_table_side = f"t.{sort} >= {bound}" not in compiled_sql("recent_unique", table)
+        assert whole_table_side == (sort not in MODELS[table][0]), table
+
+
+def test_data_tests_pass_on_raw_data_from_another_generator(env: ModelsEnv) -> None:
+    """Any data following the column contract passes: no invented domains."""
+    end = T0 + 3600
+    env.load(T0, end, orders_per_minute=10)
+    env.execute("update raw.ecs_order_info set order_status = 'created', currency = 'CHF'")
+    env.execute(
+        "update raw.uni_tracking_info set tracking_status = case when update_time % 2 = 0 "
+        "then 'label_created' else 'picked_up' end"
+    )
+    ok(env.session.run_staging())
+    env.load(end, end + 900, orders_per_minute=10)
+    ok(env.session.run_staging())
+    hourly = ok(env.session.run_tests(scope="all"))
+    assert {n.status for n in hourly.nodes} == {"pass"}
+    assert {n.name for n in hourly.nodes} == RECENT_TESTS | FULL_TESTS
+
+
+def test_accepted_values_are_vars_with_warn_severity_by_default(env: ModelsEnv) -> None:
     build(env, hours=1)
     env.execute("update staging.stg_ecs_order_info set currency = 'XXX' where shop_id = 1")
-    bad = env.session.run_tests()
-    assert failed_nodes(bad) == {
-        "accepted_values_stg_ecs_order_info_currency__USD__EUR__GBP__CNY__JPY"
+    domains = {"accepted_currencies": ["USD", "EUR", "GBP", "CNY", "JPY"]}
+
+    ok(env.session.run_tests())  # no domain configured: nothing to check
+    warned = ok(env.session.run_tests(vars=domains))  # warn: the run still succeeds
+    assert {n.name: n.status for n in warned.nodes if n.status != "pass"} == {
+        "accepted_values_var_stg_ecs_order_info_currency__add_time__accepted_currencies": "warn"
+    }
+    failed = env.session.run_tests(
+        scope="full", vars={**domains, "accepted_values_severity": "error"}
+    )
+    assert failed_nodes(failed) == {
+        "accepted_values_var_stg_ecs_order_info_currency__accepted_currencies"
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,20 +210,30 @@ def test_duplicates_redeliveries_and_late_rows_follow_their_shares(conn: Any) ->
     assert scalar(late, "select max(add_time) from raw.ecs_order_info") < start + 900
 
 
-def test_accepted_values_in_the_models_match_the_generator() -> None:
+def test_the_demo_domains_name_the_projects_accepted_values_vars() -> None:
+    """ACCEPTED_VALUES_VARS sets exactly the project's domain vars, which default to empty."""
+    project = yaml.safe_load((SCHEMA_YML.parent.parent / "dbt_project.yml").read_text())
+    domain_vars = {k: v for k, v in project["vars"].items() if k.startswith("accepted_")}
+    assert domain_vars.pop("accepted_values_severity") == "warn"
+    assert domain_vars == {key: [] for key in synthetic.ACCEPTED_VALUES_VARS}
     spec = yaml.safe_load((SCHEMA_YML / "schema.yml").read_text())
-    accepted: dict[tuple[str, str], list[str]] = {}
+    used: dict[tuple[str, str], set[str]] = {}
     for model in spec["models"]:
         for column in model.get("columns", []):
             for test in column.get("data_tests", []):
-                if isinstance(test, dict) and "accepted_values" in test:
-                    values = test["accepted_values"]["arguments"]["values"]
-                    accepted[(model["name"], column["name"])] = values
-    assert accepted == {
-        ("stg_ecs_order_info", "currency"): list(synthetic.CURRENCIES),
-        ("stg_ecs_order_info", "order_status"): list(synthetic.ORDER_STATUSES),
-        ("stg_uni_tracking_info", "tracking_status"): list(synthetic.TRACKING_STATUSES),
+                if isinstance(test, dict) and "accepted_values_var" in test:
+                    var = test["accepted_values_var"]["arguments"]["values_var"]
+                    used.setdefault((model["name"], column["name"]), set()).add(var)
+    assert used == {
+        ("stg_ecs_order_info", "currency"): {"accepted_currencies"},
+        ("stg_ecs_order_info", "order_status"): {"accepted_order_statuses"},
+        ("stg_uni_tracking_info", "tracking_status"): {"accepted_tracking_statuses"},
     }
+    assert {
+        "accepted_currencies": list(synthetic.CURRENCIES),
+        "accepted_order_statuses": list(synthetic.ORDER_STATUSES),
+        "accepted_tracking_statuses": list(synthetic.TRACKING_STATUSES),
+    } == synthetic.ACCEPTED_VALUES_VARS
 
 
 def test_generated_values_stay_inside_the_accepted_values(conn: Any) -> None:
@@ -279,3 +290,31 @@ def test_the_same_seed_gives_the_same_rows_on_postgres(conn: Any, pg_db: Any) ->
             assert counts[table] == len(pg_rows)
     finally:
         pg.close()
+
+
+def test_sample_data_loads_consecutive_quarter_hours_into_the_raw_schema_setting(
+    tmp_path: Path,
+) -> None:
+    """DuckDB target: the raw schema comes from the settings; batches end at a quarter hour."""
+    from dbt_runner import Settings
+    from dbt_runner.synthetic import SAMPLE_BATCH_S, load_sample_data
+
+    db = tmp_path / "sample.duckdb"
+    settings = Settings(warehouse={"type": "duckdb", "path": str(db)}, raw_schema="landing")
+    lines: list[str] = []
+    before = int(time.time())
+    counts = load_sample_data(settings, batches=2, echo=lines.append)
+    assert len(lines) == 2 and all(line.startswith("batch [") for line in lines)
+    check = duckdb.connect(str(db), read_only=True)
+    try:
+        for table in RAW_TABLES:
+            assert scalar(check, f"select count(*) from landing.{table}") == counts[table] > 0
+        newest = scalar(check, "select max(add_time) from landing.ecs_order_info")
+        oldest = scalar(check, "select min(add_time) from landing.ecs_order_info")
+    finally:
+        check.close()
+    end = before // SAMPLE_BATCH_S * SAMPLE_BATCH_S
+    # (a re-delivery in the first batch may carry a timestamp up to 1200 s older)
+    assert end - 2 * SAMPLE_BATCH_S - 1200 <= oldest and newest < end + SAMPLE_BATCH_S
+    with pytest.raises(ValueError, match="batches"):
+        load_sample_data(settings, batches=0)

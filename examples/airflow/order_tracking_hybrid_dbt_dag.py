@@ -3,7 +3,11 @@
 Every 15 minutes **one task** opens one ``DbtSession`` (so one SSH tunnel) from
 two Airflow connections, runs the staging models with 3 threads and, on the
 cycle that starts each hour, the staging tests and the audit test, all in the
-same session (each step only after the previous one succeeded). dbt runs
+same session (each step only after the previous one succeeded). The hourly
+tests are the ``recent`` ones (rows of the last two hours, keys touched there
+checked against the whole table: their cost follows the batch, not the
+history); the cycle that starts each day runs the whole-table ``full`` tests
+instead (``run_tests(scope="full")``, see docs/models.md). dbt runs
 in-process: no ``pip install``, no ``dbt debug``, no subprocess.
 
 Connections (secrets stay in Airflow's connection store):
@@ -68,6 +72,12 @@ CYCLE_MINUTES = 15
         "tests_every_minutes": Param(
             60, type="integer", minimum=0, description="0: never; 15: every cycle"
         ),
+        "full_tests_every_minutes": Param(
+            24 * 60,
+            type="integer",
+            minimum=0,
+            description="whole-table tests instead of the recent ones; 0: never",
+        ),
         "audit_every_minutes": Param(
             60, type="integer", minimum=0, description="0: never; 15: every cycle"
         ),
@@ -95,14 +105,16 @@ def order_tracking_hybrid_dbt_dag() -> None:
         ti = context["ti"]
         # logical_date is None for runs triggered without one; run_after is always set
         when = context.get("logical_date") or context["dag_run"].run_after
-        tests_due = cycle_is_due(when, params["tests_every_minutes"], CYCLE_MINUTES)
+        full_due = cycle_is_due(when, params["full_tests_every_minutes"], CYCLE_MINUTES)
+        tests_due = full_due or cycle_is_due(when, params["tests_every_minutes"], CYCLE_MINUTES)
+        scope = "full" if full_due else "recent"
         audit_due = cycle_is_due(when, params["audit_every_minutes"], CYCLE_MINUTES)
-        log.info("cycle %s: staging, tests %s, audit %s", when, tests_due, audit_due)
+        log.info("cycle %s: staging, tests %s (%s), audit %s", when, tests_due, scope, audit_due)
 
         # (label, session method, kwargs): one session, stopping after a failed step
         steps = [("staging", "run_staging", {"threads": params["threads"]})]
         if tests_due:
-            steps.append(("tests", "run_tests", {}))
+            steps.append(("tests", "run_tests", {"scope": scope}))
         if audit_due:
             steps.append(("audit", "run_tests", {"select": "tag:audit"}))
 

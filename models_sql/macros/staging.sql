@@ -101,3 +101,36 @@
   ) ranked
   where dbt_runner_rank = 1
 {%- endmacro %}
+
+
+{% macro staging_recent_filter(model, sort_column) -%}
+  {#-
+    Condition of the hourly ("recent" scope) data tests
+    (tests/generic/recent_window.sql): the row's sort column lies within
+    test_window_s of max(sort column) of the model itself.
+
+    The bound is read when the test runs (one max() on the sort column: the
+    SORTKEY on Redshift, an index on PostgreSQL) and written into the test's
+    SQL as a literal. A planner sees the true width of the window that way:
+    Redshift restricts the scan to the blocks whose zone maps overlap it, and
+    PostgreSQL estimates the few recent rows from its statistics and uses
+    the indexes, where a scalar subquery would leave it guessing a third of
+    the table and scanning all of it. An empty model has no recent rows.
+    While parsing, or when the table does not exist yet (`dbt compile` or
+    `docs generate` before the first run), the bound stays a subquery.
+  -#}
+  {%- set window = staging_window_var('test_window_s') -%}
+  {%- set existing = adapter.get_relation(
+        database=model.database, schema=model.schema, identifier=model.identifier)
+      if execute else none -%}
+  {%- if existing is none -%}
+    {{ sort_column }} >= (select max({{ sort_column }}) from {{ model }}) - {{ window }}
+  {%- else -%}
+    {%- set hwm = run_query("select max(" ~ sort_column ~ ") from " ~ model).columns[0].values()[0] -%}
+    {%- if hwm is none -%}
+      1 = 0
+    {%- else -%}
+      {{ sort_column }} >= {{ (hwm | int) - window }}
+    {%- endif -%}
+  {%- endif -%}
+{%- endmacro %}

@@ -30,7 +30,7 @@ def models_env(db: PgDatabase, warehouse_type: str, tmp_path: Path) -> Iterator[
             "password": db.password,
             "dbname": db.dbname,
             "schema": cases.STAGING_SCHEMA,
-            "sslmode": "disable",
+            "sslmode": db.sslmode,
         },
         state_dir=tmp_path / "state",
         threads=3,

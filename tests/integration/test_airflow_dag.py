@@ -175,6 +175,8 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
         # 10:00 is the cycle that starts the hour: tests and audit are due
         "cycles": [
             {"name": "hourly", "logical_date": "2026-01-01T10:00:00+00:00"},
+            # midnight starts the day: the whole-table tests instead of the recent ones
+            {"name": "daily", "logical_date": "2026-01-01T00:00:00+00:00"},
             {
                 "name": "broken",
                 "logical_date": "2026-01-01T10:15:00+00:00",
@@ -189,7 +191,7 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
     print(f"Airflow child took {elapsed:.1f}s")
 
     assert out["import_errors"] == {}
-    hourly, broken = out["cycles"]
+    hourly, daily, broken = out["cycles"]
 
     # -- the hourly cycle: one task, success, results in XCom, one SSH connection
     assert hourly["dag_run_state"] == "success", output[-4000:]
@@ -209,6 +211,14 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
     assert all(n["status"] == "success" for n in staging["nodes"])
     assert tests["success"] and tests["command"] == "test"
     assert tests["nodes"] and all(n["resource_type"] == "test" for n in tests["nodes"])
+    assert all(n["name"].startswith("recent_") for n in tests["nodes"])  # hourly: recent scope
+
+    # -- the daily cycle: the whole-table tests
+    assert daily["dag_run_state"] == "success", output[-4000:]
+    daily_tests = daily["xcom"]["return_value"]["tests"]
+    assert daily_tests["success"] and daily_tests["nodes"]
+    assert "unique_stg_uni_tracking_info_order_id" in {n["name"] for n in daily_tests["nodes"]}
+    assert not any(n["name"].startswith("recent_") for n in daily_tests["nodes"])
     assert audit["success"]
     assert [n["name"] for n in audit["nodes"]] == ["audit_raw_keys_missing_from_staging"]
 
@@ -228,7 +238,7 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
     assert "AirflowFailException" in output
 
     # -- the bastion agrees: one SSH connection per task run
-    assert sshd.accepted_connections() - accepted_before == 2
+    assert sshd.accepted_connections() - accepted_before == 3
     # -- no secret reached the logs
     for secret in (pg_db.password, sshd.key_passphrase, key_text.strip().splitlines()[1]):
         assert secret not in output

@@ -31,7 +31,12 @@ SHARED_CASES: list[Callable[[cases.ModelsEnv], None]] = [
     cases.test_incremental_sql_uses_the_windows,
     cases.test_models_land_in_the_target_schema_under_their_names,
     cases.test_data_tests_pass_on_good_data_and_name_the_failing_node,
-    cases.test_accepted_values_catch_an_unknown_currency,
+    cases.test_hourly_test_catches_a_duplicate_whose_other_copy_is_six_days_old,
+    cases.test_hourly_test_catches_a_null_key_in_the_recent_window,
+    cases.test_hourly_tests_read_the_window_and_the_full_tests_the_table,
+    cases.test_hourly_tests_filter_on_the_sort_key,
+    cases.test_data_tests_pass_on_raw_data_from_another_generator,
+    cases.test_accepted_values_are_vars_with_warn_severity_by_default,
 ]
 
 
