@@ -205,9 +205,16 @@ _COMPILATION_TYPES = frozenset(
         "DuplicateResourceNameError",
         "UndefinedCompilationError",
         "DbtSelectorsError",
-        "UninstalledPackagesFoundError",
     }
 )
+#: dbt errors that say the project's setup is incomplete: fixed by configuration, not code
+_CONFIGURATION_TYPES: dict[str, Verdict] = {
+    "UninstalledPackagesFoundError": Verdict(
+        _K.CONFIGURATION,
+        "install the packages: `dbt-runner deps`, or DBT_RUNNER_INSTALL_DEPS=auto (the "
+        "default) so a session runs dbt deps when they are missing",
+    ),
+}
 #: broad classes, consulted last: a failed connect whose message nobody recognised
 _CONNECTION_TYPES = frozenset(
     {"FailedToConnectError", "OperationalError", "InterfaceError", "TimeoutError", "SSHException"}
@@ -343,6 +350,9 @@ def diagnose(exc: BaseException) -> Verdict:
         if verdict.kind is not _K.MODEL_FAILURE:
             return verdict
     names = {cls.__name__ for link in chain for cls in type(link).__mro__}
+    for name, configuration in _CONFIGURATION_TYPES.items():
+        if name in names:
+            return configuration
     if names & _COMPILATION_TYPES:
         return Verdict(_K.COMPILATION)
     if names & _CONNECTION_TYPES:

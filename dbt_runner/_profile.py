@@ -1,26 +1,54 @@
-"""Generated ``profiles.yml``: private, secret-free on disk, removed on close.
+"""The session's ``profiles.yml``: private (0700 dir, 0600 file), removed on close.
 
-The password never touches the file: the profile reads it with
-``env_var('DBT_ENV_SECRET_…')`` — dbt scrubs values of ``DBT_ENV_SECRET_*``
-variables from its logs — and the variable exists only while the session is
-open.
+Two kinds:
+
+- :class:`GeneratedProfile` — made from ``DBT_RUNNER_WAREHOUSE__*``. The
+  password never touches the file: the profile reads it with
+  ``env_var('DBT_ENV_SECRET_…')`` — dbt scrubs values of ``DBT_ENV_SECRET_*``
+  variables from its logs — and the variable exists only while the session is
+  open.
+- :class:`TunnelledProfile` — the user's own ``profiles.yml``
+  (``DBT_RUNNER_PROFILES_DIR``) with an SSH tunnel: a copy in which only the
+  session's target has its ``host``/``port`` pointed at the tunnel's local end.
+  Everything else is the user's YAML re-dumped as parsed: values verbatim,
+  ``{{ env_var(...) }}`` left unrendered (secrets stay in the environment),
+  anchors expanded, comments dropped.
+
+The tunnel's remote end is the target's own ``host``/``port``
+(:func:`tunnel_target`); when they are jinja (``{{ env_var('PGHOST') }}``)
+just those two values are rendered, with dbt's own profile renderer.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ._exceptions import ConfigurationError
-from ._settings import Settings
 
-__all__ = ["GeneratedProfile", "project_profile_name"]
+if TYPE_CHECKING:
+    from ._settings import Settings
+
+__all__ = [
+    "GeneratedProfile",
+    "ProfileTarget",
+    "TunnelledProfile",
+    "project_profile_name",
+    "render_target",
+    "tunnel_target",
+]
+
+_ENV = "DBT_RUNNER_"
+#: ports dbt's adapters default to when a target gives none
+_DEFAULT_PORTS = {"postgres": 5432, "redshift": 5439}
 
 
 def project_profile_name(project_dir: Path) -> str:
@@ -104,4 +132,191 @@ class GeneratedProfile:
     def close(self) -> None:
         """Remove the file and the secret's environment variable (idempotent)."""
         os.environ.pop(self._secret_env, None)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------- the user's own profiles.yml
+@dataclass(frozen=True)
+class ProfileTarget:
+    """The target of a user's ``profiles.yml`` that a session tunnels to."""
+
+    #: the user's ``profiles.yml``
+    path: Path
+    profile: str
+    target: str
+    type: str
+    #: the tunnel's remote end: the target's ``host``/``port`` (rendered when jinja)
+    host: str
+    port: int
+
+
+def _read_profiles(profiles_dir: Path) -> tuple[Path, dict[str, Any]]:
+    path = profiles_dir / "profiles.yml"
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{_ENV}PROFILES_DIR: cannot read {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{_ENV}PROFILES_DIR: {path} is not a YAML mapping of profiles")
+    return path, document
+
+
+def _chosen(
+    profiles_dir: Path, project_dir: Path, target: str | None
+) -> tuple[Path, dict[str, Any], str, str, dict[str, Any]]:
+    """(path, document, profile name, target name, target output) as dbt would choose them.
+
+    Profile: ``DBT_PROFILE`` (dbt's own variable), else the project's ``profile:``.
+    Target: ``target`` (``DBT_RUNNER_TARGET``), else ``DBT_TARGET``, else the
+    profile's ``target:``, else ``default`` — dbt's order.
+    """
+    path, document = _read_profiles(profiles_dir)
+    profile = os.environ.get("DBT_PROFILE") or project_profile_name(project_dir)
+    entry = document.get(profile)
+    if not isinstance(entry, dict):
+        known = ", ".join(sorted(k for k in document if k != "config")) or "none"
+        raise ConfigurationError(
+            f"{_ENV}PROFILES_DIR: {path} has no profile {profile!r} (the one "
+            f"{project_dir / 'dbt_project.yml'} names); profiles there: {known}"
+        )
+    name = target or os.environ.get("DBT_TARGET") or entry.get("target") or "default"
+    outputs = entry.get("outputs")
+    output = outputs.get(name) if isinstance(outputs, dict) else None
+    if not isinstance(output, dict):
+        known = ", ".join(sorted(outputs)) if isinstance(outputs, dict) else "none"
+        raise ConfigurationError(
+            f"{_ENV}TARGET: profile {profile!r} in {path} has no target {name!r} "
+            f"(its targets: {known})"
+        )
+    return path, document, profile, str(name), output
+
+
+def _render(value: Any, keypath: tuple[str, ...]) -> Any:
+    """One profile value rendered the way dbt renders it (``env_var``, ``var``...)."""
+    if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+        return value
+
+    def render() -> Any:
+        from dbt.config.renderer import ProfileRenderer
+        from dbt_common.context import set_invocation_context
+
+        set_invocation_context(os.environ)
+        return ProfileRenderer({}).render_value(value, keypath)
+
+    # dbt keeps its environment in a context variable: set it in a copy, not for the caller
+    return contextvars.copy_context().run(render)
+
+
+def render_target(
+    profiles_dir: Path, project_dir: Path, target: str | None
+) -> tuple[str, str, dict[str, Any]]:
+    """(profile, target, output) of the chosen target, every value rendered.
+
+    Secrets too, so this stays in memory: ``doctor`` uses it to connect as dbt would.
+    """
+    path, _, profile, name, output = _chosen(profiles_dir, project_dir, target)
+    rendered: dict[str, Any] = {}
+    for key, value in output.items():
+        try:
+            rendered[str(key)] = _render(value, ("outputs", name, str(key)))
+        except Exception as exc:
+            # the message of a failed render may quote the value: name only the key
+            raise ConfigurationError(
+                f"{_ENV}PROFILES_DIR: cannot render {key!r} of target {name!r} in {path} "
+                f"({type(exc).__name__})"
+            ) from None
+    return profile, name, rendered
+
+
+def tunnel_target(profiles_dir: Path, project_dir: Path, target: str | None) -> ProfileTarget:
+    """The target a session with ``DBT_RUNNER_SSH__HOST`` tunnels to, checked.
+
+    Raises :class:`ConfigurationError` naming the setting when the profile or the
+    target is missing, or the target has no host (e.g. DuckDB) or no port.
+    """
+    path, _, profile, name, output = _chosen(profiles_dir, project_dir, target)
+    kind = str(output.get("type", "?"))
+    where = f"target {name!r} of profile {profile!r} in {path}"
+    raw_host, raw_port = output.get("host"), output.get("port")
+    if raw_host in (None, ""):
+        raise ConfigurationError(
+            f"{_ENV}SSH__HOST is set but {where} (type {kind}) has no host to tunnel to: "
+            f"unset {_ENV}SSH__HOST or choose a target with a host ({_ENV}TARGET)"
+        )
+    try:
+        host = _render(raw_host, ("outputs", name, "host"))
+        port = _render(raw_port, ("outputs", name, "port"))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{_ENV}SSH__HOST: cannot render the host/port of {where} (the tunnel's remote "
+            f"end): {exc}"
+        ) from None
+    if port in (None, ""):
+        port = _DEFAULT_PORTS.get(kind)
+        if port is None:
+            raise ConfigurationError(
+                f"{_ENV}SSH__HOST is set but {where} (type {kind}) gives no port: add port: to it"
+            )
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{where}: port {port!r} is not a number") from None
+    if not host or not isinstance(host, str) or not 0 < port < 65536:
+        raise ConfigurationError(f"{where}: host/port {host!r}:{port!r} are not usable")
+    return ProfileTarget(path, profile, name, kind, host, port)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Every node written out in full: no ``&anchor``/``*alias`` in the copy."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class TunnelledProfile:
+    """A private copy of the user's ``profiles.yml`` (0700 dir, 0600 file).
+
+    Only the session's target differs from the user's file: its ``host`` and
+    ``port`` are the tunnel's local end. The copy's contents change only with
+    that port, so dbt's partial parse (which hashes the connection) stays valid
+    from session to session.
+    """
+
+    def __init__(self, target: ProfileTarget) -> None:
+        self.target = target
+        _, self._document = _read_profiles(target.path.parent)
+        self.dir = Path(tempfile.mkdtemp(prefix="dbt_runner_profile_"))
+        os.chmod(self.dir, 0o700)
+
+    def __repr__(self) -> str:
+        t = self.target
+        return (
+            f"TunnelledProfile(dir={str(self.dir)!r}, profile={t.profile!r}, target={t.target!r})"
+        )
+
+    def render(self, host: str, port: int) -> str:
+        """The copy's text with the target pointing at ``host:port``."""
+        document = dict(self._document)
+        entry = dict(document[self.target.profile])
+        outputs = dict(entry["outputs"])
+        # a new mapping: an aliased (shared) output elsewhere in the file stays as it was
+        outputs[self.target.target] = {**outputs[self.target.target], "host": host, "port": port}
+        entry["outputs"] = outputs
+        document[self.target.profile] = entry
+        return yaml.dump(
+            document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=1000
+        )
+
+    def write(self, host: str, port: int) -> Path:
+        """(Re)write the copy pointing at the tunnel's ``host:port``; returns its dir."""
+        path = self.dir / "profiles.yml"
+        tmp = self.dir / "profiles.yml.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.render(host, port))
+        os.replace(tmp, path)
+        return self.dir
+
+    def close(self) -> None:
+        """Remove the copy (idempotent)."""
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -35,7 +35,7 @@ from ._exceptions import (
     SessionStateError,
     TunnelError,
 )
-from ._profile import GeneratedProfile, project_profile_name
+from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, tunnel_target
 from ._results import (
     ERROR_STATUSES,
     FAILED_STATUSES,
@@ -101,6 +101,7 @@ class DbtSession:
         self._relay = EventRelay(callbacks)
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
+        self._own_profile: TunnelledProfile | None = None  # the user's, with the tunnel
         self._profiles_dir: Path | None = None
         self._manifests: dict[tuple[str, str], Any] = {}
         self._timeout_s = self.settings.timeout_s  # the running invocation's deadline
@@ -137,6 +138,8 @@ class DbtSession:
             raise SessionStateError("this DbtSession is closed; create a new one")
         try:
             self._open()
+            self._state = SessionState.OPEN
+            self._install_deps()
         except BaseException:
             self._teardown()
             self._state = SessionState.CLOSED
@@ -149,12 +152,19 @@ class DbtSession:
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if s.profiles_dir is not None:
-            if s.ssh.enabled:
-                raise ConfigurationError(
-                    "DBT_RUNNER_SSH__HOST needs a generated profile: unset "
-                    "DBT_RUNNER_PROFILES_DIR (the tunnel's local port is written into it)"
-                )
-            self._profiles_dir = s.profiles_dir.resolve()
+            if not s.ssh.enabled:
+                self._profiles_dir = s.profiles_dir.resolve()
+                return
+            # the user's profiles.yml, copied with only the session's target tunnelled
+            from ._tunnel import Tunnel
+
+            target = tunnel_target(s.profiles_dir.resolve(), self.project_dir, s.chosen_target)
+            self._own_profile = TunnelledProfile(target)
+            self._tunnel = Tunnel(s.ssh, target.host, target.port)
+            self._open_tunnel(self._tunnel)
+            self._profiles_dir = self._own_profile.write(
+                self._tunnel.local_host, self._tunnel.local_port
+            )
             return
         self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
         if s.ssh.enabled:
@@ -207,6 +217,9 @@ class DbtSession:
         if self._profile is not None:
             self._profile.close()
             self._profile = None
+        if self._own_profile is not None:
+            self._own_profile.close()
+            self._own_profile = None
 
     def __enter__(self) -> DbtSession:
         return self.open()
@@ -295,6 +308,7 @@ class DbtSession:
         args = [str(a) for a in args]
         if not args or args[0].startswith("-"):
             raise ConfigurationError(f"invoke() needs a dbt command first, got {args!r}")
+        self._check_tunnel_args(args)
         args = _with_vars(args, self.settings.dbt_vars)
         if threads is not None and threads < 1:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
@@ -318,6 +332,50 @@ class DbtSession:
                 _PROCESS_LOCK.release()
 
     # ------------------------------------------------------------------ internals
+    def _check_tunnel_args(self, args: Sequence[str]) -> None:
+        """With a tunnel, refuse flags that would make dbt connect around it.
+
+        The session's profile points only the session's target at the tunnel: a
+        different ``--target``/``--profile`` or another ``--profiles-dir`` would reach
+        the warehouse directly (or not at all). That is a configuration error, not
+        something to do silently.
+        """
+        if not self.settings.ssh.enabled:
+            return
+        if _option_value(args, ("--profiles-dir",)) is not None:
+            raise ConfigurationError(
+                "--profiles-dir cannot be given to a session with an SSH tunnel "
+                "(DBT_RUNNER_SSH__HOST): the session's own profile points dbt at the tunnel; "
+                "set DBT_RUNNER_PROFILES_DIR instead"
+            )
+        own = self._own_profile
+        if own is None:
+            return
+        target = _option_value(args, _TARGET_FLAGS) or _short_target(args)
+        if target is not None and target != own.target.target:
+            raise ConfigurationError(
+                f"--target {target}: this session tunnels target {own.target.target!r} of "
+                f"profile {own.target.profile!r} only (DBT_RUNNER_SSH__HOST); open a session "
+                f"with DBT_RUNNER_TARGET={target} to run it through the tunnel"
+            )
+        profile = _option_value(args, ("--profile",))
+        if profile is not None and profile != own.target.profile:
+            raise ConfigurationError(
+                f"--profile {profile}: this session tunnels profile {own.target.profile!r} "
+                "only (DBT_RUNNER_SSH__HOST); set DBT_PROFILE for the session instead"
+            )
+
+    def _install_deps(self) -> None:
+        """``dbt deps`` at open, as ``DBT_RUNNER_INSTALL_DEPS`` says (see :mod:`._deps`)."""
+        from ._deps import deps_reason, record_installed
+
+        reason = deps_reason(self.project_dir, self.settings.install_deps)
+        if reason is None:
+            return
+        log.info("installing the project's packages (dbt deps): %s", reason)
+        self.invoke(["deps"]).raise_for_status()
+        record_installed(self.project_dir)
+
     def _invoke_with_retries(self, args: list[str], threads: int | None) -> RunResult:
         """The attempts of one invocation: the command, then dbt's own ``retry`` of it.
 
@@ -428,6 +486,8 @@ class DbtSession:
                     if kind is ErrorKind.MODEL_FAILURE:
                         kind = ErrorKind.COMPILATION
                     text = _message(cause) if cause else "dbt could not parse the project"
+                    if verdict is not None and verdict.hint:
+                        text = f"{text}\nfix: {verdict.hint}"
                     return full_args, (), ErrorInfo(kind, text), self._threads_used(full_args)
                 manifest = self._manifests[key] = parsed.result
 
@@ -449,7 +509,9 @@ class DbtSession:
         ]
         # a generated profile has exactly the target of the settings; a user's own
         # profiles.yml keeps its default target unless DBT_RUNNER_TARGET is set
-        if self._profile is not None or "target" in self.settings.model_fields_set:
+        if self._own_profile is not None:  # the one target the tunnel serves
+            defaults.append(("--target", self._own_profile.target.target))
+        elif self._profile is not None or "target" in self.settings.model_fields_set:
             defaults.append(("--target", self.settings.target))
         if threads is not None:
             defaults.append(("--threads", str(threads)))
@@ -521,8 +583,9 @@ class DbtSession:
             return
         port_before = self._tunnel.local_port
         if self._tunnel.ensure_open() and self._tunnel.local_port != port_before:
-            assert self._profile is not None
-            self._profile.write(self._tunnel.local_host, self._tunnel.local_port)
+            profile = self._own_profile or self._profile
+            assert profile is not None
+            profile.write(self._tunnel.local_host, self._tunnel.local_port)
 
 
 class _TunnelRetry(Exception):
@@ -633,6 +696,15 @@ def _option_value(args: Sequence[str], flags: Sequence[str]) -> str | None:
                 value = args[i + 1]
             elif flag.startswith("--") and arg.startswith(flag + "="):
                 value = arg.split("=", 1)[1]
+    return value
+
+
+def _short_target(args: Sequence[str]) -> str | None:
+    """The value of a glued short ``-tci`` (click's form of ``-t ci``), else None."""
+    value = None
+    for arg in args:
+        if arg.startswith("-t") and not arg.startswith("--") and len(arg) > 2:
+            value = arg[2:]
     return value
 
 

@@ -22,6 +22,7 @@ __all__ = ["RetrySettings", "SSHSettings", "Settings", "WarehouseSettings", "bun
 ENV_PREFIX = "DBT_RUNNER_"
 
 WarehouseType = Literal["duckdb", "postgres", "redshift"]
+InstallDeps = Literal["auto", "always", "never"]
 SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 _DEFAULT_PORTS = {"postgres": 5432, "redshift": 5439}
@@ -246,6 +247,11 @@ class Settings(BaseSettings):
         description="dbt vars for every command, a JSON object (e.g. "
         '{"test_window_s": 3600}); vars a command passes itself win, key by key',
     )
+    install_deps: InstallDeps = Field(
+        "auto",
+        description="dbt deps when a session opens: auto = when packages.yml/dependencies.yml "
+        "exists and packages are missing or the lock changed; always; never",
+    )
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)  # type: ignore[arg-type]
     ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
@@ -273,7 +279,12 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}WAREHOUSE__PASSWORD (or use your own profiles.yml with "
                 f"{ENV_PREFIX}PROFILES_DIR)"
             )
-        if self.ssh.enabled and self.warehouse.type == "duckdb":
+        if self.ssh.enabled and self.profiles_dir is not None:
+            # the tunnel's remote end is the chosen target's own host/port
+            from ._profile import tunnel_target
+
+            tunnel_target(self.profiles_dir, self.resolved_project_dir, self.chosen_target)
+        elif self.ssh.enabled and self.warehouse.type == "duckdb":
             raise ValueError(
                 f"{ENV_PREFIX}SSH__HOST is set but {ENV_PREFIX}WAREHOUSE__TYPE=duckdb has nothing "
                 "to tunnel to: unset the SSH host or use redshift/postgres"
@@ -297,6 +308,14 @@ class Settings(BaseSettings):
         if self.raw_schema is not None:
             merged["raw_schema"] = self.raw_schema
         return merged
+
+    @property
+    def chosen_target(self) -> str | None:
+        """``target`` when it was set (env or keyword), else None: the profile's default.
+
+        With a generated profile the target is always ``target``.
+        """
+        return self.target if "target" in self.model_fields_set else None
 
     @property
     def resolved_project_dir(self) -> Path:
