@@ -329,6 +329,9 @@ def diagnose(exc: BaseException) -> Verdict:
     for link in chain:
         if isinstance(link, DbtRunnerError):
             return Verdict(link.kind)
+        for cls in type(link).__mro__:
+            if cls.__name__ in _CONFIGURATION_TYPES:
+                return _CONFIGURATION_TYPES[cls.__name__]
     for link in chain:
         code = _sqlstate_of(link)
         if _is_sqlstate(code):
@@ -350,9 +353,6 @@ def diagnose(exc: BaseException) -> Verdict:
         if verdict.kind is not _K.MODEL_FAILURE:
             return verdict
     names = {cls.__name__ for link in chain for cls in type(link).__mro__}
-    for name, configuration in _CONFIGURATION_TYPES.items():
-        if name in names:
-            return configuration
     if names & _COMPILATION_TYPES:
         return Verdict(_K.COMPILATION)
     if names & _CONNECTION_TYPES:
