@@ -20,7 +20,13 @@ auth          each connection logs in with the warehouse's driver
               (psycopg2 for postgres, redshift_connector for redshift,
               as dbt does) — connection limits refuse logins here
 query         ``select 1`` on each, and again after holding them together
+parse         the project parses (``dbt parse`` in a session, packages as
+              ``DBT_RUNNER_INSTALL_DEPS`` says), else dbt's own message
 ============  ==============================================================
+
+With ``DBT_RUNNER_PROFILES_DIR`` the connections are the ones of the chosen
+target of the user's own ``profiles.yml`` (``DBT_RUNNER_TARGET``, else the
+profile's default), its values rendered as dbt renders them (in memory only).
 
 It also reads the settings that matter: threads, timeouts, retry policy, and
 from the server the role's connection limit, its open sessions,
@@ -44,19 +50,19 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ._classify import classify_exception, diagnose_message
 from ._exceptions import ConfigurationError, ErrorKind, TunnelError
-from ._settings import ENV_PREFIX, Settings
+from ._settings import ENV_PREFIX, Settings, SSHSettings, WarehouseSettings
 
 __all__ = ["LAYERS", "ConnectionCheck", "DoctorReport", "LayerCheck", "run_doctor"]
 
 log = logging.getLogger("dbt_runner.doctor")
 
 #: The layers, outermost first.
-LAYERS: tuple[str, ...] = ("ssh_session", "channel_open", "tcp", "auth", "query")
+LAYERS: tuple[str, ...] = ("ssh_session", "channel_open", "tcp", "auth", "query", "parse")
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -586,19 +592,137 @@ def _settings_that_matter(settings: Settings, n: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------- the run
 def run_doctor(
-    settings: Settings, *, connections: int | None = None, hold_s: float = 1.0
+    settings: Settings,
+    *,
+    connections: int | None = None,
+    hold_s: float = 1.0,
+    parse: bool = True,
 ) -> DoctorReport:
     """Check each layer with ``connections`` concurrent connections (default threads + 1).
 
-    Never raises for what it diagnoses (an unreachable bastion, a refused login...):
-    those are the report. Raises :class:`~dbt_runner.ConfigurationError` for bad input.
+    With ``parse`` (default) the last layer checks that the project parses.
+    Never raises for what it diagnoses (an unreachable bastion, a refused login,
+    a project that does not parse...): those are the report. Raises
+    :class:`~dbt_runner.ConfigurationError` for bad input.
     """
-    n = settings.threads + 1 if connections is None else connections
-    if n < 1:
-        raise ConfigurationError(f"connections must be >= 1, got {n}")
     if hold_s < 0:
         raise ConfigurationError(f"hold_s must be >= 0, got {hold_s}")
+    if connections is not None and connections < 1:
+        raise ConfigurationError(f"connections must be >= 1, got {connections}")
     t0 = time.monotonic()
+    parse_check = _parse_check(settings) if parse else _NOT_PARSED
+    settings, other = _as_warehouse(settings)
+    n = settings.threads + 1 if connections is None else connections
+    report = _connection_report(settings, n, hold_s, other)
+    layers = {x.layer: x for x in report.layers}
+    layers["parse"] = parse_check
+    ordered = tuple(layers[name] for name in LAYERS if name in layers)
+    hints = report.hints
+    if parse_check.failed:
+        hints += (
+            "the project does not parse: dbt's message is under 'parse'; fix the project, "
+            f"its profile or packages ({ENV_PREFIX}INSTALL_DEPS) before anything else",
+        )
+    elapsed = round(time.monotonic() - t0, 3)
+    return replace(report, layers=ordered, hints=hints, elapsed_s=elapsed)
+
+
+_NOT_PARSED = LayerCheck("parse", "skipped", "not checked (parse=False)")
+
+
+def _parse_check(settings: Settings) -> LayerCheck:
+    """``dbt parse`` of the session's project in a session of its own, without the tunnel.
+
+    Parsing needs no warehouse connection, so the bastion is left out; packages are
+    installed as ``DBT_RUNNER_INSTALL_DEPS`` says, as a session would.
+    """
+    from ._session import DbtSession
+
+    t0 = time.monotonic()
+    project = settings.resolved_project_dir
+    try:
+        direct = settings.model_copy(update={"ssh": SSHSettings.model_validate({})})
+        with DbtSession(direct) as session:
+            result = session.invoke(["parse"])
+    except Exception as exc:  # the session could not open (deps failed, bad profile...)
+        kind = getattr(exc, "kind", None)
+        return LayerCheck(
+            "parse",
+            "failed",
+            f"could not prepare {project} for parsing",
+            (_message(exc),),
+            kind if isinstance(kind, ErrorKind) else ErrorKind.CONFIGURATION,
+            round(time.monotonic() - t0, 3),
+        )
+    elapsed = round(time.monotonic() - t0, 3)
+    if result.success:
+        return LayerCheck("parse", "ok", f"{project} parses", elapsed_s=elapsed)
+    error = result.error
+    return LayerCheck(
+        "parse",
+        "failed",
+        f"{project} does not parse",
+        (error.message if error else "dbt could not parse the project",),
+        error.kind if error else ErrorKind.COMPILATION,
+        elapsed,
+    )
+
+
+def _as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
+    """``settings`` whose ``warehouse`` is the user's own target when PROFILES_DIR is set.
+
+    Returns the settings to diagnose and, for a target the doctor cannot connect to
+    (neither postgres, redshift nor duckdb), a description of it (else None).
+    """
+    if settings.profiles_dir is None:
+        return settings, None
+    from ._profile import render_target
+
+    profile, target, output = render_target(
+        settings.profiles_dir, settings.resolved_project_dir, settings.chosen_target
+    )
+    kind = str(output.get("type", "?"))
+    update: dict[str, Any] = {}
+    threads = output.get("threads")
+    if isinstance(threads, int) and threads >= 1 and "threads" not in settings.model_fields_set:
+        update["threads"] = threads
+    where = f"target {target!r} of profile {profile!r}"
+    try:
+        if kind == "duckdb":
+            fields: dict[str, Any] = {"type": "duckdb", "path": output.get("path") or ":memory:"}
+            update["warehouse"] = WarehouseSettings.model_validate(fields)
+        elif kind in ("postgres", "redshift"):
+            password = output.get("password") or output.get("pass")
+            timeout = output.get("connect_timeout")
+            fields = {
+                "type": kind,
+                "host": output.get("host"),
+                "port": output.get("port"),
+                "user": output.get("user"),
+                "password": str(password) if password is not None else None,
+                "dbname": output.get("dbname") or output.get("database"),
+                "schema": output.get("schema") or "public",
+                "sslmode": output.get("sslmode"),
+                "connect_timeout_s": timeout if isinstance(timeout, int) and timeout >= 1 else 10,
+            }
+            update["warehouse"] = WarehouseSettings.model_validate(fields)
+        else:
+            return settings.model_copy(update=update), f"{where} (type {kind})"
+    except ValueError as exc:  # a pydantic error names fields, never their values
+        raise ConfigurationError(f"{ENV_PREFIX}PROFILES_DIR: {where}: {exc}") from None
+    return settings.model_copy(update=update), None
+
+
+def _connection_report(
+    settings: Settings, n: int, hold_s: float, other: str | None
+) -> DoctorReport:
+    """The connection layers: tunnel, then ``n`` connections at once."""
+    t0 = time.monotonic()
+    if other is not None:
+        reason = f"{other}: the doctor checks connections to postgres, redshift and duckdb"
+        skipped = {name: LayerCheck(name, "skipped", reason) for name in LAYERS[:-1]}
+        info = {"threads": settings.threads, "target": other}
+        return _finish(settings, other, n, hold_s, skipped, (), info, t0)
     if settings.warehouse.type == "duckdb":
         return _duckdb_report(settings, hold_s, t0)
 

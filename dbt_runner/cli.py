@@ -115,10 +115,18 @@ _scope_option = click.option(
 )
 
 
-def _settings(project_dir: Path | None, target: str | None, threads: int | None) -> Settings:
+def _settings(
+    project_dir: Path | None,
+    target: str | None,
+    threads: int | None,
+    *,
+    profiles_dir: Path | None = None,
+) -> Settings:
     overrides: dict[str, Any] = {}
     if project_dir is not None:
         overrides["project_dir"] = project_dir
+    if profiles_dir is not None:
+        overrides["profiles_dir"] = profiles_dir
     if target is not None:
         overrides["target"] = target
     if threads is not None:
@@ -622,6 +630,17 @@ def _load_results(data: Any) -> dict[str, RunResult]:
     show_default=True,
     help="Seconds to hold all connections open together.",
 )
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="dbt project to check (default: $DBT_RUNNER_PROJECT_DIR or the bundled one).",
+)
+@click.option(
+    "--profiles-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Your profiles.yml's dir (default: $DBT_RUNNER_PROFILES_DIR or a generated one).",
+)
+@click.option("--no-parse", is_flag=True, help="Skip the check that the project parses.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
 def doctor(
@@ -629,24 +648,30 @@ def doctor(
     threads: int | None,
     connections: int | None,
     hold_s: float,
+    project_dir: Path | None,
+    profiles_dir: Path | None,
+    no_parse: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Diagnose parallel-run failures layer by layer (SSH, channel, TCP, auth, query).
+    """Diagnose failures layer by layer (SSH, channel, TCP, auth, query, parse).
 
     Opens the session's tunnel, then as many warehouse connections at once as
     dbt would (threads + 1), runs a trivial query on each, holds them together
     and prints what succeeded and the exact error where not, with the settings
-    that matter (threads, the role's connection limit, timeouts). Exit code 0
-    when every layer is fine, 2 when a login or the bastion's host key/key is
-    refused, 3 for any other failing layer. See docs/troubleshooting.md.
+    that matter (threads, the role's connection limit, timeouts); then checks
+    that the project parses. With your own profiles.yml it connects to your
+    target. Exit code 0 when every layer is fine, 2 when a login or the
+    bastion's host key/key is refused (or the project's profile or packages are
+    wrong), 1 when the project does not compile, 3 for any other failing layer.
+    See docs/troubleshooting.md.
     """
     from ._doctor import run_doctor
 
     _setup_logging(quiet)
     with _errors_to_exit_codes(as_json):
-        settings = _settings(None, target, threads)
-        report = run_doctor(settings, connections=connections, hold_s=hold_s)
+        settings = _settings(project_dir, target, threads, profiles_dir=profiles_dir)
+        report = run_doctor(settings, connections=connections, hold_s=hold_s, parse=not no_parse)
     click.echo(report.to_json(indent=2) if as_json else report.render())
     code = max((kind.exit_code for kind in report.failed_kinds), default=EXIT_OK)
     if not report.ok and code == EXIT_OK:  # a failed layer always has a kind; be safe

@@ -140,7 +140,7 @@ def test_probe_rejects_a_non_postgres_server(server: OneShotServer) -> None:
 @pytest.mark.parametrize("server", [None], indirect=True)
 def test_a_server_that_never_answers_fails_tcp_within_the_timeout(server: OneShotServer) -> None:
     t0 = time.monotonic()
-    report = run_doctor(pg_settings(server.port), connections=2, hold_s=0)
+    report = run_doctor(pg_settings(server.port), connections=2, hold_s=0, parse=False)
     assert time.monotonic() - t0 < 10
     tcp = report.layer("tcp")
     assert tcp.status == "failed"
@@ -156,7 +156,7 @@ def test_probe_refused() -> None:
 # ---------------------------------------------------------------------- run_doctor
 def test_refused_port_fails_tcp_and_skips_the_rest() -> None:
     port = closed_port()
-    report = run_doctor(pg_settings(port), hold_s=0)
+    report = run_doctor(pg_settings(port), hold_s=0, parse=False)
     assert not report.ok
     assert [x.layer for x in report.layers] == list(LAYERS)
     assert report.layer("ssh_session").status == "skipped"
@@ -175,8 +175,13 @@ def test_refused_port_fails_tcp_and_skips_the_rest() -> None:
 
 def test_connections_default_to_threads_plus_one_and_are_validated() -> None:
     port = closed_port()
-    assert run_doctor(pg_settings(port, threads=5), hold_s=0).connections_requested == 6
-    assert run_doctor(pg_settings(port), connections=2, hold_s=0).connections_requested == 2
+    assert (
+        run_doctor(pg_settings(port, threads=5), hold_s=0, parse=False).connections_requested == 6
+    )
+    assert (
+        run_doctor(pg_settings(port), connections=2, hold_s=0, parse=False).connections_requested
+        == 2
+    )
     with pytest.raises(ConfigurationError):
         run_doctor(pg_settings(port), connections=0)
     with pytest.raises(ConfigurationError):
@@ -375,8 +380,11 @@ def test_hints_for_a_connection_limit() -> None:
 def test_cli_exit_codes(monkeypatch: pytest.MonkeyPatch, report: DoctorReport, code: int) -> None:
     seen: dict[str, Any] = {}
 
-    def fake(settings: Settings, *, connections: int | None, hold_s: float) -> DoctorReport:
+    def fake(
+        settings: Settings, *, connections: int | None, hold_s: float, parse: bool
+    ) -> DoctorReport:
         seen.update(threads=settings.threads, connections=connections, hold_s=hold_s)
+        assert parse
         return report
 
     monkeypatch.setattr(doctor_mod, "run_doctor", fake)
@@ -411,3 +419,51 @@ def test_cli_bad_configuration_exits_2() -> None:
     result = CliRunner().invoke(main, ["doctor"], env=env)
     assert result.exit_code == 2
     assert "DBT_RUNNER_WAREHOUSE__HOST" in result.output
+
+
+# ------------------------------------------------- the user's own project and profile
+def foreign_project(root: Path, model_sql: str) -> tuple[Path, Path]:
+    """Another team's DuckDB project and its own profiles.yml (profile ``foreign``)."""
+    project = root / "foreign"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text(
+        "name: foreign\nversion: '1.0'\nconfig-version: 2\nprofile: foreign\n"
+    )
+    (project / "models" / "m.sql").write_text(model_sql)
+    profiles = root / "profiles"
+    profiles.mkdir()
+    (profiles / "profiles.yml").write_text(
+        "foreign:\n  target: dev\n  outputs:\n"
+        f"    dev: {{type: duckdb, path: '{root / 'foreign.duckdb'}', threads: 2}}\n"
+    )
+    return project, profiles
+
+
+def test_doctor_reports_dbts_parse_error_of_a_foreign_project(tmp_path: Path) -> None:
+    project, profiles = foreign_project(tmp_path, "select * from {{ ref('m2' }}\n")
+    env = {"DBT_RUNNER_PROJECT_DIR": str(project), "DBT_RUNNER_PROFILES_DIR": str(profiles)}
+    settings = Settings(project_dir=project, profiles_dir=profiles)
+    report = run_doctor(settings, hold_s=0)
+
+    assert not report.ok
+    parse = report.layer("parse")
+    assert parse.status == "failed"
+    assert parse.kind is ErrorKind.COMPILATION
+    assert "Compilation Error in model m (models/m.sql)" in parse.errors[0]  # dbt's words
+    # the user's profile and target, not the library's embedded default
+    assert report.target == f"duckdb {tmp_path / 'foreign.duckdb'}"
+    assert report.settings["threads"] == 2
+    assert any("does not parse" in hint for hint in report.hints)
+
+    result = CliRunner().invoke(main, ["doctor", "--hold", "0"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "parse         FAILED" in result.stdout
+    assert str(project) in result.stdout
+
+
+def test_doctor_parse_ok_for_a_foreign_project(tmp_path: Path) -> None:
+    project, profiles = foreign_project(tmp_path, "select 1 as one\n")
+    report = run_doctor(Settings(project_dir=project, profiles_dir=profiles), hold_s=0)
+    assert report.ok, report.render()
+    assert report.layer("parse").status == "ok"
+    assert report.layer("parse").detail == f"{project} parses"

@@ -191,3 +191,21 @@ def test_sessions_in_a_row_keep_the_partial_parse(
     with DbtSession(settings_for(team, sshd, state_dir=state)) as second:
         ok(second.invoke(["seed"]))
     assert second._relay.full_parse_reasons == []
+
+
+def test_doctor_checks_the_teams_target_through_the_tunnel(
+    team: tuple[Path, Path], pg_db: PgDatabase, sshd: SshdServer
+) -> None:
+    from dbt_runner._doctor import LAYERS, run_doctor
+
+    before = sshd.accepted_connections()
+    report = run_doctor(settings_for(team, sshd), hold_s=0.2)
+    assert report.ok, report.render()
+    assert [(x.layer, x.status) for x in report.layers] == [(name, "ok") for name in LAYERS]
+    # the team's dev target (its host rendered from env_var), not a generated profile's
+    assert report.target.startswith(
+        f"postgres {pg_db.user}@{pg_db.host}:{pg_db.port}/{pg_db.dbname} via bastion"
+    )
+    assert report.connections_requested == 3  # the profile's threads: 2, plus dbt's own
+    assert sshd.accepted_connections() - before >= 1
+    assert pg_db.password not in report.render() + report.to_json()
