@@ -214,9 +214,16 @@ class Settings(BaseSettings):
 
     project_dir: Path | None = Field(None, description="dbt project (default: bundled models_sql)")
     profiles_dir: Path | None = Field(
-        None, description="use this profiles.yml; unset = generate one from WAREHOUSE__*"
+        None,
+        description="use this profiles.yml; unset = generate one from WAREHOUSE__*. With "
+        "SSH__HOST the session tunnels a private copy in which only the target's host/port "
+        "point at the tunnel",
     )
-    target: str = Field("dev", description="dbt target name")
+    target: str = Field(
+        "dev",
+        description="dbt target name (with your own profiles.yml, unset = its default target; "
+        "with SSH__HOST the only target the tunnel serves)",
+    )
     threads: int = Field(3, ge=1, le=64, description="default dbt threads")
     timeout_s: float | None = Field(
         None, gt=0, description="watchdog: most seconds one invocation may take"

@@ -165,3 +165,14 @@ def test_projects_without_packages_need_nothing(tmp_path: Path) -> None:
     (tmp_path / "dbt_project.yml").write_text("name: x\nprofile: x\n")
     (tmp_path / "dependencies.yml").write_text("projects:\n  - name: upstream\n")
     assert deps_reason(tmp_path, "auto") is None
+
+
+def test_a_failing_deps_at_open_raises_and_closes_the_session(project: Path) -> None:
+    from dbt_runner import DbtInvocationError, SessionState
+
+    (project / "packages.yml").write_text("packages:\n  - local: ../no_such_package\n")
+    session = DbtSession(settings(project))
+    with pytest.raises(DbtInvocationError) as info:
+        session.open()
+    assert "no_such_package" in str(info.value)
+    assert session.state is SessionState.CLOSED
