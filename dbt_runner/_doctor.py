@@ -53,6 +53,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from ._classify import classify_exception, diagnose_message
 from ._exceptions import ConfigurationError, ErrorKind, TunnelError
 from ._settings import ENV_PREFIX, Settings, SSHSettings, WarehouseSettings
@@ -708,8 +710,12 @@ def _as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
             update["warehouse"] = WarehouseSettings.model_validate(fields)
         else:
             return settings.model_copy(update=update), f"{where} (type {kind})"
-    except ValueError as exc:  # a pydantic error names fields, never their values
-        raise ConfigurationError(f"{ENV_PREFIX}PROFILES_DIR: {where}: {exc}") from None
+    except ValidationError as exc:  # named by field, never by value (one may be the password)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigurationError(f"{ENV_PREFIX}PROFILES_DIR: {where}: {problems}") from None
     return settings.model_copy(update=update), None
 
 

@@ -127,8 +127,14 @@ class DbtSession:
     def __repr__(self) -> str:
         wh = self.settings.warehouse
         where = str(wh.path) if wh.type == "duckdb" else f"{wh.host}:{wh.effective_port}"
+        where = f"{wh.type} {where}"
+        if self.settings.profiles_dir is not None:  # the warehouse is the user's profile's
+            where = f"profiles {self.settings.profiles_dir}"
+            if self._own_profile is not None:
+                t = self._own_profile.target
+                where += f" target {t.target} {t.type} {t.host}:{t.port}"
         via = f" via {self.settings.ssh.host}" if self.settings.ssh.enabled else ""
-        return f"<DbtSession {self._state.value} {wh.type} {where}{via}>"
+        return f"<DbtSession {self._state.value} {where}{via}>"
 
     def open(self) -> DbtSession:
         """Open the tunnel (if configured) and write the profile. Idempotent while open."""

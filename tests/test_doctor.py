@@ -467,3 +467,17 @@ def test_doctor_parse_ok_for_a_foreign_project(tmp_path: Path) -> None:
     assert report.ok, report.render()
     assert report.layer("parse").status == "ok"
     assert report.layer("parse").detail == f"{project} parses"
+
+
+def test_doctor_with_a_broken_own_target_exits_2_without_its_password(tmp_path: Path) -> None:
+    project, profiles = foreign_project(tmp_path, "select 1 as one\n")
+    (profiles / "profiles.yml").write_text(
+        "foreign:\n  target: dev\n  outputs:\n    dev: {type: postgres, host: 127.0.0.1, "
+        "port: not-a-port, user: dbt, password: s3cret-own-pw, dbname: d, schema: s}\n"
+    )
+    env = {"DBT_RUNNER_PROJECT_DIR": str(project), "DBT_RUNNER_PROFILES_DIR": str(profiles)}
+    result = CliRunner().invoke(main, ["doctor", "--hold", "0", "--no-parse"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "target 'dev' of profile 'foreign'" in result.output
+    assert "port" in result.output
+    assert "s3cret-own-pw" not in result.output
