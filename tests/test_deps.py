@@ -176,3 +176,13 @@ def test_a_failing_deps_at_open_raises_and_closes_the_session(project: Path) -> 
         session.open()
     assert "no_such_package" in str(info.value)
     assert session.state is SessionState.CLOSED
+
+
+def test_an_unknown_install_deps_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dbt_runner import ConfigurationError
+
+    monkeypatch.setenv("DBT_RUNNER_INSTALL_DEPS", "sometimes")
+    with pytest.raises(ConfigurationError, match="DBT_RUNNER_INSTALL_DEPS"):
+        Settings()
