@@ -151,6 +151,9 @@ def test_own_profile_seeds_and_runs_through_the_tunnel(
     assert pg_db.password not in copy_text
     assert pg_db.password not in caplog.text
     assert pg_db.password not in seeded.to_json() + built.to_json()
+    dbt_log = team[0] / "logs" / "dbt.log"  # dbt's own debug log, in the team's project
+    assert dbt_log.is_file()
+    assert pg_db.password not in dbt_log.read_text()
 
 
 def stat_mode(path: Path) -> int:
