@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import importlib as _importlib
+import typing as _typing
+
 from ._api import run_staging, run_tests
 from ._events import NodeEvent
 from ._exceptions import (
@@ -24,12 +27,35 @@ from ._exceptions import (
     SSHAuthError,
     TunnelError,
 )
+from ._logjson import JsonFormatter, event_extra
 from ._results import Attempt, ErrorInfo, NodeResult, RunResult
 from ._session import DbtSession, SessionState
 from ._settings import RetrySettings, Settings, SSHSettings, WarehouseSettings
+from ._tunnel import Tunnel
 from ._worker import Worker, WorkerClient, run_steps
 
+if _typing.TYPE_CHECKING:
+    from ._doctor import DoctorReport, run_doctor
+    from ._timeline import timeline_figure
+
 __version__ = "0.1.0"
+
+#: public names whose modules load on first use (doctor and the timeline chart are
+#: not needed by a cycle; importing them up front costs every fresh process ~80 ms)
+_LAZY = {"DoctorReport": "._doctor", "run_doctor": "._doctor", "timeline_figure": "._timeline"}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Attempt",
@@ -39,9 +65,11 @@ __all__ = [
     "DbtRunnerError",
     "DbtSession",
     "DbtTestsFailed",
+    "DoctorReport",
     "ErrorInfo",
     "ErrorKind",
     "HostKeyError",
+    "JsonFormatter",
     "NodeEvent",
     "NodeResult",
     "RetrySettings",
@@ -51,12 +79,16 @@ __all__ = [
     "SessionState",
     "SessionStateError",
     "Settings",
+    "Tunnel",
     "TunnelError",
     "WarehouseSettings",
     "Worker",
     "WorkerClient",
     "__version__",
+    "event_extra",
+    "run_doctor",
     "run_staging",
     "run_steps",
     "run_tests",
+    "timeline_figure",
 ]

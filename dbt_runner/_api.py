@@ -12,31 +12,40 @@ __all__ = ["run_staging", "run_tests"]
 
 
 def run_staging(
-    threads: int | None = None,
-    select: str | None = None,
     *,
+    select: str | None = None,
+    exclude: str | None = None,
+    threads: int | None = None,
+    vars: dict[str, Any] | None = None,
+    full_refresh: bool = False,
     settings: Settings | None = None,
-    **kwargs: Any,
 ) -> RunResult:
-    """Run the staging models in a session of their own.
+    """Run the staging models in a session of their own: :meth:`DbtSession.run_staging`.
 
     >>> import dbt_runner
     >>> dbt_runner.run_staging(threads=3).raise_for_status()   # doctest: +SKIP
     """
     with DbtSession(settings) as session:
-        return session.run_staging(threads=threads, select=select, **kwargs)
+        return session.run_staging(
+            select=select, exclude=exclude, threads=threads, vars=vars, full_refresh=full_refresh
+        )
 
 
 def run_tests(
-    select: str | None = None,
     *,
+    select: str | None = None,
+    exclude: str | None = None,
+    threads: int | None = None,
+    vars: dict[str, Any] | None = None,
+    scope: str = "recent",
     settings: Settings | None = None,
-    **kwargs: Any,
 ) -> RunResult:
-    """Run the staging models' data tests in a session of their own.
+    """Run the data tests in a session of their own: :meth:`DbtSession.run_tests`.
 
     >>> import dbt_runner
     >>> dbt_runner.run_tests().raise_for_status()   # doctest: +SKIP
     """
     with DbtSession(settings) as session:
-        return session.run_tests(select=select, **kwargs)
+        return session.run_tests(
+            select=select, exclude=exclude, threads=threads, vars=vars, scope=scope
+        )

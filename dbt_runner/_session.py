@@ -121,7 +121,11 @@ class DbtSession:
 
     @property
     def tunnel(self) -> Tunnel | None:
-        """The session's SSH tunnel, when a bastion is configured."""
+        """The session's SSH tunnel (:class:`~dbt_runner.Tunnel`), when a bastion is configured.
+
+        ``tunnel.local_host``/``tunnel.local_port`` is where the warehouse answers for
+        your own connections in this session; the session opens and closes it.
+        """
         return self._tunnel
 
     def __repr__(self) -> str:
@@ -236,20 +240,23 @@ class DbtSession:
     # ------------------------------------------------------------------ building blocks
     def run_staging(
         self,
-        threads: int | None = None,
-        select: str | None = None,
         *,
-        full_refresh: bool = False,
+        select: str | None = None,
+        exclude: str | None = None,
+        threads: int | None = None,
         vars: dict[str, Any] | None = None,
+        full_refresh: bool = False,
     ) -> RunResult:
         """``dbt run`` of the staging models with ``threads`` threads.
 
-        ``select`` defaults to ``DBT_RUNNER_STAGING_SELECT`` (``tag:staging``). A
-        selection that matches no model is a failed result (kind ``configuration``),
-        not an empty success.
+        ``select`` defaults to ``DBT_RUNNER_STAGING_SELECT`` (``tag:staging``);
+        ``exclude`` is dbt's ``--exclude``. A selection that matches no model is a
+        failed result (kind ``configuration``), not an empty success.
         """
         select = select or self.settings.staging_select
         args = ["run", "--select", select]
+        if exclude:
+            args += ["--exclude", exclude]
         if full_refresh:
             args.append("--full-refresh")
         if vars:
@@ -260,15 +267,17 @@ class DbtSession:
 
     def run_tests(
         self,
-        select: str | None = None,
         *,
+        select: str | None = None,
+        exclude: str | None = None,
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         scope: str = "recent",
     ) -> RunResult:
         """``dbt test`` of the staging models' data tests, in this session's tunnel.
 
-        ``select`` defaults to ``DBT_RUNNER_TESTS_SELECT`` (``tag:staging``). A
+        ``select`` defaults to ``DBT_RUNNER_TESTS_SELECT`` (``tag:staging``);
+        ``exclude`` is dbt's ``--exclude``, on top of what ``scope`` leaves out. A
         selection that matches no test is a failed result (kind ``configuration``).
 
         ``scope`` picks the bundled project's test variants by tag: ``"recent"``
@@ -284,9 +293,9 @@ class DbtSession:
             )
         select = select or self.settings.tests_select
         args = ["test", "--select", select]
-        exclude = _TEST_SCOPE_EXCLUDES[scope]
-        if exclude:
-            args += ["--exclude", exclude]
+        excludes = " ".join(e for e in (_TEST_SCOPE_EXCLUDES[scope], exclude) if e)
+        if excludes:
+            args += ["--exclude", excludes]
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
         return _selected_something(

@@ -10,6 +10,7 @@ and the Airflow DAG.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -17,8 +18,9 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -43,20 +45,46 @@ __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_INFRA", "EXIT_OK", "exit_code", "
 
 log = logging.getLogger("dbt_runner.cli")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def exit_code(*results: RunResult) -> int:
     """The CLI exit code for a set of results (worst wins): :attr:`RunResult.exit_code`."""
     return max((result.exit_code for result in results), default=EXIT_OK)
 
 
-def _session_options(func: F) -> F:
+@dataclass(frozen=True)
+class SessionOptions:
+    """The options every session command shares, as one value (see :func:`_session_options`)."""
+
+    project_dir: Path | None = None
+    profiles_dir: Path | None = None
+    target: str | None = None
+    threads: int | None = None
+    as_json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    log_format: str = "text"
+
+
+def _session_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add the shared session options; the command receives them as one ``opts`` argument."""
+    names = [f.name for f in fields(SessionOptions)]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> None:
+        opts = SessionOptions(**{name: kwargs.pop(name) for name in names})
+        func(opts, **kwargs)
+
     options = [
         click.option(
             "--project-dir",
             type=click.Path(file_okay=False, path_type=Path),
             help="dbt project (default: $DBT_RUNNER_PROJECT_DIR or the bundled models_sql).",
+        ),
+        click.option(
+            "--profiles-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Directory of your own profiles.yml (default: $DBT_RUNNER_PROFILES_DIR, "
+            "else a profile generated from DBT_RUNNER_WAREHOUSE__*).",
         ),
         click.option("--target", help="dbt target name (default: $DBT_RUNNER_TARGET or dev)."),
         click.option("--threads", type=click.IntRange(min=1), help="dbt threads (default: 3)."),
@@ -79,8 +107,8 @@ def _session_options(func: F) -> F:
         ),
     ]
     for option in reversed(options):
-        func = option(func)
-    return func
+        command = option(command)
+    return command
 
 
 def _parse_vars(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -105,6 +133,10 @@ _vars_option = click.option(
     help="dbt vars as YAML/JSON, e.g. '{test_window_s: 3600}'; merged over "
     "$DBT_RUNNER_VARS and $DBT_RUNNER_RAW_SCHEMA (this option wins, key by key).",
 )
+_exclude_option = click.option(
+    "--exclude",
+    help="dbt selection to leave out (dbt's --exclude; space-separated for several).",
+)
 _scope_option = click.option(
     "--scope",
     type=click.Choice(["recent", "full", "all"]),
@@ -115,22 +147,13 @@ _scope_option = click.option(
 )
 
 
-def _settings(
-    project_dir: Path | None,
-    target: str | None,
-    threads: int | None,
-    *,
-    profiles_dir: Path | None = None,
-) -> Settings:
-    overrides: dict[str, Any] = {}
-    if project_dir is not None:
-        overrides["project_dir"] = project_dir
-    if profiles_dir is not None:
-        overrides["profiles_dir"] = profiles_dir
-    if target is not None:
-        overrides["target"] = target
-    if threads is not None:
-        overrides["threads"] = threads
+def _settings(opts: SessionOptions) -> Settings:
+    """Settings from DBT_RUNNER_* with the command line's options on top."""
+    overrides: dict[str, Any] = {
+        name: getattr(opts, name)
+        for name in ("project_dir", "profiles_dir", "target", "threads")
+        if getattr(opts, name) is not None
+    }
     settings = Settings(**overrides)
     if _embedded_by_default(settings):
         log.info(
@@ -240,35 +263,26 @@ def _report(
 Step = Callable[[DbtSession], RunResult]
 
 
-def _run_steps(
-    steps: list[tuple[str, Step]],
-    *,
-    project_dir: Path | None,
-    target: str | None,
-    threads: int | None,
-    as_json: bool,
-    quiet: bool,
-    log_format: str,
-    verbose: bool = False,
-    keyed: bool = False,
-) -> None:
+def _run_steps(steps: list[tuple[str, Step]], opts: SessionOptions, *, keyed: bool = False) -> None:
     """Run ``steps`` in one session (one tunnel, one parse), report, exit with the code.
 
     A step after a failed one is skipped (tests do not run on failed staging).
     stdout gets the result only: dbt's console lines become log records
     (``dbt_runner.dbt.console``, DEBUG: shown with ``--verbose``).
     """
-    display = _setup_logging(quiet, log_format, as_json=as_json, progress=True, verbose=verbose)
+    display = _setup_logging(
+        opts.quiet, opts.log_format, as_json=opts.as_json, progress=True, verbose=opts.verbose
+    )
     results: dict[str, RunResult] = {}
     with _errors_to_exit_codes(), display, dbt_console_to_log():
-        settings = _settings(project_dir, target, threads)
+        settings = _settings(opts)
         with DbtSession(settings, callbacks=display.callbacks) as session:
             for label, step in steps:
                 with display.invocation(label):
                     results[label] = step(session)
                 if not results[label].success:
                     break
-    _report(results, as_json, keyed=keyed, display=display)
+    _report(results, opts.as_json, keyed=keyed, display=display)
     _hint_missing_raw(settings, results)
     sys.exit(exit_code(*results.values()))
 
@@ -312,17 +326,13 @@ def main() -> None:
     "--select",
     help="dbt selection (default: $DBT_RUNNER_STAGING_SELECT, else tag:staging).",
 )
+@_exclude_option
 @click.option("--full-refresh", is_flag=True, help="Rebuild the incremental models from scratch.")
 @_vars_option
 def staging(
-    project_dir: Path | None,
-    target: str | None,
-    threads: int | None,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-    log_format: str,
+    opts: SessionOptions,
     select: str | None,
+    exclude: str | None,
     full_refresh: bool,
     dbt_vars: dict[str, Any] | None,
 ) -> None:
@@ -331,16 +341,12 @@ def staging(
         [
             (
                 "staging",
-                lambda s: s.run_staging(select=select, full_refresh=full_refresh, vars=dbt_vars),
+                lambda s: s.run_staging(
+                    select=select, exclude=exclude, full_refresh=full_refresh, vars=dbt_vars
+                ),
             )
         ],
-        project_dir=project_dir,
-        target=target,
-        threads=threads,
-        as_json=as_json,
-        quiet=quiet,
-        verbose=verbose,
-        log_format=log_format,
+        opts,
     )
 
 
@@ -350,30 +356,25 @@ def staging(
     "--select",
     help="dbt selection (default: $DBT_RUNNER_TESTS_SELECT, else tag:staging).",
 )
+@_exclude_option
 @_scope_option
 @_vars_option
 def test_(
-    project_dir: Path | None,
-    target: str | None,
-    threads: int | None,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-    log_format: str,
+    opts: SessionOptions,
     select: str | None,
+    exclude: str | None,
     scope: str,
     dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Run the data tests (dbt test)."""
     _run_steps(
-        [("tests", lambda s: s.run_tests(select=select, scope=scope, vars=dbt_vars))],
-        project_dir=project_dir,
-        target=target,
-        threads=threads,
-        as_json=as_json,
-        quiet=quiet,
-        verbose=verbose,
-        log_format=log_format,
+        [
+            (
+                "tests",
+                lambda s: s.run_tests(select=select, exclude=exclude, scope=scope, vars=dbt_vars),
+            )
+        ],
+        opts,
     )
 
 
@@ -387,17 +388,13 @@ def test_(
 @click.option(
     "--tests/--no-tests", default=True, show_default=True, help="Run the tests after staging."
 )
+@_exclude_option
 @_scope_option
 @_vars_option
 def cycle(
-    project_dir: Path | None,
-    target: str | None,
-    threads: int | None,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-    log_format: str,
+    opts: SessionOptions,
     select: str | None,
+    exclude: str | None,
     tests: bool,
     scope: str,
     dbt_vars: dict[str, Any] | None,
@@ -407,20 +404,19 @@ def cycle(
     Tests are skipped when staging failed.
     """
     steps: list[tuple[str, Step]] = [
-        ("staging", lambda s: s.run_staging(select=select, vars=dbt_vars))
+        ("staging", lambda s: s.run_staging(select=select, exclude=exclude, vars=dbt_vars))
     ]
     if tests:
-        steps.append(("tests", lambda s: s.run_tests(select=select, scope=scope, vars=dbt_vars)))
+        steps.append(
+            (
+                "tests",
+                lambda s: s.run_tests(select=select, exclude=exclude, scope=scope, vars=dbt_vars),
+            )
+        )
     # same JSON shape whether or not tests ran
     _run_steps(
         steps,
-        project_dir=project_dir,
-        target=target,
-        threads=threads,
-        as_json=as_json,
-        quiet=quiet,
-        verbose=verbose,
-        log_format=log_format,
+        opts,
         keyed=True,
     )
 
@@ -429,13 +425,7 @@ def cycle(
 @_session_options
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED, required=True)
 def dbt_(
-    project_dir: Path | None,
-    target: str | None,
-    threads: int | None,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-    log_format: str,
+    opts: SessionOptions,
     dbt_args: tuple[str, ...],
 ) -> None:
     """Any dbt command through a session: dbt-runner dbt -- build --select tag:staging.
@@ -446,37 +436,19 @@ def dbt_(
     args = list(dbt_args)
     _run_steps(
         [(args[0], lambda s: s.invoke(args))],
-        project_dir=project_dir,
-        target=target,
-        threads=threads,
-        as_json=as_json,
-        quiet=quiet,
-        verbose=verbose,
-        log_format=log_format,
+        opts,
     )
 
 
 @main.command()
 @_session_options
 def deps(
-    project_dir: Path | None,
-    target: str | None,
-    threads: int | None,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-    log_format: str,
+    opts: SessionOptions,
 ) -> None:
     """Install the project's packages (dbt deps), without parsing the project first."""
     _run_steps(
         [("deps", lambda s: s.invoke(["deps"]))],
-        project_dir=project_dir,
-        target=target,
-        threads=threads,
-        as_json=as_json,
-        quiet=quiet,
-        verbose=verbose,
-        log_format=log_format,
+        opts,
     )
 
 
@@ -670,7 +642,11 @@ def doctor(
 
     _setup_logging(quiet)
     with _errors_to_exit_codes(as_json):
-        settings = _settings(project_dir, target, threads, profiles_dir=profiles_dir)
+        settings = _settings(
+            SessionOptions(
+                project_dir=project_dir, profiles_dir=profiles_dir, target=target, threads=threads
+            )
+        )
         report = run_doctor(settings, connections=connections, hold_s=hold_s, parse=not no_parse)
     click.echo(report.to_json(indent=2) if as_json else report.render())
     code = max((kind.exit_code for kind in report.failed_kinds), default=EXIT_OK)
@@ -703,7 +679,7 @@ def serve(socket_path: Path | None, max_requests: int | None, quiet: bool) -> No
 
     _setup_logging(quiet)
     with _errors_to_exit_codes():
-        worker = Worker(_settings(None, None, None), socket_path)
+        worker = Worker(_settings(SessionOptions()), socket_path)
         worker.serve_forever(max_requests=max_requests)
 
 

@@ -287,3 +287,46 @@ def test_console_script_exits_with_the_command_s_code(
     out, err = capsys.readouterr()
     assert out == "result on stdout\n"
     assert printed in err
+
+
+# ---------------------------------------------------------------------- selection options
+def test_exclude_leaves_models_and_their_tests_out_of_both_steps(env: dict[str, str]) -> None:
+    result = run_cli(env, "cycle", "--json", "--exclude", "part_2", "--project-dir", str(MINI))
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert sorted(n["name"] for n in payload["staging"]["nodes"]) == ["part_1", "part_3"]
+    tested = [n["unique_id"] for n in payload["tests"]["nodes"]]
+    assert tested and not any("part_2" in uid for uid in tested)  # its test went with it
+    assert "--exclude" in payload["staging"]["attempt_log"][0]["args"]
+
+
+def test_profiles_dir_option_uses_the_callers_own_profile(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """--profiles-dir: dbt reads that profiles.yml (its DuckDB file), not a generated one."""
+    import duckdb
+
+    own = tmp_path / "own_profiles"
+    own.mkdir()
+    db = tmp_path / "own.duckdb"
+    (own / "profiles.yml").write_text(
+        f"mini:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
+        f"      path: '{db}'\n      threads: 2\n"
+    )
+    result = run_cli(
+        env,
+        "staging",
+        "--json",
+        "--select",
+        "part_1",
+        "--profiles-dir",
+        str(own),
+        "--project-dir",
+        str(MINI),
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["threads"] == 2  # the profile's own threads
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from main.part_1").fetchone() == (1,)
+    assert not Path(env["DBT_RUNNER_WAREHOUSE__PATH"]).exists()

@@ -13,8 +13,11 @@ import dbt_runner
 
 
 def _exported_public_names() -> set[str]:
-    """Names a user can reach on the package that are not private or plumbing."""
-    names = set()
+    """Names a user can reach on the package that are not private or plumbing.
+
+    The package loads a few names on first use (module ``__getattr__``): they count too.
+    """
+    names = set(dbt_runner._LAZY)
     for name, value in vars(dbt_runner).items():
         if isinstance(value, (types.ModuleType, __future__._Feature)):
             continue  # submodules and ``from __future__ import annotations``
@@ -119,3 +122,28 @@ def test_invocation_error_carries_its_kind() -> None:
     exc = dbt_runner.DbtInvocationError("no parse", dbt_runner.ErrorKind.COMPILATION)
     assert exc.kind is dbt_runner.ErrorKind.COMPILATION
     assert "compilation" in str(exc)
+
+
+def test_a_cycle_does_not_import_the_lazy_modules() -> None:
+    """doctor and the timeline chart load only when used: a fresh cycle does not pay them."""
+    import subprocess
+    import sys
+
+    lazy = ("dbt_runner._doctor", "dbt_runner._timeline")
+    code = f"import sys, dbt_runner; print(sorted(m for m in sys.modules if m in {lazy!r}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert dbt_runner.run_doctor.__module__ == "dbt_runner._doctor"  # and they are reachable
+
+
+def test_no_doc_or_example_imports_a_private_module() -> None:
+    """Users are pointed at ``dbt_runner.<public name>``, never at ``dbt_runner._module``."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    files += sorted((root / "examples").rglob("*.py")) + sorted((root / "examples").glob("*.ipynb"))
+    private = re.compile(r"(from|import)\s+dbt_runner\._[a-z]")
+    offenders = [str(f.relative_to(root)) for f in files if private.search(f.read_text())]
+    assert offenders == []

@@ -46,6 +46,7 @@ from dbt_runner._classify import classify_exception
 from dbt_runner._logjson import EVENT_KEY
 from dbt_runner._retry import is_retryable
 from dbt_runner.cli import exit_code
+from tests._projects import write_project
 from tests.integration._nossl import nossl_db, nossl_server  # noqa: F401 - fixtures
 from tests.services.pg_fixtures import PgDatabase
 from tests.services.postgres import PostgresServer, free_port
@@ -82,21 +83,7 @@ class Env:
 def make_project(
     root: Path, models: dict[str, str], tests: dict[str, str] | None = None, yml: str = ""
 ) -> Path:
-    project = root / "proj"
-    (project / "models").mkdir(parents=True)
-    (project / "tests").mkdir()
-    (project / "dbt_project.yml").write_text(
-        "name: adv\nversion: '1.0'\nconfig-version: 2\nprofile: adv\n"
-        "model-paths: [models]\ntest-paths: [tests]\n"
-        "models:\n  adv:\n    +materialized: table\n"
-    )
-    for name, sql in models.items():
-        (project / "models" / f"{name}.sql").write_text(sql)
-    for name, sql in (tests or {}).items():
-        (project / "tests" / f"{name}.sql").write_text(sql)
-    if yml:
-        (project / "models" / "schema.yml").write_text(yml)
-    return project
+    return write_project(root, "adv", models, tests=tests, yml=yml)
 
 
 RETRY = {"attempts": 2, "initial_wait_s": 0, "max_wait_s": 0}

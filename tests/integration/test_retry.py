@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from dbt_runner import DbtSession, ErrorKind, NodeEvent, Settings
+from tests._projects import write_project
 from tests.services.pg_fixtures import PgDatabase
 from tests.services.postgres import PostgresServer
 from tests.services.sshd import wait_until
@@ -27,34 +28,18 @@ HASH_NAME = re.compile(r"^[0-9a-f]{10}$")
 
 
 def make_project(root: Path) -> Path:
-    project = root / "proj"
-    (project / "models").mkdir(parents=True)
-    (project / "tests").mkdir()
-    (project / "dbt_project.yml").write_text(
-        "name: rt\nversion: '1.0'\nconfig-version: 2\nprofile: rt\n"
-        "model-paths: [models]\ntest-paths: [tests]\n"
-        "models:\n  rt:\n    +materialized: table\n"
+    columns = "    columns:\n      - name: order_id\n        data_tests: [not_null, unique]\n"
+    return write_project(
+        root,
+        "rt",
+        {name: "select g as order_id from generate_series(1, 5) g" for name in ("a", "b", "c")},
+        yml="version: 2\nmodels:\n" + "".join(f"  - name: {m}\n{columns}" for m in ("a", "b")),
+        # a singular test that sleeps on its first execution only (the fault lands there)
+        tests={
+            "gated_orders": "select order_id from {{ ref('a') }} where public.fault_gate() <> 0"
+        },
+        selectors="selectors:\n  - name: only_ab\n    definition:\n      union: [a, b]\n",
     )
-    for name in ("a", "b", "c"):
-        (project / "models" / f"{name}.sql").write_text(
-            "select g as order_id from generate_series(1, 5) g"
-        )
-    (project / "models" / "schema.yml").write_text(
-        "version: 2\nmodels:\n"
-        + "".join(
-            f"  - name: {m}\n    columns:\n      - name: order_id\n"
-            "        data_tests: [not_null, unique]\n"
-            for m in ("a", "b")
-        )
-    )
-    # a singular test that sleeps on its first execution only (the fault lands there)
-    (project / "tests" / "gated_orders.sql").write_text(
-        "select order_id from {{ ref('a') }} where public.fault_gate() <> 0"
-    )
-    (project / "selectors.yml").write_text(
-        "selectors:\n  - name: only_ab\n    definition:\n      union: [a, b]\n"
-    )
-    return project
 
 
 def settings(db: PgDatabase, tmp: Path, project: Path) -> Settings:
