@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +311,6 @@ def test_dbt_redshift_incremental_model_runs_twice(
             "select id, v from analytics.events order by id", dbname=redshift_db.dbname
         )
 
-    started = time.monotonic()
     first = dbtRunner().invoke(args)
     assert first.success, first.exception
     assert rows() == [(1, "a"), (2, "b")]
@@ -323,7 +321,6 @@ def test_dbt_redshift_incremental_model_runs_twice(
     # Incremental: the same table, row 2 replaced (delete+insert), row 3 added.
     assert rows() == [(1, "a"), (2, "b2"), (3, "c")]
     assert table_oid() == oid
-    assert time.monotonic() - started < 45
 
     creates = redshift_db.clauses_for("events")
     assert creates == [["diststyle key", "distkey(id)", "compound sortkey(id)"]]
