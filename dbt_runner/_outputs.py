@@ -18,8 +18,9 @@ anything else          None
 
 "Previewed" follows dbt's own console: ``show`` and ``compile`` print the nodes
 whose name occurs in the first ``--select`` value (tests that indirect
-selection adds are compiled or run, not printed); ``compile`` without a
-selection prints nothing, and its output holds every compiled node.
+selection adds are run, not printed; ``--select a b`` prints only ``a``). When
+dbt prints none (``compile`` without a selection, ``--select tag:x``), the
+output holds every node dbt ran, by unique_id.
 
 dbt (1.8 to 1.11) does not return a ``run-operation`` macro's value: its task
 discards what ``adapter.execute_macro`` returned. :func:`capture_macro_return`
@@ -119,10 +120,11 @@ def _printed(result: Any) -> list[Any]:
     select = args.get("select") or ()
     if isinstance(select, str):
         select = (select,)
-    if not select:
-        return results
-    first = str(select[0])
-    return [r for r in results if str(getattr(r.node, "name", "")) in first]
+    first = str(select[0]) if select else ""
+    printed = [r for r in results if first and str(getattr(r.node, "name", "")) in first]
+    # dbt prints nothing without a selection or when no name matches (--select tag:x):
+    # then every node it ran is the output
+    return printed or results
 
 
 def _one_or_many(pairs: list[tuple[str, JSON]]) -> JSON:

@@ -114,11 +114,22 @@ def test_show_of_several_nodes_gives_rows_by_unique_id(tmp_path: Path) -> None:
     a = SimpleNamespace(node=_node("model.shop.orders"), agate_table=_Table(["n"], [(1,)]))
     b = SimpleNamespace(node=_node("model.shop.order_totals"), agate_table=_Table(["n"], [(2,)]))
     out = command_output(
-        ["show", "--select", "orders order_totals"],
-        _executed([a, b], select=("orders order_totals",)),
+        ["show", "--select", "tag:nightly"],
+        _executed([a, b], select=("tag:nightly",)),
         target_dir=tmp_path,
     )
     assert out == {"model.shop.orders": [{"n": 1}], "model.shop.order_totals": [{"n": 2}]}
+
+
+def test_show_of_two_selected_names_previews_the_first_as_dbt_prints(tmp_path: Path) -> None:
+    a = SimpleNamespace(node=_node("model.shop.orders"), agate_table=_Table(["n"], [(1,)]))
+    b = SimpleNamespace(node=_node("model.shop.order_totals"), agate_table=_Table(["n"], [(2,)]))
+    out = command_output(
+        ["show", "--select", "orders", "order_totals"],
+        _executed([a, b], select=("orders", "order_totals")),
+        target_dir=tmp_path,
+    )
+    assert out == [{"n": 1}]
 
 
 def test_show_inline_gives_the_inline_query_rows(tmp_path: Path) -> None:
