@@ -157,8 +157,8 @@ class Twins:
 def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twins]:
     plain = _write_project(tmp_path_factory.mktemp("plain"))
     lib = _write_project(tmp_path_factory.mktemp("lib"))
-    for step in (["seed"], ["run"], ["snapshot"]):
-        _dbt(plain, *step)
+    _dbt(plain, "seed")  # the models read it as a source: dbt build would not order it first
+    _dbt(plain, "build", "--exclude", "positive_amounts", "resource_type:seed")
     with DbtSession(_settings(lib)) as session:  # one session for the module, as in a notebook
         for step in (["seed"], ["run"], ["snapshot"]):
             session.invoke(step).raise_for_status()
