@@ -239,6 +239,9 @@ def command_output(
     gives None rather than losing the invocation's result).
     """
     words = command_words(args)
+    if words == ("retry",):  # dbt's retry re-ran the previous command: shape it as that one
+        which = _dbt_args(dbt_result).get("which")
+        words = command_words(str(which).split()) if which else words
     try:
         if words in (("ls",), ("list",)):
             return ls_output(dbt_result)

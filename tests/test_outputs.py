@@ -265,3 +265,14 @@ def test_docs_generate_output_names_the_catalog_and_counts_it(tmp_path: Path) ->
 @pytest.mark.parametrize("args", [["run"], ["seed"], ["deps"], ["debug"], ["build"]])
 def test_other_commands_have_no_output(args: list[str], tmp_path: Path) -> None:
     assert command_output(args, SimpleNamespace(results=[]), target_dir=tmp_path) is None
+
+
+def test_a_retry_is_shaped_as_the_command_it_re_ran(tmp_path: Path) -> None:
+    orders = SimpleNamespace(node=_node("model.shop.orders", compiled_code="select 1"))
+    retried = _executed([orders], select=("orders",), which="compile")
+    assert command_output(["retry"], retried, target_dir=tmp_path) == "select 1"
+    operation = SimpleNamespace(results=[], args={"which": "run-operation"})
+    out = command_output(
+        ["retry"], operation, target_dir=tmp_path, macro_return=_returned({"ok": True})
+    )
+    assert out == {"ok": True}
