@@ -55,6 +55,13 @@ class NodeResult:
 
     ``error`` is set for failed nodes (``status`` error/fail/skipped) and
     classifies the node's message.
+
+    ``rows_affected`` counts rows a model, seed or snapshot wrote (None for tests:
+    their count is ``failures``, the number of failing rows). ``relation_name`` is
+    the warehouse relation (as in the manifest), ``adapter_response`` dbt's
+    adapter response as JSON, ``invocation_id`` the dbt invocation that ran the
+    node, ``compiled_path`` the absolute path of its compiled SQL under the
+    target path (None when dbt compiled nothing, e.g. seeds).
     """
 
     unique_id: str
@@ -69,6 +76,11 @@ class NodeResult:
     message: str | None
     attempt: int = 1
     error: ErrorInfo | None = None
+    failures: int | None = None
+    relation_name: str | None = None
+    adapter_response: dict[str, Any] = field(default_factory=dict, hash=False)
+    invocation_id: str | None = None
+    compiled_path: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -83,9 +95,10 @@ class NodeResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NodeResult:
-        """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        """The inverse of :meth:`to_dict` (unknown keys are ignored, missing ones default)."""
         error = data.get("error")
         rows = data.get("rows_affected")
+        failures = data.get("failures")
         return cls(
             unique_id=str(data["unique_id"]),
             name=str(data["name"]),
@@ -99,6 +112,11 @@ class NodeResult:
             message=data.get("message"),
             attempt=int(data.get("attempt") or 1),
             error=ErrorInfo.from_dict(error) if error else None,
+            failures=None if failures is None else int(failures),
+            relation_name=data.get("relation_name"),
+            adapter_response=dict(data.get("adapter_response") or {}),
+            invocation_id=data.get("invocation_id"),
+            compiled_path=data.get("compiled_path"),
         )
 
 
@@ -114,11 +132,14 @@ class Attempt:
     success: bool
     nodes: tuple[NodeResult, ...]
     error: ErrorInfo | None = None
+    #: dbt's invocation id of this try (None when dbt did not start)
+    invocation_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form."""
         return {
             "number": self.number,
+            "invocation_id": self.invocation_id,
             "args": list(self.args),
             "threads": self.threads,
             "started_at": self.started_at,
@@ -151,6 +172,10 @@ class RunResult:
     error: ErrorInfo | None = None
     attempt_log: tuple[Attempt, ...] = field(default=(), repr=False)
     degraded_threads: int | None = None
+    #: the command's own value (ls lines, show rows, compiled SQL, ...): see :mod:`._outputs`
+    output: Any = field(default=None, hash=False, repr=False)
+    #: dbt's invocation id of the last attempt
+    invocation_id: str | None = None
 
     @property
     def failed_nodes(self) -> tuple[NodeResult, ...]:
@@ -185,6 +210,8 @@ class RunResult:
             "attempt_log": [a.to_dict() for a in self.attempt_log],
             # results that a later attempt replaced (retried nodes): keeps the timeline whole
             "superseded_nodes": [n.to_dict() for n in self.superseded_nodes],
+            "invocation_id": self.invocation_id,
+            "output": self.output,
         }
 
     @property
@@ -221,6 +248,7 @@ class RunResult:
                     if (uid, int(a["number"])) in by_try
                 ),
                 error=ErrorInfo.from_dict(a["error"]) if a.get("error") else None,
+                invocation_id=a.get("invocation_id"),
             )
             for a in data.get("attempt_log") or ()
         )
@@ -236,6 +264,8 @@ class RunResult:
             error=ErrorInfo.from_dict(error) if error else None,
             attempt_log=attempt_log,
             degraded_threads=data.get("degraded_threads"),
+            output=data.get("output"),
+            invocation_id=data.get("invocation_id"),
         )
 
     def to_timeline(self, *, title: str | None = None) -> Any:
@@ -308,8 +338,12 @@ class RunResult:
         started_at: str,
         elapsed_s: float,
         degraded_threads: int | None = None,
+        output: Any = None,
     ) -> RunResult:
-        """Merge attempts: a node's latest result wins; the last attempt's error stands."""
+        """Merge attempts: a node's latest result wins; the last attempt's error stands.
+
+        ``output`` is the last attempt's command value (a retry re-runs what failed).
+        """
         latest: dict[str, NodeResult] = {}
         for attempt in attempts:
             for node in attempt.nodes:
@@ -328,6 +362,8 @@ class RunResult:
             error=None if success else last.error,
             attempt_log=tuple(attempts),
             degraded_threads=degraded_threads,
+            output=output,
+            invocation_id=last.invocation_id,
         )
 
 
@@ -363,32 +399,68 @@ def node_from_dbt(
     error: ErrorInfo | None = None,
     *,
     names: Mapping[str, str] | None = None,
+    invocation_id: str | None = None,
+    base_dir: Path | None = None,
 ) -> NodeResult:
     """A dbt ``RunResult`` (or a run_results.json entry as a dict) as a NodeResult.
 
     ``names`` (unique_id -> name, from the manifest) gives a run_results.json entry
-    its real name; without it the name is read from the unique_id.
+    its real name; without it the name is read from the unique_id. ``base_dir``
+    (the project dir) makes a relative ``compiled_path`` absolute.
     """
+    if not isinstance(result, Mapping) and getattr(result, "node", None) is None:
+        # run-operation's RunResultOutput: the artifact's own entry, no node object
+        result = result.to_dict(omit_none=False)
     if isinstance(result, Mapping):
-        return _node_from_json(result, attempt, error, names or {})
+        return _node_from_json(result, attempt, error, names or {}, invocation_id)
     node = result.node
+    resource_type = str(node.resource_type)
+    is_test = resource_type in TEST_TYPES
     started, completed = _span((t.started_at, t.completed_at) for t in (result.timing or ()))
-    response = result.adapter_response or {}
-    rows = response.get("rows_affected")
+    response = _json_response(result.adapter_response)
+    compiled = getattr(node, "compiled_path", None)
+    if compiled and base_dir is not None:
+        compiled = str(base_dir / compiled)  # an absolute target path stays as it is
+    if compiled and not Path(compiled).is_file():
+        compiled = None  # inline SQL (show/compile --inline) has no file
     return NodeResult(
         unique_id=node.unique_id,
         name=node.name,
-        resource_type=str(node.resource_type),
+        resource_type=resource_type,
         status=str(result.status),
         started_at=started,
         completed_at=completed,
         elapsed_s=round(float(result.execution_time or 0.0), 3),
         thread=result.thread_id,
-        rows_affected=int(rows) if isinstance(rows, int) and rows >= 0 else None,
+        rows_affected=None if is_test else _count(response.get("rows_affected")),
         message=result.message,
         attempt=attempt,
         error=error,
+        failures=_count(result.failures) if is_test else None,
+        relation_name=getattr(node, "relation_name", None) or None,
+        adapter_response=response,
+        invocation_id=invocation_id,
+        compiled_path=str(compiled) if compiled else None,
     )
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative count, else None (dbt reports -1 for "unknown")."""
+    return (
+        int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else None
+    )
+
+
+def _json_response(response: Any) -> dict[str, Any]:
+    """dbt's adapter response (a dict, sometimes with non-JSON values) as plain JSON."""
+    from ._outputs import json_value
+
+    if not isinstance(response, Mapping):
+        to_dict = getattr(response, "to_dict", None)
+        response = to_dict() if callable(to_dict) else {}
+    return {str(k): json_value(v) for k, v in response.items()}
 
 
 def name_from_unique_id(unique_id: str) -> str:
@@ -406,23 +478,33 @@ def name_from_unique_id(unique_id: str) -> str:
 
 
 def _node_from_json(
-    data: Mapping[str, Any], attempt: int, error: ErrorInfo | None, names: Mapping[str, str]
+    data: Mapping[str, Any],
+    attempt: int,
+    error: ErrorInfo | None,
+    names: Mapping[str, str],
+    invocation_id: str | None = None,
 ) -> NodeResult:
     unique_id = str(data["unique_id"])
+    resource_type = unique_id.split(".", 1)[0]
+    is_test = resource_type in TEST_TYPES
     timings: Iterable[Mapping[str, Any]] = data.get("timing") or ()
     started, completed = _span((t.get("started_at"), t.get("completed_at")) for t in timings)
-    rows = (data.get("adapter_response") or {}).get("rows_affected")
+    response = _json_response(data.get("adapter_response") or {})
     return NodeResult(
         unique_id=unique_id,
         name=names.get(unique_id) or name_from_unique_id(unique_id),
-        resource_type=unique_id.split(".", 1)[0],
+        resource_type=resource_type,
         status=str(data.get("status")),
         started_at=started,
         completed_at=completed,
         elapsed_s=round(float(data.get("execution_time") or 0.0), 3),
         thread=data.get("thread_id"),
-        rows_affected=int(rows) if isinstance(rows, int) and rows >= 0 else None,
+        rows_affected=None if is_test else _count(response.get("rows_affected")),
         message=data.get("message"),
         attempt=attempt,
         error=error,
+        failures=_count(data.get("failures")) if is_test else None,
+        relation_name=data.get("relation_name") or None,
+        adapter_response=response,
+        invocation_id=invocation_id,
     )

@@ -35,6 +35,7 @@ from ._exceptions import (
     SessionStateError,
     TunnelError,
 )
+from ._outputs import capture_macro_return, command_output
 from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, tunnel_target
 from ._results import (
     ERROR_STATUSES,
@@ -105,6 +106,8 @@ class DbtSession:
         self._profiles_dir: Path | None = None
         self._manifests: dict[tuple[str, str], Any] = {}
         self._timeout_s = self.settings.timeout_s  # the running invocation's deadline
+        #: the running attempt's command value and dbt invocation id (set by _run_attempt)
+        self._dbt_output: tuple[Any, str | None] = (None, None)
         self.project_dir = self.settings.resolved_project_dir
         self.state_dir = _state_dir(self.settings, self.project_dir)
 
@@ -445,6 +448,7 @@ class DbtSession:
             started_at=started_at,
             elapsed_s=time.monotonic() - t0,
             degraded_threads=degraded,
+            output=self._dbt_output[0],
         )
 
     def _target_dir(self, args: Sequence[str]) -> Path:
@@ -458,6 +462,7 @@ class DbtSession:
     def _attempt(self, number: int, args: list[str], threads: int | None) -> Attempt:
         started_at = utc_now_iso()
         t0 = time.monotonic()
+        self._dbt_output = (None, None)
         full_args, nodes, error, used = self._run_attempt(number, args, threads, t0)
         return Attempt(
             number=number,
@@ -468,6 +473,7 @@ class DbtSession:
             success=error is None,
             nodes=nodes,
             error=error,
+            invocation_id=self._dbt_output[1],
         )
 
     def _run_attempt(
@@ -508,11 +514,15 @@ class DbtSession:
 
         _drop_connections()  # never reuse a connection an earlier invocation left behind
         watchdog = _Watchdog(self)
-        with watchdog:
+        with watchdog, capture_macro_return() as macro_return:
             res = self._run_dbt(full_args, manifest)
         if watchdog.fired:
             _drop_connections()  # the cancelled ones (their tunnel is gone)
         nodes, error = self._outcome(number, res, t0, watchdog.fired, manifest)
+        output = command_output(
+            full_args, res.result, target_dir=self._target_dir(args), macro_return=macro_return
+        )
+        self._dbt_output = (output, _dbt_invocation_id())
         return full_args, nodes, error, self._threads_used(full_args)
 
     def _effective_args(self, args: Sequence[str], threads: int | None) -> list[str]:
@@ -557,7 +567,13 @@ class DbtSession:
         """dbt's three outcomes (success, exception, failed nodes) as nodes + error."""
         raw_results = _node_results(res, self.state_dir / "target", t0)
         names = _manifest_names(manifest)
-        nodes = tuple(node_from_dbt(r, number, names=names) for r in raw_results)
+        invocation_id = _dbt_invocation_id()
+        nodes = tuple(
+            node_from_dbt(
+                r, number, names=names, invocation_id=invocation_id, base_dir=self.project_dir
+            )
+            for r in raw_results
+        )
         retry = self.settings.retry
         if timed_out:
             message = (
@@ -583,6 +599,10 @@ class DbtSession:
                 kind = transient[0].kind
                 message = f"{message}\n(first transient node failure) {transient[0].message}"
             return nodes, ErrorInfo(kind, message)
+        if not res.success and isinstance(res.result, bool):
+            # dbt debug: no nodes, no exception, just "a check failed" (dbt printed which)
+            message = "dbt debug: a check failed (profile, project, dependencies or connection)"
+            return nodes, ErrorInfo(ErrorKind.CONFIGURATION, message)
         if not res.success:
             errors = [n.error for n in nodes if n.error is not None]
             fallback = ErrorInfo(ErrorKind.MODEL_FAILURE, "dbt reported failure")
@@ -874,6 +894,16 @@ def _node_results(res: Any, target: Path, t0: float) -> list[Any]:
     except (OSError, ValueError):
         return []
     return [r for r in data.get("results", []) if isinstance(r, dict) and "unique_id" in r]
+
+
+def _dbt_invocation_id() -> str | None:
+    """The id of dbt's latest invocation in this process (dbt resets it per command)."""
+    try:
+        from dbt_common.invocation import get_invocation_id
+
+        return str(get_invocation_id())
+    except Exception:  # pragma: no cover - dbt_common moved it
+        return None
 
 
 def _release_duckdb() -> None:

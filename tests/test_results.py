@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -304,3 +305,90 @@ def test_a_test_from_run_results_json_keeps_its_name_not_its_hash() -> None:
     assert node_from_dbt(unit, 1).name == "test_amounts_are_positive"
     names = {entry["unique_id"]: "not_null_orders_order_id_custom"}
     assert node_from_dbt(entry, 1, names=names).name == "not_null_orders_order_id_custom"
+
+
+def _dbt_result(resource_type: str, adapter_response: dict[str, Any], failures: Any) -> Any:
+    """A dbt RunResult as far as node_from_dbt reads it (the seam's fake)."""
+    from types import SimpleNamespace
+
+    node = SimpleNamespace(
+        unique_id=f"{resource_type}.shop.x",
+        name="x",
+        resource_type=resource_type,
+        relation_name='"shop"."main"."x"' if resource_type == "model" else None,
+        compiled_path=None,
+    )
+    return SimpleNamespace(
+        node=node,
+        timing=[],
+        adapter_response=adapter_response,
+        status="pass" if resource_type == "test" else "success",
+        execution_time=0.1,
+        thread_id="Thread-1",
+        message=None,
+        failures=failures,
+    )
+
+
+def test_a_passing_test_has_no_rows_affected_and_zero_failures() -> None:
+    """PostgreSQL/Redshift report rows_affected=1 for a passing test: not rows written."""
+    response = {"_message": "SELECT 1", "code": "SELECT", "rows_affected": 1}
+    node = node_from_dbt(_dbt_result("test", response, 0), attempt=1, invocation_id="abc")
+    assert node.rows_affected is None
+    assert node.failures == 0
+    assert node.adapter_response == response
+    assert node.invocation_id == "abc"
+
+
+def test_a_model_keeps_its_rows_relation_and_response_and_no_failures() -> None:
+    response = {"_message": "INSERT 0 42", "code": "INSERT", "rows_affected": 42}
+    node = node_from_dbt(_dbt_result("model", response, None), attempt=1)
+    assert node.rows_affected == 42
+    assert node.failures is None
+    assert node.relation_name == '"shop"."main"."x"'
+    assert json.loads(json.dumps(node.to_dict()))["adapter_response"] == response
+
+
+def test_a_failed_test_from_run_results_json_counts_its_failing_rows() -> None:
+    entry = {
+        "unique_id": "test.shop.positive_amounts",
+        "status": "fail",
+        "failures": 3,
+        "adapter_response": {"_message": "SELECT 1", "rows_affected": 1},
+        "relation_name": None,
+    }
+    node = node_from_dbt(entry, attempt=1)
+    assert (node.failures, node.rows_affected) == (3, None)
+
+
+def test_new_fields_and_output_survive_the_json_round_trip() -> None:
+    node = replace(
+        _node("orders"),
+        failures=None,
+        relation_name='"shop"."main"."orders"',
+        adapter_response={"_message": "OK", "rows_affected": 3},
+        invocation_id="inv-2",
+        compiled_path="/p/target/compiled/shop/models/orders.sql",
+    )
+    attempt = replace(_attempt(1, node), invocation_id="inv-2")
+    result = RunResult.merge(
+        "show", [attempt], started_at=T0, elapsed_s=1.0, output=[{"id": 1, "day": "2026-01-01"}]
+    )
+    assert result.invocation_id == "inv-2"
+    back = RunResult.from_dict(json.loads(result.to_json()))
+    assert back == result
+    assert back.output == [{"id": 1, "day": "2026-01-01"}]
+    assert back.attempt_log[0].invocation_id == "inv-2"
+    assert back.nodes[0].compiled_path == node.compiled_path
+
+
+def test_a_result_stored_by_an_older_version_still_loads() -> None:
+    old = _result(_node("orders")).to_dict()
+    old.pop("output")
+    old.pop("invocation_id")
+    for key in ("failures", "relation_name", "adapter_response", "invocation_id", "compiled_path"):
+        old["nodes"][0].pop(key)
+    old["attempt_log"][0].pop("invocation_id")
+    back = RunResult.from_dict(old)
+    assert back.output is None and back.invocation_id is None
+    assert back.nodes[0].adapter_response == {} and back.nodes[0].failures is None
