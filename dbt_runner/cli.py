@@ -256,8 +256,27 @@ def _report(
             else {name: r.to_dict() for name, r in results.items()}
         )
         click.echo(json.dumps(payload, indent=2))
-    else:
-        (display or PlainDisplay()).report(results)
+        return
+    display = display or PlainDisplay()
+    outputs = [r.output for r in results.values() if r.output is not None]
+    if not outputs:
+        display.report(results)
+        return
+    # the command's own value (ls lines, show rows, compiled SQL) is what stdout is for,
+    # as with plain dbt; the summary goes to stderr so `dbt-runner dbt -- ls | ...` works
+    with redirect_stdout(sys.stderr):
+        display.report(results)
+    for output in outputs:
+        click.echo(_render_output(output))
+
+
+def _render_output(output: Any) -> str:
+    """A command's ``RunResult.output`` for a terminal: text as is, lists line by line."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list) and all(isinstance(line, str) for line in output):
+        return "\n".join(output)
+    return json.dumps(output, indent=2, default=str)
 
 
 Step = Callable[[DbtSession], RunResult]

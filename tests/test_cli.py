@@ -330,3 +330,22 @@ def test_profiles_dir_option_uses_the_callers_own_profile(
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("select count(*) from main.part_1").fetchone() == (1,)
     assert not Path(env["DBT_RUNNER_WAREHOUSE__PATH"]).exists()
+
+
+def test_dbt_pass_through_prints_the_command_s_own_value_on_stdout(env: dict[str, str]) -> None:
+    """`dbt-runner dbt -- ls` prints the node list like plain dbt; the summary is on stderr."""
+    result = run_cli(
+        env,
+        "dbt",
+        "--project-dir",
+        str(MINI),
+        "--",
+        "ls",
+        "--resource-type",
+        "model",
+        "--output",
+        "name",
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()) == ["broken", "part_1", "part_2", "part_3"]
+    assert "ls" in result.stderr  # the one-line summary went to stderr
