@@ -6,7 +6,8 @@ tests, an ephemeral and an incremental model, a source with freshness, a model
 and a data test that fail on purpose — is copied twice. Plain ``dbt`` runs a
 sequence of commands as a subprocess in copy A (the way a user runs it: from
 the project directory, ``DBT_PROFILES_DIR`` set), the library runs the same
-sequence through one ``DbtSession`` in copy B, each against its own database.
+sequence through ``DbtSession.invoke`` in copy B (one session per command, as
+one orchestrator task per command would), each against its own database.
 After every step each side records what a user would look at: the exit
 status, the per-node statuses and failure counts of ``run_results.json`` (and
 ``RunResult.nodes``), the warehouse's tables and rows, and the artifacts.
