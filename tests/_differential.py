@@ -1,0 +1,537 @@
+"""Plain ``dbt`` and a ``DbtSession`` on identical copies of a foreign project.
+
+The differential suite (issue 12): ``tests/fixtures/foreign_project`` — another
+team's project with seeds, two ``local:`` packages, selectors, a snapshot, unit
+tests, an ephemeral and an incremental model, a source with freshness, a model
+and a data test that fail on purpose — is copied twice. Plain ``dbt`` runs a
+sequence of commands as a subprocess in copy A (the way a user runs it: from
+the project directory, ``DBT_PROFILES_DIR`` set), the library runs the same
+sequence through ``DbtSession.invoke`` in copy B (one session per command, as
+one orchestrator task per command would), each against its own database.
+After every step each side records what a user would look at: the exit
+status, the per-node statuses and failure counts of ``run_results.json`` (and
+``RunResult.nodes``), the warehouse's tables and rows, and the artifacts.
+
+Both sides write to their project's own ``target/`` and ``logs/`` (the library's
+defaults for a writable project), so no path needs normalising. The sequences
+run once per module (module-scoped fixtures); the tests only compare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbt_runner import DbtSession, RunResult, Settings
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PROJECT = "foreign_project"
+PACKAGES = "foreign_packages"
+#: one plain dbt command may take this long on a loaded 2-core machine
+PLAIN_TIMEOUT_S = 240
+
+#: what the project promises (plain dbt's outcome, checked so no comparison is vacuous)
+BROKEN_MODEL = "model.foreign_shop.broken_cast"
+FAILING_TEST = "test.foreign_shop.assert_orders_are_small"
+UNIT_TEST = "unit_test.foreign_shop.customer_orders.counts_and_sums_orders_per_customer"
+SNAPSHOT = "snapshot.foreign_shop.customers_snapshot"
+PACKAGE_MODEL = "model.fx_money.fx_currencies"
+INCREMENTAL = "model.foreign_shop.orders_incremental"
+SOURCES = ("source.foreign_shop.shop_raw.raw_customers", "source.foreign_shop.shop_raw.raw_orders")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the sequence.
+
+    ``args`` may hold ``{state}``: the side's copy of ``target/`` saved by an
+    earlier step with ``save_state=True`` (for ``clone --state``).
+    """
+
+    key: str
+    args: tuple[str, ...]
+    #: snapshot the warehouse after this step
+    data: bool = False
+    #: copy target/ to state/ after this step
+    save_state: bool = False
+
+
+@dataclass
+class Outcome:
+    """What one side saw after one step."""
+
+    step: Step
+    args: list[str]
+    ok: bool
+    #: unique_id -> status of run_results.json when this step wrote it, else None
+    statuses: dict[str, str] | None = None
+    #: unique_id -> failures of run_results.json (tests: failing rows)
+    failures: dict[str, int | None] | None = None
+    #: unique_id -> the whole run_results.json entry, and that file's invocation id
+    results: dict[str, dict[str, Any]] | None = None
+    invocation_id: str | None = None
+    #: the warehouse (schema.table -> (columns, sorted rows)) when ``step.data``
+    data: dict[str, Any] | None = None
+    #: plain dbt's stdout (stdout + stderr)
+    output: str = ""
+    #: the library's result (None on the plain side)
+    result: RunResult | None = None
+    #: an exception the library raised instead of returning a result
+    raised: BaseException | None = None
+    #: unique_id -> status of target/sources.json when this step wrote it
+    freshness: dict[str, str] | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+def make_copy(root: Path) -> Path:
+    """``root/foreign_project`` (+ its ``local:`` packages beside it): a fresh copy."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in (PROJECT, PACKAGES):
+        shutil.copytree(
+            FIXTURES / name,
+            root / name,
+            ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "*.duckdb"),
+        )
+    return root / PROJECT
+
+
+def dbt_executable() -> str:
+    """The ``dbt`` of this interpreter's venv (the one the library imports)."""
+    found = shutil.which("dbt", path=str(Path(sys.executable).parent))
+    if found is None:  # pragma: no cover - dbt-core is a dependency
+        pytest.fail("no dbt executable next to the test interpreter")
+    return found
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _invocation(path: Path) -> str | None:
+    data = _json(path)
+    return None if data is None else data.get("metadata", {}).get("invocation_id")
+
+
+Warehouse = Callable[[], dict[str, Any]]
+
+
+class Side:
+    """One copy of the project and how to run dbt in it."""
+
+    name = "?"
+
+    def __init__(self, project: Path, profiles_dir: Path, snapshot: Warehouse) -> None:
+        self.project = project
+        self.profiles_dir = profiles_dir
+        self.snapshot = snapshot
+        self.state = project.parent / "state"
+
+    def _run(self, args: list[str]) -> Outcome:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, step: Step) -> Outcome:
+        args = [a.replace("{state}", str(self.state)) for a in step.args]
+        target = self.project / "target"
+        before = _invocation(target / "run_results.json")
+        fresh_before = _invocation(target / "sources.json")
+        outcome = self._run(args)
+        outcome.step = step
+        after = _json(target / "run_results.json")
+        if after is not None and after["metadata"]["invocation_id"] != before:
+            outcome.statuses = {r["unique_id"]: r["status"] for r in after["results"]}
+            outcome.failures = {r["unique_id"]: r.get("failures") for r in after["results"]}
+            outcome.results = {r["unique_id"]: r for r in after["results"]}
+            outcome.invocation_id = after["metadata"]["invocation_id"]
+        sources = _json(target / "sources.json")
+        if sources is not None and sources["metadata"]["invocation_id"] != fresh_before:
+            outcome.freshness = {r["unique_id"]: r["status"] for r in sources["results"]}
+        outcome.artifacts = artifacts(target)
+        if step.data:
+            outcome.data = self.snapshot()
+        if step.save_state:
+            shutil.rmtree(self.state, ignore_errors=True)
+            shutil.copytree(target, self.state)
+        return outcome
+
+
+def artifacts(target: Path) -> dict[str, Any]:
+    """The artifact facts a user reads: manifest node ids, catalog node ids."""
+    facts: dict[str, Any] = {}
+    manifest = _json(target / "manifest.json")
+    if manifest is not None:
+        facts["manifest"] = sorted(
+            [*manifest["nodes"], *manifest["sources"], *manifest.get("unit_tests", {})]
+        )
+        facts["manifest_invocation"] = manifest["metadata"]["invocation_id"]
+    catalog = _json(target / "catalog.json")
+    if catalog is not None:
+        facts["catalog"] = (sorted(catalog["nodes"]), sorted(catalog["sources"]))
+        facts["catalog_invocation"] = catalog["metadata"]["invocation_id"]
+    return facts
+
+
+class PlainDbt(Side):
+    """``dbt <args>`` as a subprocess from the project directory."""
+
+    name = "plain dbt"
+
+    def __init__(
+        self, project: Path, profiles_dir: Path, snapshot: Warehouse, env: Mapping[str, str]
+    ) -> None:
+        super().__init__(project, profiles_dir, snapshot)
+        self.env = {
+            **os.environ,
+            **env,
+            "DBT_PROFILES_DIR": str(profiles_dir),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DBT_USE_COLORS": "false",
+        }
+
+    def _run(self, args: list[str]) -> Outcome:
+        done = subprocess.run(
+            [dbt_executable(), *args],
+            cwd=self.project,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=PLAIN_TIMEOUT_S,
+            check=False,
+        )
+        return Outcome(
+            step=Step("", ()), args=args, ok=done.returncode == 0, output=done.stdout + done.stderr
+        )
+
+
+class Library(Side):
+    """``session.invoke(args)``, one ``DbtSession`` per step (an orchestrator task each).
+
+    One session per step, not one for the whole sequence: a session that
+    compiles a child of an ephemeral model twice fails the second time (see
+    ``test_one_session_builds_children_of_an_ephemeral_model_twice``), which
+    would turn every later comparison into a consequence of that one bug.
+    """
+
+    name = "dbt_runner"
+
+    def __init__(
+        self,
+        project: Path,
+        profiles_dir: Path,
+        snapshot: Warehouse,
+        settings: Callable[[], Settings],
+    ) -> None:
+        super().__init__(project, profiles_dir, snapshot)
+        self.settings = settings
+
+    def _run(self, args: list[str]) -> Outcome:
+        try:
+            with DbtSession(self.settings()) as session:
+                result = session.invoke(args)
+        except Exception as exc:  # a library bug: recorded, asserted by the tests
+            return Outcome(step=Step("", ()), args=args, ok=False, raised=exc)
+        return Outcome(step=Step("", ()), args=args, ok=result.success, result=result)
+
+
+def library_settings(project: Path, **values: Any) -> Settings:
+    """The library's settings for copy B: no back-off waits (failures here are not transient)."""
+    values.setdefault("retry", {"initial_wait_s": 0, "max_wait_s": 0})
+    return Settings(project_dir=project, **values)
+
+
+def run_sequence(side: Side, steps: Sequence[Step]) -> dict[str, Outcome]:
+    """Run ``steps`` in order on ``side``; outcomes by step key."""
+    return {step.key: side.step(step) for step in steps}
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (the in-process library reads env_var() there)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in values.items():
+            mp.setenv(key, value)
+        yield
+
+
+# ----------------------------------------------------------------- the command sequence
+#: the realistic order a team runs its project in
+STEPS = (
+    Step("deps", ("deps",)),
+    Step("debug", ("debug",)),
+    Step("parse", ("parse",)),
+    Step("seed", ("seed",), data=True),
+    Step("seed-ci", ("seed", "--target", "ci"), data=True),
+    Step("snapshot", ("snapshot",), data=True),
+    Step("run", ("run",), data=True),
+    Step("retry-run", ("retry",)),
+    Step("run-exclude", ("run", "--exclude", "tag:broken"), data=True, save_state=True),
+    Step("test", ("test",)),
+    Step("build-selector", ("build", "--selector", "nightly"), data=True),
+    Step("retry-build", ("retry",)),
+    Step("compile", ("compile", "--exclude", "tag:broken")),
+    Step("compile-inline", ("compile", "--inline", "select * from {{ ref('stg_orders') }}")),
+    Step("ls-name", ("ls", "--output", "name")),
+    Step("ls-path", ("ls", "--output", "path", "--select", "tag:marts")),
+    Step("ls-json", ("ls", "--output", "json", "--resource-type", "model")),
+    Step("ls-selector", ("ls", "--selector", "marts_and_parents", "--output", "selector")),
+    Step("show-model", ("show", "--select", "customer_orders")),
+    Step("show-inline", ("show", "--inline", "select order_id from {{ ref('stg_orders') }}")),
+    Step("run-operation", ("run-operation", "orders_above", "--args", "{min_cents: 1000}")),
+    Step("freshness", ("source", "freshness")),
+    Step("docs", ("docs", "generate")),
+    Step(
+        "clone",
+        ("clone", "--state", "{state}", "--target", "ci", "--exclude", "tag:broken"),
+        data=True,
+    ),
+    Step("clean", ("clean",)),
+)
+#: the representative subset for the PostgreSQL and tunnel paths
+SUBSET = (
+    "deps",
+    "seed",
+    "snapshot",
+    "run",
+    "retry-run",
+    "run-exclude",
+    "test",
+    "build-selector",
+    "retry-build",
+    "ls-name",
+    "show-model",
+    "freshness",
+)
+#: commands that fail on purpose (a broken model, a failing test, stale sources)
+EXPECTED_FAILURES = frozenset(
+    {"run", "retry-run", "test", "build-selector", "retry-build", "freshness"}
+)
+#: steps whose run_results.json lists nodes
+NODE_STEPS = frozenset(
+    {
+        "seed",
+        "seed-ci",
+        "snapshot",
+        "run",
+        "retry-run",
+        "run-exclude",
+        "test",
+        "build-selector",
+        "retry-build",
+        "compile",
+        "clone",
+    }
+)
+#: the library raises instead of returning a result (bug; xfail test in the DuckDB module)
+RAISES = frozenset({"run-operation"})
+
+
+def steps(keys: Sequence[str] | None = None) -> tuple[Step, ...]:
+    """The steps named by ``keys`` (all of them when None), in the sequence's order."""
+    return tuple(s for s in STEPS if keys is None or s.key in keys)
+
+
+@dataclass
+class Runs:
+    """Both sides' outcomes of one sequence, by step key."""
+
+    plain: dict[str, Outcome]
+    lib: dict[str, Outcome]
+    plain_project: Path
+    lib_project: Path
+
+    def pair(self, key: str) -> tuple[Outcome, Outcome]:
+        return self.plain[key], self.lib[key]
+
+
+# ----------------------------------------------------------------- warehouse snapshots
+_SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast")
+
+
+def _normal(value: Any) -> Any:
+    """A cell as comparable data (Decimal/datetime as their text: same on both sides)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _collect(
+    cursor_execute: Callable[[str], tuple[list[str], list[tuple[Any, ...]]]],
+) -> dict[str, Any]:
+    _, tables = cursor_execute(
+        "select table_schema, table_name from information_schema.tables "
+        f"where table_schema not in {_SYSTEM_SCHEMAS!r} order by 1, 2"
+    )
+    data: dict[str, Any] = {}
+    for schema, table in tables:
+        columns, rows = cursor_execute(f'select * from "{schema}"."{table}"')
+        normal = [tuple(_normal(v) for v in row) for row in rows]
+        data[f"{schema}.{table}"] = (columns, sorted(normal, key=repr))
+    return data
+
+
+def duckdb_snapshot(path: Path) -> Warehouse:
+    """Every table and view of the DuckDB file, rows sorted.
+
+    The connection uses DuckDB's default configuration so that, in the library's
+    process, it shares the database dbt-duckdb holds open (a read-only
+    connection would be refused as "a different configuration").
+    """
+
+    def snapshot() -> dict[str, Any]:
+        import duckdb
+
+        if not path.exists():
+            return {}
+        con = duckdb.connect(str(path))
+        try:
+
+            def execute(sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+                cur = con.execute(sql)
+                return [d[0] for d in cur.description], cur.fetchall()
+
+            return _collect(execute)
+        finally:
+            con.close()
+
+    return snapshot
+
+
+def postgres_snapshot(connect: Callable[[], Any]) -> Warehouse:
+    """Every table and view of a PostgreSQL database, rows sorted."""
+
+    def snapshot() -> dict[str, Any]:
+        conn = connect()
+        try:
+            with conn.cursor() as cur:
+
+                def execute(sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+                    cur.execute(sql)
+                    return [d[0] for d in cur.description], list(cur.fetchall())
+
+                return _collect(execute)
+        finally:
+            conn.close()
+
+    return snapshot
+
+
+# ----------------------------------------------------------------- comparisons
+def node_statuses(outcome: Outcome) -> dict[str, str]:
+    """unique_id -> status of the library's result."""
+    assert outcome.result is not None, f"the library raised: {outcome.raised!r}"
+    return {n.unique_id: n.status for n in outcome.result.nodes}
+
+
+def describe(outcome: Outcome) -> str:
+    """What went wrong on a side, for assertion messages."""
+    if outcome.raised is not None:
+        return f"raised {outcome.raised!r}"
+    if outcome.result is not None:
+        return outcome.result.summary()
+    return outcome.output[-3000:]
+
+
+# ----------------------------------------------------------------- the shared checks
+def parametrize_keys(metafunc: pytest.Metafunc) -> None:
+    """``pytest_generate_tests`` of the warehouse modules: keys from the class's STEPS.
+
+    ``step_key``: every step the library returns a result for; ``node_key``: steps
+    with per-node results; ``data_key``: steps after which the warehouse is compared.
+    """
+    cls = metafunc.cls
+    if cls is None or not hasattr(cls, "STEPS"):
+        return
+    keys = [s.key for s in cls.STEPS]
+    choices = {
+        "step_key": [k for k in keys if k not in RAISES],
+        "node_key": [k for k in keys if k in NODE_STEPS],
+        "data_key": [s.key for s in cls.STEPS if s.data],
+        "failing_key": [k for k in keys if k in ("test", "build-selector", "retry-build")],
+    }
+    for name, values in choices.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values)
+
+
+class DifferentialChecks:
+    """The comparisons every warehouse path makes (subclass with STEPS and a ``runs`` fixture)."""
+
+    STEPS: tuple[Step, ...] = ()
+
+    def test_plain_dbt_does_what_the_foreign_project_promises(self, runs: Runs) -> None:
+        """Guards every comparison against comparing two identical failures."""
+        plain = runs.plain
+        for key in plain:
+            expected = key not in EXPECTED_FAILURES
+            assert plain[key].ok is expected, (key, plain[key].output[-2000:])
+        run = plain["run"].statuses or {}
+        assert run[BROKEN_MODEL] == "error" and run[INCREMENTAL] == "success"
+        assert run[PACKAGE_MODEL] == "success"  # a model of a local: package
+        assert plain["retry-run"].statuses == {BROKEN_MODEL: "error"}
+        test = plain["test"].statuses or {}
+        assert test[FAILING_TEST] == "fail" and test[UNIT_TEST] == "pass"
+        assert (plain["test"].failures or {})[FAILING_TEST] == 1
+        assert (plain["snapshot"].statuses or {})[SNAPSHOT] == "success"
+        built = plain["build-selector"].statuses or {}
+        assert BROKEN_MODEL not in built and built[UNIT_TEST] == "pass"
+        assert plain["freshness"].freshness == {SOURCES[0]: "error", SOURCES[1]: "warn"}
+        assert "dev.customers_snapshot" in (plain["snapshot"].data or {})
+
+    def test_each_command_succeeds_or_fails_like_plain_dbt(self, runs: Runs, step_key: str) -> None:
+        plain, lib = runs.pair(step_key)
+        assert lib.raised is None, f"{step_key}: the library raised {lib.raised!r}"
+        assert lib.ok is plain.ok, f"{step_key}: plain ok={plain.ok}, library: {describe(lib)}"
+        assert lib.result is not None
+        assert lib.result.attempts == 1  # nothing here is transient: no blind re-runs
+
+    def test_per_node_statuses_equal_plain_dbt(self, runs: Runs, node_key: str) -> None:
+        plain, lib = runs.pair(node_key)
+        assert plain.statuses, f"{node_key}: plain dbt wrote no run_results.json"
+        # the library's own run_results.json and its RunResult say what plain dbt's says
+        assert lib.statuses == plain.statuses, describe(lib)
+        assert node_statuses(lib) == plain.statuses
+
+    def test_failing_rows_per_test_equal_plain_dbt(self, runs: Runs, failing_key: str) -> None:
+        plain, lib = runs.pair(failing_key)
+        assert plain.failures is not None and plain.failures[FAILING_TEST] == 1
+        assert lib.failures == plain.failures
+
+    def test_failed_nodes_are_the_ones_plain_dbt_reports(self, runs: Runs) -> None:
+        plain, lib = runs.pair("build-selector")
+        assert lib.result is not None
+        bad = {"error", "fail", "skipped", "runtime error"}
+        expected = {uid for uid, status in (plain.statuses or {}).items() if status in bad}
+        assert expected == {FAILING_TEST}
+        assert {n.unique_id for n in lib.result.failed_nodes} == expected
+        assert lib.result.error is not None and lib.result.error.kind.value == "test_failure"
+        assert lib.result.exit_code == 1
+
+    def test_warehouse_holds_the_same_tables_and_rows(self, runs: Runs, data_key: str) -> None:
+        plain, lib = runs.pair(data_key)
+        assert plain.data, f"{data_key}: plain dbt's warehouse is empty"
+        assert sorted(lib.data or {}) == sorted(plain.data)
+        for table, content in plain.data.items():
+            assert (lib.data or {})[table] == content, table
+
+    def test_source_freshness_statuses_equal_plain_dbt(self, runs: Runs) -> None:
+        plain, lib = runs.pair("freshness")
+        assert plain.freshness
+        assert lib.freshness == plain.freshness
+        assert node_statuses(lib) == plain.freshness
+
+    def test_deps_installs_the_same_local_packages(self, runs: Runs) -> None:
+        for project in (runs.plain_project, runs.lib_project):
+            lock = (project / "package-lock.yml").read_text()
+            assert "fx_checks" in lock and "fx_money" in lock
