@@ -513,6 +513,7 @@ class DbtSession:
                 manifest = self._manifests[key] = parsed.result
 
         _drop_connections()  # never reuse a connection an earlier invocation left behind
+        _reset_compile_state(manifest)  # as parse left it: dbt compiles nodes in place
         watchdog = _Watchdog(self)
         with watchdog, capture_macro_return() as macro_return:
             res = self._run_dbt(full_args, manifest)
@@ -686,6 +687,30 @@ class _Watchdog:
 
 
 # ---------------------------------------------------------------------- helpers
+def _reset_compile_state(manifest: Any) -> None:
+    """Clear what an earlier invocation's compile wrote into the session's manifest.
+
+    dbt compiles nodes in place on the manifest it is given. A child of an
+    ephemeral model keeps ``extra_ctes_injected=True`` from its first compile;
+    the next invocation renders its SQL afresh (with a ``__dbt__cte__...``
+    reference) but skips the injection because of that flag, and the query
+    fails with "__dbt__cte__<model> does not exist". Plain dbt never sees this:
+    each process parses a new manifest. Resetting the compile fields (the
+    parse-time defaults) gives every invocation that same starting point, at
+    O(nodes) cost instead of a copy of the manifest.
+    """
+    if manifest is None:
+        return
+    for node in manifest.nodes.values():
+        if getattr(node, "compiled", False) or getattr(node, "extra_ctes_injected", False):
+            node.compiled = False
+            node.compiled_code = None
+            node.compiled_path = None
+            node.extra_ctes_injected = False
+            node.extra_ctes = []
+            node._pre_injected_sql = None
+
+
 def _make_runner(manifest: Any, callbacks: list[Any]) -> Any:
     """A ``dbtRunner`` (the seam unit tests replace with a fake)."""
     from dbt.cli.main import dbtRunner

@@ -115,23 +115,12 @@ class TestDuckDB(DifferentialChecks):
         plain, _ = runs.pair("run-operation")
         assert plain.ok and "orders above 1000: 3" in plain.output
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: invoke(['run-operation', ...]) raises AttributeError "
-        "('RunResultOutput' object has no attribute 'node', in node_from_dbt)",
-    )
     def test_run_operation_returns_a_result_like_plain_dbt(self, runs: Runs) -> None:
         _, lib = runs.pair("run-operation")
         assert lib.raised is None, f"the library raised {lib.raised!r}"
         assert lib.ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a session hands dbt the same in-memory Manifest every invocation; the first "
-    "compile leaves extra_ctes_injected=True on the ephemeral model's children, so their next "
-    "compile skips the CTE injection (__dbt__cte__int_orders_eur does not exist)",
-)
 def test_one_session_builds_children_of_an_ephemeral_model_twice(tmp_path: Path) -> None:
     """What an orchestrator's long-lived session does every cycle: the same run twice."""
     _, lib, lib_env = duckdb_sides(tmp_path)

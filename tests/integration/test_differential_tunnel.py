@@ -8,8 +8,8 @@ generates for the project's profile name (``foreign``, target ``dev``, the
 same schema). Statuses, failing rows, warehouse contents must be the same,
 and every library command must really have gone through the bastion.
 
-A team's *own* ``profiles.yml`` together with the tunnel is being built on
-another branch: that variant is an xfail(strict) test here, to flip after merge.
+A team's *own* ``profiles.yml`` through the tunnel: the session's target
+(``ci`` here) is the one pointed at the bastion, the rest of the file verbatim.
 """
 
 from __future__ import annotations
@@ -122,20 +122,23 @@ class TestTunnel(DifferentialChecks):
         assert logins["count"] == len(self.STEPS)
 
 
-@pytest.mark.xfail(strict=True, reason="own profiles + tunnel: other branch")
 def test_own_profile_through_the_tunnel_seeds_like_plain_dbt(
     tmp_path: Path, pg_server: PostgresServer, sshd: SshdServer
 ) -> None:
     with _database(pg_server, "dbr_dto") as (user, password, dbname):
         db = PgDatabase(pg_server.host, pg_server.port, user, password, dbname)
         project = make_copy(tmp_path)
-        settings = library_settings(
-            project, profiles_dir=project / "profiles" / "postgres", ssh=ssh_of(sshd)
-        )
         before = sshd.accepted_connections()
-        with environment(pg_env(db)), DbtSession(settings) as session:
-            assert session.invoke(["deps"]).success
-            seeded = session.invoke(["seed", "--target", "ci"])
+        with environment(pg_env(db)):
+            settings = library_settings(
+                project,
+                profiles_dir=project / "profiles" / "postgres",
+                ssh=ssh_of(sshd),
+                target="ci",  # a tunnelled session's target is fixed when it opens
+            )
+            with DbtSession(settings) as session:
+                assert session.invoke(["deps"]).success
+                seeded = session.invoke(["seed"])
         assert seeded.success, seeded.summary()
         assert {n.status for n in seeded.nodes} == {"success"}
         assert sshd.accepted_connections() > before
