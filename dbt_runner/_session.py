@@ -35,6 +35,7 @@ from ._exceptions import (
     SessionStateError,
     TunnelError,
 )
+from ._manifests import ManifestCache
 from ._profile import GeneratedProfile, project_profile_name
 from ._results import (
     ERROR_STATUSES,
@@ -102,9 +103,13 @@ class DbtSession:
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
         self._profiles_dir: Path | None = None
-        self._manifests: dict[tuple[str, str], Any] = {}
         self._timeout_s = self.settings.timeout_s  # the running invocation's deadline
         self.project_dir = self.settings.resolved_project_dir
+        own_profiles = self.settings.profiles_dir
+        self._manifests = ManifestCache(
+            self.project_dir,
+            own_profiles.resolve() / "profiles.yml" if own_profiles is not None else None,
+        )
         self.state_dir = _state_dir(self.settings, self.project_dir)
 
     # ------------------------------------------------------------------ lifecycle
@@ -412,24 +417,9 @@ class DbtSession:
 
         manifest = None
         if args[0] not in _NO_PREPARSE:
-            key = (_option_value(args, _TARGET_FLAGS) or "", _option_value(args, ("--vars",)) or "")
-            manifest = self._manifests.get(key)
-            if manifest is None:
-                parse_args = ["parse"]
-                if key[0]:
-                    parse_args += ["--target", key[0]]
-                if key[1]:
-                    parse_args += ["--vars", key[1]]
-                parsed = self._run_dbt(self._effective_args(parse_args, None))
-                if not parsed.success or parsed.result is None:
-                    cause = parsed.exception
-                    verdict = diagnose(cause) if cause else None
-                    kind = verdict.kind if verdict else ErrorKind.COMPILATION
-                    if kind is ErrorKind.MODEL_FAILURE:
-                        kind = ErrorKind.COMPILATION
-                    text = _message(cause) if cause else "dbt could not parse the project"
-                    return full_args, (), ErrorInfo(kind, text), self._threads_used(full_args)
-                manifest = self._manifests[key] = parsed.result
+            manifest, error = self._manifest_for(args)
+            if error is not None:
+                return full_args, (), error, self._threads_used(full_args)
 
         _drop_connections()  # never reuse a connection an earlier invocation left behind
         watchdog = _Watchdog(self)
@@ -439,6 +429,32 @@ class DbtSession:
             _drop_connections()  # the cancelled ones (their tunnel is gone)
         nodes, error = self._outcome(number, res, t0, watchdog.fired, manifest)
         return full_args, nodes, error, self._threads_used(full_args)
+
+    def _manifest_for(self, args: Sequence[str]) -> tuple[Any, ErrorInfo | None]:
+        """The parsed manifest for ``args``' target and vars: cached while the project's
+        files are unchanged (:class:`~dbt_runner._manifests.ManifestCache`), else parsed
+        by dbt's ``parse`` (partial: only changed files are read again)."""
+        key = _manifest_key(args)
+        files = self._manifests.snapshot()  # before parsing: a change during it shows next time
+        manifest = self._manifests.get(key, files)
+        if manifest is not None:
+            return manifest, None
+        parse_args = ["parse"]
+        if key[0]:
+            parse_args += ["--target", key[0]]
+        if key[1]:
+            parse_args += ["--vars", key[1]]
+        parsed = self._run_dbt(self._effective_args(parse_args, None))
+        if not parsed.success or parsed.result is None:
+            cause = parsed.exception
+            verdict = diagnose(cause) if cause else None
+            kind = verdict.kind if verdict else ErrorKind.COMPILATION
+            if kind is ErrorKind.MODEL_FAILURE:
+                kind = ErrorKind.COMPILATION
+            text = _message(cause) if cause else "dbt could not parse the project"
+            return None, ErrorInfo(kind, text)
+        self._manifests.put(key, parsed.result, files)
+        return parsed.result, None
 
     def _effective_args(self, args: Sequence[str], threads: int | None) -> list[str]:
         """``args`` plus what the session must add: the caller's flags always win."""
@@ -622,6 +638,11 @@ def _selected_something(result: RunResult, select: str, setting: str) -> RunResu
         "select=...) to the models/tests of your project"
     )
     return replace(result, success=False, error=ErrorInfo(ErrorKind.CONFIGURATION, message))
+
+
+def _manifest_key(args: Sequence[str]) -> tuple[str, str]:
+    """What a parsed manifest depends on besides the files: ``(--target, --vars)``."""
+    return (_option_value(args, _TARGET_FLAGS) or "", _option_value(args, ("--vars",)) or "")
 
 
 def _option_value(args: Sequence[str], flags: Sequence[str]) -> str | None:
