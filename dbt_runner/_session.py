@@ -430,6 +430,53 @@ class DbtSession:
         nodes, error = self._outcome(number, res, t0, watchdog.fired, manifest)
         return full_args, nodes, error, self._threads_used(full_args)
 
+    def _open_for_parsing(self) -> DbtSession:
+        """Open without a tunnel, only to parse (the warm worker's parent, before it forks).
+
+        The generated profile points where this session's tunnel would listen (its
+        derived local port), so dbt's partial-parse state stays valid for the forked
+        children that open the real tunnel. No thread is started and no connection
+        opened: a manifest parsed here is safe to inherit across ``fork``.
+        """
+        if self._state is not SessionState.UNOPENED:
+            raise SessionStateError("_open_for_parsing() needs an unopened session")
+        s = self.settings
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if s.profiles_dir is not None:
+            self._profiles_dir = s.profiles_dir.resolve()
+        else:
+            self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
+            if s.ssh.enabled:
+                from ._forwarder import LOCAL_HOST
+                from ._tunnel import derive_local_port
+
+                wh = s.warehouse
+                assert s.ssh.host is not None and wh.host is not None
+                assert wh.effective_port is not None
+                port = s.ssh.local_port or derive_local_port(
+                    s.ssh.host, s.ssh.port, s.ssh.user or "", wh.host, wh.effective_port
+                )
+                self._profiles_dir = self._profile.write(LOCAL_HOST, port)
+            else:
+                self._profiles_dir = self._profile.write()
+        self._state = SessionState.OPEN
+        return self
+
+    def _prepare(self, args: Sequence[str]) -> ErrorInfo | None:
+        """Make sure the manifest ``invoke(args)`` would use is parsed and fresh."""
+        args = _with_vars([str(a) for a in args], self.settings.dbt_vars)
+        if args[0] in _NO_PREPARSE:
+            return None
+        with self._lock:
+            if self._state is not SessionState.OPEN:
+                raise SessionStateError(f"session is {self._state.value}")
+            if not _PROCESS_LOCK.acquire(blocking=False):
+                raise SessionStateError("another DbtSession in this process is running dbt")
+            try:
+                return self._manifest_for(args)[1]
+            finally:
+                _PROCESS_LOCK.release()
+
     def _manifest_for(self, args: Sequence[str]) -> tuple[Any, ErrorInfo | None]:
         """The parsed manifest for ``args``' target and vars: cached while the project's
         files are unchanged (:class:`~dbt_runner._manifests.ManifestCache`), else parsed
