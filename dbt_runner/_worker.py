@@ -75,7 +75,7 @@ __all__ = [
 log = logging.getLogger("dbt_runner.worker")
 
 #: The operations a worker runs, and their session methods.
-OPERATIONS = ("run_staging", "run_tests", "invoke")
+OPERATIONS = ("run_staging", "run_tests", "build_staging", "invoke")
 _ADAPTER_MODULES = {
     "postgres": "dbt.adapters.postgres",
     "redshift": "dbt.adapters.redshift",
@@ -375,7 +375,7 @@ def run_steps(session: DbtSession, steps: Sequence[Step]) -> list[RunResult]:
     for op, args, kwargs in steps:
         if op == "invoke":
             result = session.invoke(list(args), **kwargs)
-        elif op in ("run_staging", "run_tests"):
+        elif op in ("run_staging", "run_tests", "build_staging"):
             result = getattr(session, op)(**kwargs)
         else:
             raise ConfigurationError(f"unknown worker operation {op!r}; one of {OPERATIONS}")
@@ -389,7 +389,7 @@ def _step_args(op: str, args: Sequence[str], kwargs: Mapping[str, Any]) -> list[
     """The dbt args (command, target, vars) a step's session call parses for."""
     if op == "invoke":
         return list(args)
-    command = ["run"] if op == "run_staging" else ["test"]
+    command = {"run_staging": ["run"], "run_tests": ["test"]}.get(op, ["build"])
     variables = kwargs.get("vars")
     if variables:
         command += ["--vars", json.dumps(variables, sort_keys=True)]
@@ -449,11 +449,16 @@ class WorkerClient:
         """Like :meth:`DbtSession.invoke`, in the worker."""
         return self.steps([("invoke", list(args), kwargs)])[0]
 
-    def cycle(self, *, threads: int | None = None, select: str | None = None) -> list[RunResult]:
-        """Staging, then its tests when staging succeeded, in one child (one tunnel)."""
+    def cycle(
+        self, *, threads: int | None = None, select: str | None = None, build: bool = False
+    ) -> list[RunResult]:
+        """Staging, then its tests when staging succeeded, in one child (one tunnel);
+        ``build=True``: one ``dbt build`` instead (:meth:`DbtSession.build_staging`)."""
         kwargs: dict[str, Any] = {"threads": threads}
         if select is not None:
             kwargs["select"] = select
+        if build:
+            return self.steps([("build_staging", [], kwargs)])
         return self.steps([("run_staging", [], kwargs), ("run_tests", [], kwargs)])
 
     def steps(self, steps: Sequence[Step]) -> list[RunResult]:

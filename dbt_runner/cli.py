@@ -379,6 +379,12 @@ def test_(
 @click.option(
     "--tests/--no-tests", default=True, show_default=True, help="Run the tests after staging."
 )
+@click.option(
+    "--build",
+    is_flag=True,
+    help="One 'dbt build' (models and their tests) instead of run + test: fewer "
+    "statements, but a failed test skips the models downstream of it (result key 'build').",
+)
 @_scope_option
 @_vars_option
 def cycle(
@@ -391,17 +397,22 @@ def cycle(
     log_format: str,
     select: str | None,
     tests: bool,
+    build: bool,
     scope: str,
     dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Staging, then its tests, in one session (one tunnel, one parse).
 
-    Tests are skipped when staging failed.
+    Tests are skipped when staging failed. With --build, one 'dbt build' does both.
     """
     steps: list[tuple[str, Step]] = [
         ("staging", lambda s: s.run_staging(select=select, vars=dbt_vars))
     ]
-    if tests:
+    if build:
+        if not tests:
+            raise click.UsageError("--build runs the tests: it cannot go with --no-tests")
+        steps = [("build", lambda s: s.build_staging(select=select, scope=scope, vars=dbt_vars))]
+    elif tests:
         steps.append(("tests", lambda s: s.run_tests(select=select, scope=scope, vars=dbt_vars)))
     # same JSON shape whether or not tests ran
     _run_steps(
