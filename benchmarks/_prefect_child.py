@@ -2,7 +2,8 @@
 
 Runs under the benchmark-only venv that has prefect-dbt (never a dependency of
 dbt_runner; see benchmarks/README.md), outside a Prefect flow (no Prefect API
-server: the cheapest way to use the runner). Prints one ``BENCH_RESULT`` line.
+server, and a placeholder client so none is started: the cheapest way to use the
+runner). Prints one ``BENCH_RESULT`` line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def main(argv: list[str]) -> int:
             project_dir=project_dir, profiles_dir=profiles_dir, target_path=target_path
         ),
         raise_on_failure=False,
+        # the runner keeps its client but never uses it outside a flow; get_client() would
+        # start Prefect's ephemeral API server (seconds, and a timeout on a loaded machine)
+        client=object(),  # type: ignore[arg-type]
     )
     out: dict[str, object] = {"import_s": t_import - t0}
     ok = True
