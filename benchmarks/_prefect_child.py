@@ -1,9 +1,11 @@
 """The ``prefect`` contender's body: prefect-dbt's ``PrefectDbtRunner``, run + test.
 
 Runs under the benchmark-only venv that has prefect-dbt (never a dependency of
-dbt_runner; see benchmarks/README.md), outside a Prefect flow (no Prefect API
-server, and a placeholder client so none is started: the cheapest way to use the
-runner). Prints one ``BENCH_RESULT`` line.
+dbt_runner; see benchmarks/README.md), outside a Prefect flow (no task per
+node: the cheapest way to use the runner), against the Prefect API server the
+bench started once (``PREFECT_API_URL``): the runner resolves profiles.yml
+through the API (blocks, variables) on every invoke, and without a server it
+would start an ephemeral one in every process. Prints one ``BENCH_RESULT`` line.
 """
 
 from __future__ import annotations
@@ -26,9 +28,6 @@ def main(argv: list[str]) -> int:
             project_dir=project_dir, profiles_dir=profiles_dir, target_path=target_path
         ),
         raise_on_failure=False,
-        # the runner keeps its client but never uses it outside a flow; get_client() would
-        # start Prefect's ephemeral API server (seconds, and a timeout on a loaded machine)
-        client=object(),  # type: ignore[arg-type]
     )
     out: dict[str, object] = {"import_s": t_import - t0}
     ok = True

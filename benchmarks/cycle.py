@@ -298,6 +298,8 @@ class Contenders:
         self.new7d_state = self.workdir / f"new7d_{self.adapter}"
         self._worker: subprocess.Popen[bytes] | None = None
         self._client: Any = None
+        self._prefect_server: subprocess.Popen[bytes] | None = None
+        self._prefect_api = ""
 
     # -- old
     def old(self) -> tuple[float, dict[str, float], float]:
@@ -408,7 +410,7 @@ class Contenders:
         return time.monotonic() - t0, steps, rss
 
     # -- prefect
-    def prefect(self) -> tuple[float, dict[str, float], float]:
+    def _prefect_env(self) -> dict[str, str]:
         env = dict(
             self.base_env,
             DBT_BENCH_PASSWORD=self.bed.password,
@@ -416,6 +418,45 @@ class Contenders:
             PREFECT_HOME=str(self.old_dir / "prefect_home"),
         )
         env.pop("PYTHONPATH", None)  # its own venv: not this repository's packages
+        return env
+
+    def _start_prefect_server(self) -> None:
+        """``prefect server start`` once (not timed), as a Prefect deployment has one."""
+        import urllib.request
+
+        port = _free_port()
+        self._prefect_api = f"http://127.0.0.1:{port}/api"
+        self._prefect_server = subprocess.Popen(
+            [
+                str(PREFECT_PYTHON.parent / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=self._prefect_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self._prefect_server.poll() is not None:
+                raise BenchError("prefect: the Prefect API server exited")
+            try:
+                with urllib.request.urlopen(self._prefect_api + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise BenchError("prefect: the Prefect API server did not come up in 240 s")
+
+    def prefect(self) -> tuple[float, dict[str, float], float]:
+        if self._prefect_server is None:
+            self._start_prefect_server()
+        env = dict(self._prefect_env(), PREFECT_API_URL=self._prefect_api)
         ep = self.bed.endpoint(self.adapter)
         t0 = time.monotonic()
         tunnel = SshTunnel(self.bed, (ep.host, ep.port), self.old_port)
@@ -497,6 +538,14 @@ class Contenders:
         return wall, steps, 0.0
 
     def stop_worker(self) -> None:
+        if self._prefect_server is not None:
+            self._prefect_server.terminate()
+            try:
+                self._prefect_server.wait(30)
+            except subprocess.TimeoutExpired:
+                self._prefect_server.kill()
+                self._prefect_server.wait(10)
+            self._prefect_server = None
         if self._worker is not None:
             self._worker.terminate()
             self._worker.wait(30)

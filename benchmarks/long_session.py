@@ -57,7 +57,7 @@ def main() -> int:
     if args.tracemalloc:
         import tracemalloc
 
-        tracemalloc.start(8)
+        tracemalloc.start(1)
 
     import duckdb
 
