@@ -64,7 +64,7 @@ ALL_CONTENDERS = (
     "prefect",
     "new",
     "warm",
-    "warmnpc",
+    "warmpc",
     "warmbuild",
     "floor",
     "new7d",
@@ -483,15 +483,16 @@ class Contenders:
         return time.monotonic() - t0, steps, rss
 
     # -- warm
-    def warmnpc(self) -> tuple[float, dict[str, float], float]:
-        return self.warm("npc")
+    def warmpc(self) -> tuple[float, dict[str, float], float]:
+        return self.warm("pc")
 
     def warmbuild(self) -> tuple[float, dict[str, float], float]:
         return self.warm("build")
 
     def warm(self, variant: str = "") -> tuple[float, dict[str, float], float]:
-        """``warm``: ``WorkerClient.cycle(threads=3)``; ``warmnpc``: the same two dbt
-        commands with ``--no-populate-cache``; ``warmbuild``: one ``dbt build``
+        """``warm``: ``WorkerClient.cycle(threads=3)`` (the session adds
+        ``--no-populate-cache``); ``warmpc``: the same two dbt commands with dbt's own
+        default ``--populate-cache``; ``warmbuild``: one ``dbt build``
         (``cycle(build=True)``). The three share one worker."""
         from dbt_runner import Settings, WorkerClient
 
@@ -516,8 +517,8 @@ class Contenders:
                 os.environ.update(saved)
         assert self._client is not None
         t0 = time.monotonic()
-        if variant == "npc":
-            npc = "--no-populate-cache"
+        if variant == "pc":
+            npc = "--populate-cache"
             results = self._client.steps(
                 [
                     ("invoke", ["run", "--select", "tag:staging", npc], {"threads": 3}),
@@ -693,7 +694,7 @@ class SizeRun:
                     "dbtcli": c.dbtcli,
                     "new": c.new,
                     "warm": c.warm,
-                    "warmnpc": c.warmnpc,
+                    "warmpc": c.warmpc,
                     "warmbuild": c.warmbuild,
                     "prefect": c.prefect,
                     "floor": c.floor,
@@ -866,7 +867,7 @@ def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict
         ("dbtcli", "warm"),
         ("prefect", "new"),
         ("prefect", "warm"),
-        ("warmnpc", "warm"),
+        ("warmpc", "warm"),
         ("warmbuild", "warm"),
     )
     for a, b in pairs:
@@ -1181,13 +1182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out(
         f"   {'raw rows':>12} {'adapter':<9}"
-        + "".join(f"{c:>8}" for c in cols)
+        + "".join(f"{c:>10}" for c in cols)
         + "".join(f"{k:>{w}}" for k, w in ratio_cols)
         + f"{'RSS MB':>8}"
     )
     for rep in reports:
         for adapter, s in rep["adapters"].items():
-            cells = "".join(f"{s['contenders'][c]['median_s']:>8.2f}" for c in cols)
+            cells = "".join(f"{s['contenders'][c]['median_s']:>10.2f}" for c in cols)
             cells += "".join(f"{_ratio_cell(s['ratios'], k):>{w}}" for k, w in ratio_cols)
             rss = s["contenders"].get("new", {}).get("peak_rss_mb")
             rss_cell = f"{rss:.0f}" if rss else "-"

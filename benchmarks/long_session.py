@@ -21,6 +21,7 @@ stops early (and says so) after ``--max-minutes``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,11 @@ def main() -> int:
     parser.add_argument("--max-minutes", type=float, default=30.0)
     parser.add_argument(
         "--tracemalloc", action="store_true", help="trace allocations (slower): top growth"
+    )
+    parser.add_argument(
+        "--malloc-trim",
+        action="store_true",
+        help="glibc malloc_trim(0) before each sample: freed-but-kept heap vs memory in use",
     )
     args = parser.parse_args()
     if not 2 <= args.invocations <= 5000:
@@ -93,6 +99,8 @@ def main() -> int:
                 print(result.summary())
                 return 1
             if i % args.every == 0 or i == 1:
+                if args.malloc_trim:
+                    ctypes.CDLL("libc.so.6").malloc_trim(0)
                 samples.append((i, rss_mb(), statistics.median(window)))
                 i_, rss, per = samples[-1]
                 print(f"{i_:>10} {rss:>8.1f} {per:>26.3f} {session.parse_count:>7}", flush=True)
@@ -101,6 +109,17 @@ def main() -> int:
                     import tracemalloc
 
                     baseline_snapshot = tracemalloc.take_snapshot()
+        con = duckdb.connect(str(db))  # the session's DuckDB instance (same process)
+        try:
+            used = con.execute(
+                "select sum(memory_usage_bytes) / 1048576 from duckdb_memory()"
+            ).fetchone()
+            mb = float(used[0] or 0) if used else 0.0
+            print(f"DuckDB's own memory (duckdb_memory()): {mb:.1f} MB")
+        except duckdb.Error as exc:
+            print(f"DuckDB's own memory: not available ({exc})")
+        finally:
+            con.close()
     steady = samples[1:] if len(samples) > 2 else samples
     first, last = steady[0], steady[-1]
     print(

@@ -558,6 +558,9 @@ class DbtSession:
             ("--log-level", "warn"),
             ("--no-send-anonymous-usage-stats", None),
             ("--no-version-check", None),
+            # no catalog query per schema up front: dbt asks about the relations it touches
+            # (-14 % statements, identical results: docs/performance.md section 8)
+            ("--no-populate-cache", None),
             ("--no-use-colors", None),
         ]
         return with_defaults(args, defaults)
