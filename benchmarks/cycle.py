@@ -58,7 +58,22 @@ PROJECT_DIR = REPO / "models_sql"
 MODELS = ("stg_ecs_order_info", "stg_uni_tracking_info", "stg_uni_tracking_spath")
 VARS_7D = {"source_lookback_s": 604800, "delete_window_s": 604800}
 RESULT_TAG = "BENCH_RESULT "
-ALL_CONTENDERS = ("old", "dbtcli", "new", "warm", "floor", "new7d")
+ALL_CONTENDERS = (
+    "old",
+    "dbtcli",
+    "prefect",
+    "new",
+    "warm",
+    "warmpc",
+    "warmbuild",
+    "floor",
+    "new7d",
+)
+#: the prefect contender's interpreter: a venv with prefect-dbt (benchmarks/README.md)
+PREFECT_PYTHON = Path(
+    os.environ.get("DBT_RUNNER_BENCH_PREFECT_PYTHON")
+    or Path(__file__).resolve().parent.parent / ".cache" / "prefect-venv" / "bin" / "python"
+)
 SESSION_STEPS = ("open", "staging", "tests", "close")
 STEP_TIMEOUT_S = 1800  # no single subprocess may run longer than this
 
@@ -283,6 +298,8 @@ class Contenders:
         self.new7d_state = self.workdir / f"new7d_{self.adapter}"
         self._worker: subprocess.Popen[bytes] | None = None
         self._client: Any = None
+        self._prefect_server: subprocess.Popen[bytes] | None = None
+        self._prefect_api = ""
 
     # -- old
     def old(self) -> tuple[float, dict[str, float], float]:
@@ -392,8 +409,91 @@ class Contenders:
             tunnel.close()
         return time.monotonic() - t0, steps, rss
 
+    # -- prefect
+    def _prefect_env(self) -> dict[str, str]:
+        env = dict(
+            self.base_env,
+            DBT_BENCH_PASSWORD=self.bed.password,
+            DBT_LOG_PATH=str(self.old_dir / "logs_prefect"),
+            PREFECT_HOME=str(self.old_dir / "prefect_home"),
+        )
+        env.pop("PYTHONPATH", None)  # its own venv: not this repository's packages
+        return env
+
+    def _start_prefect_server(self) -> None:
+        """``prefect server start`` once (not timed), as a Prefect deployment has one."""
+        import urllib.request
+
+        port = _free_port()
+        self._prefect_api = f"http://127.0.0.1:{port}/api"
+        self._prefect_server = subprocess.Popen(
+            [
+                str(PREFECT_PYTHON.parent / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=self._prefect_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self._prefect_server.poll() is not None:
+                raise BenchError("prefect: the Prefect API server exited")
+            try:
+                with urllib.request.urlopen(self._prefect_api + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise BenchError("prefect: the Prefect API server did not come up in 240 s")
+
+    def prefect(self) -> tuple[float, dict[str, float], float]:
+        if self._prefect_server is None:
+            self._start_prefect_server()
+        env = dict(self._prefect_env(), PREFECT_API_URL=self._prefect_api)
+        ep = self.bed.endpoint(self.adapter)
+        t0 = time.monotonic()
+        tunnel = SshTunnel(self.bed, (ep.host, ep.port), self.old_port)
+        tunnel.open()
+        steps: dict[str, float] = {"tunnel_open": time.monotonic() - t0}
+        try:
+            child = [
+                str(PREFECT_PYTHON),
+                str(Path(__file__).resolve().parent / "_prefect_child.py"),
+                str(PROJECT_DIR),
+                str(self.old_dir),
+                str(self.old_dir / "target_prefect"),
+            ]
+            wall, code, text, rss, cpu = run_child_rusage(child, env)
+        finally:
+            tunnel.close()
+        result = _child_result(text)
+        if code != 0 or not result.get("ok"):
+            raise BenchError(f"prefect failed: {result.get('error')}\n{text[-3000:]}")
+        for key in ("import_s", "run_s", "test_s"):
+            steps[key.removesuffix("_s")] = float(result[key])
+        steps["process_overhead"] = wall - steps["import"] - steps["run"] - steps["test"]
+        steps["client_cpu"] = cpu
+        return time.monotonic() - t0, steps, rss
+
     # -- warm
-    def warm(self) -> tuple[float, dict[str, float], float]:
+    def warmpc(self) -> tuple[float, dict[str, float], float]:
+        return self.warm("pc")
+
+    def warmbuild(self) -> tuple[float, dict[str, float], float]:
+        return self.warm("build")
+
+    def warm(self, variant: str = "") -> tuple[float, dict[str, float], float]:
+        """``warm``: ``WorkerClient.cycle(threads=3)`` (the session adds
+        ``--no-populate-cache``); ``warmpc``: the same two dbt commands with dbt's own
+        default ``--populate-cache``; ``warmbuild``: one ``dbt build``
+        (``cycle(build=True)``). The three share one worker."""
         from dbt_runner import Settings, WorkerClient
 
         env = self.bed.runner_env(self.adapter, self.schema, self.workdir / f"warm_{self.adapter}")
@@ -417,7 +517,20 @@ class Contenders:
                 os.environ.update(saved)
         assert self._client is not None
         t0 = time.monotonic()
-        results = self._client.cycle(threads=3)
+        if variant == "pc":
+            npc = "--populate-cache"
+            results = self._client.steps(
+                [
+                    ("invoke", ["run", "--select", "tag:staging", npc], {"threads": 3}),
+                    (
+                        "invoke",
+                        ["test", "--select", "tag:staging", "--exclude", "tag:full", npc],
+                        {"threads": 3},
+                    ),
+                ]
+            )
+        else:
+            results = self._client.cycle(threads=3, build=variant == "build")
         wall = time.monotonic() - t0
         if not self._client.last_ran_in_worker or not all(r.success for r in results):
             raise BenchError(f"warm ({self.adapter}) failed: {[r.summary() for r in results]}")
@@ -426,6 +539,14 @@ class Contenders:
         return wall, steps, 0.0
 
     def stop_worker(self) -> None:
+        if self._prefect_server is not None:
+            self._prefect_server.terminate()
+            try:
+                self._prefect_server.wait(30)
+            except subprocess.TimeoutExpired:
+                self._prefect_server.kill()
+                self._prefect_server.wait(10)
+            self._prefect_server = None
         if self._worker is not None:
             self._worker.terminate()
             self._worker.wait(30)
@@ -573,6 +694,9 @@ class SizeRun:
                     "dbtcli": c.dbtcli,
                     "new": c.new,
                     "warm": c.warm,
+                    "warmpc": c.warmpc,
+                    "warmbuild": c.warmbuild,
+                    "prefect": c.prefect,
                     "floor": c.floor,
                     "new7d": c.new7d,
                 }
@@ -741,6 +865,10 @@ def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict
         ("warm", "floor"),
         ("dbtcli", "new"),
         ("dbtcli", "warm"),
+        ("prefect", "new"),
+        ("prefect", "warm"),
+        ("warmpc", "warm"),
+        ("warmbuild", "warm"),
     )
     for a, b in pairs:
         if a in by and b in by:
@@ -992,6 +1120,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"unknown contender/adapter: {bad}")
     if "floor" in a.contenders and "new" not in a.contenders:
         p.error("floor replays what 'new' executed: include 'new'")
+    if "prefect" in a.contenders and not PREFECT_PYTHON.exists():
+        print(
+            f"skipping the prefect contender: no prefect-dbt interpreter at {PREFECT_PYTHON} "
+            "(python3 -m venv .cache/prefect-venv && .cache/prefect-venv/bin/pip install "
+            "prefect-dbt 'dbt-core>=1.10,<1.12' dbt-postgres; or set "
+            "DBT_RUNNER_BENCH_PREFECT_PYTHON)",
+            file=sys.stderr,
+        )
+        a.contenders.remove("prefect")
     if not 0 <= a.rtt_ms <= 1000:
         p.error("--rtt-ms must be 0..1000")
     if not 1 <= a.rounds <= 50:
@@ -1045,13 +1182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out(
         f"   {'raw rows':>12} {'adapter':<9}"
-        + "".join(f"{c:>8}" for c in cols)
+        + "".join(f"{c:>10}" for c in cols)
         + "".join(f"{k:>{w}}" for k, w in ratio_cols)
         + f"{'RSS MB':>8}"
     )
     for rep in reports:
         for adapter, s in rep["adapters"].items():
-            cells = "".join(f"{s['contenders'][c]['median_s']:>8.2f}" for c in cols)
+            cells = "".join(f"{s['contenders'][c]['median_s']:>10.2f}" for c in cols)
             cells += "".join(f"{_ratio_cell(s['ratios'], k):>{w}}" for k, w in ratio_cols)
             rss = s["contenders"].get("new", {}).get("peak_rss_mb")
             rss_cell = f"{rss:.0f}" if rss else "-"

@@ -1,9 +1,13 @@
 """A warm worker: pay dbt's start-up once, run each cycle in a forked child.
 
 ``dbt-runner serve`` starts a long-lived parent that imports dbt, its
-adapter and our package once (about half of a fresh cycle's CPU), freezes
-that heap out of the garbage collector's way (``gc.freeze``), and listens on a
-Unix socket (mode 0600: only its owner may connect; no TCP). Each request is
+adapter and our package once (about half of a fresh cycle's CPU), parses the
+project, freezes that heap out of the garbage collector's way (``gc.freeze``),
+and listens on a Unix socket (mode 0600: only its owner may connect; no TCP).
+Before each fork the parent checks the project's files (and a user's own
+profiles.yml) with the session's own check (:mod:`dbt_runner._manifests`) and
+re-parses — dbt's partial parse — when they, or the request's vars, changed;
+children inherit the parsed manifest and do not parse. Each request is
 run in a **forked child**:
 
 - isolation: a crash, a leak or dbt's process-wide state in one cycle cannot
@@ -12,9 +16,9 @@ run in a **forked child**:
 - fork safety: the parent never starts a thread (it checks before each fork)
   and never opens a tunnel or a warehouse connection: each child opens its own
   :class:`~dbt_runner.DbtSession` (tunnel included) and closes it before
-  replying. dbt's partial parse (kept in the state dir, valid because the
-  tunnel's local port is stable) makes the child's parse cheap, and notices
-  changed project files, vars or profiles like any fresh process would.
+  replying. The parent parses without a tunnel, with a profile pointing at the
+  tunnel's derived local port, so dbt's partial-parse state (in the state dir)
+  stays valid for both; parsing starts no thread and opens no connection.
 
 Requests are served one at a time (dbt state dirs and DuckDB files are not
 meant for concurrent runs). :class:`WorkerClient` sends ``run_staging``,
@@ -55,8 +59,9 @@ from typing import Any
 
 from ._exceptions import ConfigurationError, ErrorKind
 from ._exit import exit_now
+from ._manifests import ManifestCache
 from ._results import ErrorInfo, RunResult, utc_now_iso
-from ._session import DbtSession
+from ._session import DbtSession, _release_duckdb
 from ._settings import Settings
 
 __all__ = [
@@ -70,7 +75,7 @@ __all__ = [
 log = logging.getLogger("dbt_runner.worker")
 
 #: The operations a worker runs, and their session methods.
-OPERATIONS = ("run_staging", "run_tests", "invoke")
+OPERATIONS = ("run_staging", "run_tests", "build_staging", "invoke")
 _ADAPTER_MODULES = {
     "postgres": "dbt.adapters.postgres",
     "redshift": "dbt.adapters.redshift",
@@ -169,9 +174,18 @@ class Worker:
         self.fingerprint = settings_fingerprint(settings)
         self.served = 0
         self._listener: socket.socket | None = None
+        #: parses the project in this (parent) process; its manifests are inherited by
+        #: every child, and re-parsed here when project files or vars change
+        self._parser: DbtSession | None = None
+
+    @property
+    def parse_count(self) -> int:
+        """How many times the parent parsed the project (dbt's own events)."""
+        return self._parser.parse_count if self._parser is not None else 0
 
     def warm_up(self) -> float:
-        """Import dbt and the adapter once; freeze that heap out of the GC. Seconds taken."""
+        """Import dbt and the adapter once, parse the project, freeze that heap out of
+        the GC. Seconds taken."""
         started = time.monotonic()
         gc.disable()
         try:
@@ -179,9 +193,29 @@ class Worker:
                 importlib.import_module(name)
         finally:
             gc.enable()
+        self._parser = DbtSession(self.settings)._open_for_parsing()
+        self.prepare([("run_staging", [], {})])
         gc.collect()
         gc.freeze()  # children inherit it untouched: no copy-on-write from GC passes
         return time.monotonic() - started
+
+    def prepare(self, steps: Sequence[Step]) -> None:
+        """Parse (again) in the parent what ``steps`` need, when project files, the
+        user's profiles.yml or the vars changed since the last parse (the session's
+        own check, :mod:`dbt_runner._manifests`). A parse error is left for the
+        child, which parses itself and reports it as a result."""
+        if self._parser is None:
+            return
+        before = self._parser.parse_count
+        for op, args, kwargs in steps:
+            error = self._parser._prepare(_step_args(op, args, kwargs))
+            if error is not None:
+                log.warning("the worker could not parse the project: %s", error.message)
+                break
+        if self.settings.warehouse.type == "duckdb":
+            _release_duckdb()  # no database handle may cross the fork
+        if self._parser.parse_count != before:
+            log.info("worker parsed the project (parse %d)", self._parser.parse_count)
 
     def bind(self) -> None:
         """Listen on the socket path (0600); a stale file left by a dead worker is replaced."""
@@ -236,7 +270,10 @@ class Worker:
             self.close()
 
     def close(self) -> None:
-        """Stop listening and remove the socket file."""
+        """Stop listening, remove the socket file and the parent's generated profile."""
+        if self._parser is not None:
+            self._parser.close()
+            self._parser = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -262,6 +299,7 @@ class Worker:
         conn.settimeout(None)
         started = utc_now_iso()
         t0 = time.monotonic()
+        self.prepare(steps)
         # fork safety: no other thread may hold a lock the child would inherit
         others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
         if others:
@@ -272,7 +310,8 @@ class Worker:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 self._listener.close() if self._listener else None
-                code = _run_child(conn, self.settings, request)
+                manifests = self._parser._manifests if self._parser is not None else None
+                code = _run_child(conn, self.settings, request, manifests)
             finally:
                 exit_now(code)
         _, status = os.waitpid(pid, 0)
@@ -302,14 +341,23 @@ def _raise_system_exit(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
-def _run_child(conn: socket.socket, settings: Settings, request: Mapping[str, Any]) -> int:
-    """Run the request in a session of its own; send the results; the exit code."""
+def _run_child(
+    conn: socket.socket,
+    settings: Settings,
+    request: Mapping[str, Any],
+    manifests: ManifestCache | None = None,
+) -> int:
+    """Run the request in a session of its own (with the parent's parsed manifests);
+    send the results; the exit code."""
     root = logging.getLogger()
     handler = _SocketLogHandler(conn)
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    with DbtSession(settings) as session:
+    session = DbtSession(settings)
+    if manifests is not None:
+        session._manifests = manifests  # this child's copy of the parent's (fork)
+    with session:
         results = run_steps(session, _steps_of(request))
     root.removeHandler(handler)
     _send(conn, {"type": "result", "results": [r.to_dict() for r in results]})
@@ -327,7 +375,7 @@ def run_steps(session: DbtSession, steps: Sequence[Step]) -> list[RunResult]:
     for op, args, kwargs in steps:
         if op == "invoke":
             result = session.invoke(list(args), **kwargs)
-        elif op in ("run_staging", "run_tests"):
+        elif op in ("run_staging", "run_tests", "build_staging"):
             result = getattr(session, op)(**kwargs)
         else:
             raise ConfigurationError(f"unknown worker operation {op!r}; one of {OPERATIONS}")
@@ -335,6 +383,17 @@ def run_steps(session: DbtSession, steps: Sequence[Step]) -> list[RunResult]:
         if not result.success:
             break
     return results
+
+
+def _step_args(op: str, args: Sequence[str], kwargs: Mapping[str, Any]) -> list[str]:
+    """The dbt args (command, target, vars) a step's session call parses for."""
+    if op == "invoke":
+        return list(args)
+    command = {"run_staging": ["run"], "run_tests": ["test"]}.get(op, ["build"])
+    variables = kwargs.get("vars")
+    if variables:
+        command += ["--vars", json.dumps(variables, sort_keys=True)]
+    return command
 
 
 def _steps_of(request: Mapping[str, Any]) -> list[Step]:
@@ -390,11 +449,16 @@ class WorkerClient:
         """Like :meth:`DbtSession.invoke`, in the worker."""
         return self.steps([("invoke", list(args), kwargs)])[0]
 
-    def cycle(self, *, threads: int | None = None, select: str | None = None) -> list[RunResult]:
-        """Staging, then its tests when staging succeeded, in one child (one tunnel)."""
+    def cycle(
+        self, *, threads: int | None = None, select: str | None = None, build: bool = False
+    ) -> list[RunResult]:
+        """Staging, then its tests when staging succeeded, in one child (one tunnel);
+        ``build=True``: one ``dbt build`` instead (:meth:`DbtSession.build_staging`)."""
         kwargs: dict[str, Any] = {"threads": threads}
         if select is not None:
             kwargs["select"] = select
+        if build:
+            return self.steps([("build_staging", [], kwargs)])
         return self.steps([("run_staging", [], kwargs), ("run_tests", [], kwargs)])
 
     def steps(self, steps: Sequence[Step]) -> list[RunResult]:

@@ -408,6 +408,12 @@ def test_(
     "--tests/--no-tests", default=True, show_default=True, help="Run the tests after staging."
 )
 @_exclude_option
+@click.option(
+    "--build",
+    is_flag=True,
+    help="One 'dbt build' (models and their tests) instead of run + test: fewer "
+    "statements, but a failed test skips the models downstream of it (result key 'build').",
+)
 @_scope_option
 @_vars_option
 def cycle(
@@ -415,17 +421,29 @@ def cycle(
     select: str | None,
     exclude: str | None,
     tests: bool,
+    build: bool,
     scope: str,
     dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Staging, then its tests, in one session (one tunnel, one parse).
 
-    Tests are skipped when staging failed.
+    Tests are skipped when staging failed. With --build, one 'dbt build' does both.
     """
     steps: list[tuple[str, Step]] = [
         ("staging", lambda s: s.run_staging(select=select, exclude=exclude, vars=dbt_vars))
     ]
-    if tests:
+    if build:
+        if not tests:
+            raise click.UsageError("--build runs the tests: it cannot go with --no-tests")
+        steps = [
+            (
+                "build",
+                lambda s: s.build_staging(
+                    select=select, exclude=exclude, scope=scope, vars=dbt_vars
+                ),
+            )
+        ]
+    elif tests:
         steps.append(
             (
                 "tests",

@@ -55,6 +55,18 @@ def test_cycle_json_runs_staging_then_tests(env: dict[str, str]) -> None:
     assert {n["status"] for n in tests["nodes"]} == {"pass"}
 
 
+def test_cycle_build_is_one_dbt_build_of_models_and_tests(env: dict[str, str]) -> None:
+    result = run_cli(env, "cycle", "--build", "--json", "--project-dir", str(MINI))
+
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"build"}
+    build = payload["build"]
+    assert build["success"] is True and build["command"] == "build"
+    assert {n["resource_type"] for n in build["nodes"]} == {"model", "test"}
+    assert len(build["nodes"]) == 6
+
+
 def test_failing_model_exits_1_and_names_it(env: dict[str, str]) -> None:
     result = run_cli(env, "staging", "--select", "tag:broken", "--project-dir", str(MINI))
 

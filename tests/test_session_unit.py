@@ -550,3 +550,15 @@ def test_a_building_block_that_selects_nothing_is_a_failed_result(
     assert "DBT_RUNNER_STAGING_SELECT" in staging.error.message
     assert staging.exit_code == 2
     assert plain.success  # plain invoke keeps dbt's semantics
+
+
+def test_no_populate_cache_is_a_default_the_caller_can_override(
+    session: DbtSession, fake: FakeDbt
+) -> None:
+    session.run_staging()
+    session.invoke(["run", "--populate-cache"])
+    session.invoke(["run", "--no-populate-cache"])
+    default, on, off = fake.runs
+    assert "--no-populate-cache" in default.args
+    assert "--populate-cache" in on.args and "--no-populate-cache" not in on.args
+    assert off.args.count("--no-populate-cache") == 1

@@ -263,3 +263,52 @@ def test_worker_through_the_bastion_equals_in_process(
         second = [session.run_staging(threads=3), session.run_tests(threads=3)]
     assert all(r.success for r in first), [r.summary() for r in first]
     assert _shape(first) == _shape(second)
+
+
+def test_the_worker_reparses_in_the_parent_when_a_model_changes(tmp_path: Path) -> None:
+    """Parsed once in the parent (children inherit the manifest); a changed model file
+    is noticed before the next fork and its new SQL is what the next request runs."""
+    import duckdb
+
+    project = tmp_path / "project"
+    shutil.copytree(MINI, project, ignore=shutil.ignore_patterns("target", "logs"))
+    db = tmp_path / "reparse.duckdb"
+    settings = Settings(
+        project_dir=project,
+        warehouse={"type": "duckdb", "path": str(db), "schema": "stg"},
+        state_dir=tmp_path / "state",
+        retry={"attempts": 1},
+    )
+
+    def part_1() -> list[tuple[Any, ...]]:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return con.execute("select part from stg.part_1").fetchall()
+        finally:
+            con.close()
+
+    proc = WorkerProcess(settings, tmp_path / "r.sock")
+    try:
+        client = WorkerClient(proc.socket_path, settings=settings)
+        first = client.invoke(["run", "--select", "part_1"])
+        assert client.last_ran_in_worker and first.success, first.summary()
+        assert part_1() == [(1,)]
+        parses = sum("worker parsed the project" in line for line in proc.output)
+
+        model = project / "models" / "part_1.sql"
+        mtime = model.stat().st_mtime_ns
+        model.write_text(model.read_text().replace("select 1 as part", "select 7 as part"))
+        os.utime(model, ns=(mtime + 10**9, mtime + 10**9))  # a later mtime on any clock
+        second = client.invoke(["run", "--select", "part_1"])
+        assert client.last_ran_in_worker and second.success, second.summary()
+        assert part_1() == [(7,)]
+        assert wait_until(
+            lambda: sum("worker parsed the project" in line for line in proc.output) == parses + 1,
+            timeout=5,
+        ), "".join(proc.output)
+
+        third = client.invoke(["run", "--select", "part_1"])  # unchanged: no new parse
+        assert third.success
+    finally:
+        proc.stop()
+    assert sum("worker parsed the project" in line for line in proc.output) == parses + 1
