@@ -802,9 +802,7 @@ def _reset_compile_state(manifest: Any) -> None:
     parse-time defaults) gives every invocation that same starting point, at
     O(nodes) cost instead of a copy of the manifest.
     """
-    if manifest is None:
-        return
-    for node in manifest.nodes.values():
+    for node in getattr(manifest, "nodes", {}).values():  # None: no manifest (deps, ...)
         if getattr(node, "compiled", False) or getattr(node, "extra_ctes_injected", False):
             node.compiled = False
             node.compiled_code = None
