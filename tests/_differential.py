@@ -6,8 +6,9 @@ tests, an ephemeral and an incremental model, a source with freshness, a model
 and a data test that fail on purpose — is copied twice. Plain ``dbt`` runs a
 sequence of commands as a subprocess in copy A (the way a user runs it: from
 the project directory, ``DBT_PROFILES_DIR`` set), the library runs the same
-sequence through ``DbtSession.invoke`` in copy B (one session per command, as
-one orchestrator task per command would), each against its own database.
+sequence through ``DbtSession.invoke`` in copy B (one long-lived session for
+the whole sequence, as a notebook or a long-running orchestrator holds one),
+each against its own database.
 After every step each side records what a user would look at: the exit
 status, the per-node statuses and failure counts of ``run_results.json`` (and
 ``RunResult.nodes``), the warehouse's tables and rows, and the artifacts.
@@ -142,6 +143,9 @@ class Side:
     def _run(self, args: list[str]) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the side holds after its sequence (nothing, for plain dbt)."""
+
     def step(self, step: Step) -> Outcome:
         args = [a.replace("{state}", str(self.state)) for a in step.args]
         target = self.project / "target"
@@ -216,13 +220,9 @@ class PlainDbt(Side):
 
 
 class Library(Side):
-    """``session.invoke(args)``, one ``DbtSession`` per step (an orchestrator task each).
-
-    One session per step, not one for the whole sequence: a session that
-    compiles a child of an ephemeral model twice fails the second time (see
-    ``test_one_session_builds_children_of_an_ephemeral_model_twice``), which
-    would turn every later comparison into a consequence of that one bug.
-    """
+    """``session.invoke(args)``, every step in one ``DbtSession``: what a long-lived
+    orchestrator or notebook session does (one tunnel, one parse, reused manifests).
+    ``close()`` ends the session after the sequence."""
 
     name = "dbt_runner"
 
@@ -235,14 +235,21 @@ class Library(Side):
     ) -> None:
         super().__init__(project, profiles_dir, snapshot)
         self.settings = settings
+        self._session: DbtSession | None = None
 
     def _run(self, args: list[str]) -> Outcome:
         try:
-            with DbtSession(self.settings()) as session:
-                result = session.invoke(args)
+            if self._session is None:
+                self._session = DbtSession(self.settings()).open()
+            result = self._session.invoke(args)
         except Exception as exc:  # a library bug: recorded, asserted by the tests
             return Outcome(step=Step("", ()), args=args, ok=False, raised=exc)
         return Outcome(step=Step("", ()), args=args, ok=result.success, result=result)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 def library_settings(project: Path, **values: Any) -> Settings:
@@ -253,7 +260,10 @@ def library_settings(project: Path, **values: Any) -> Settings:
 
 def run_sequence(side: Side, steps: Sequence[Step]) -> dict[str, Outcome]:
     """Run ``steps`` in order on ``side``; outcomes by step key."""
-    return {step.key: side.step(step) for step in steps}
+    try:
+        return {step.key: side.step(step) for step in steps}
+    finally:
+        side.close()
 
 
 @contextlib.contextmanager
@@ -333,8 +343,6 @@ NODE_STEPS = frozenset(
         "clone",
     }
 )
-#: the library raises instead of returning a result (bug; xfail test in the DuckDB module)
-RAISES = frozenset({"run-operation"})
 
 
 def steps(keys: Sequence[str] | None = None) -> tuple[Step, ...]:
@@ -455,7 +463,7 @@ def parametrize_keys(metafunc: pytest.Metafunc) -> None:
         return
     keys = [s.key for s in cls.STEPS]
     choices = {
-        "step_key": [k for k in keys if k not in RAISES],
+        "step_key": list(keys),
         "node_key": [k for k in keys if k in NODE_STEPS],
         "data_key": [s.key for s in cls.STEPS if s.data],
         "failing_key": [k for k in keys if k in ("test", "build-selector", "retry-build")],

@@ -7,7 +7,7 @@ and every test then compares one thing a user would notice: did the command
 succeed, which nodes passed/failed/errored/were skipped, how many rows each
 failing test found, what is in the warehouse, what the artifacts hold. The
 command outputs (``ls`` lines, ``show`` rows, ...) are compared in
-``tests/integration/test_differential_outputs.py``.
+``tests/test_outputs_duckdb.py``.
 """
 
 from __future__ import annotations
