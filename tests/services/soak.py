@@ -5,7 +5,7 @@ One cycle is what the 15-minute job does: a new ``dbt-runner cycle`` process
 *dropped* the tunnel when paramiko logged a socket error or a connection was
 refused with "SSH session not active"; it *re-opened* the tunnel when the
 session logged its ``tunnel_reopen`` event. Used by
-``tests/integration/test_tunnel_soak.py`` (30 cycles) and
+``tests/integration/test_tunnel_soak.py`` (10 cycles) and
 ``benchmarks/tunnel_soak.py`` (hundreds, drops per 100 cycles).
 """
 
