@@ -64,7 +64,7 @@ ALL_CONTENDERS = (
     "prefect",
     "new",
     "warm",
-    "warmpc",
+    "warmnpc",
     "warmbuild",
     "floor",
     "new7d",
@@ -483,16 +483,16 @@ class Contenders:
         return time.monotonic() - t0, steps, rss
 
     # -- warm
-    def warmpc(self) -> tuple[float, dict[str, float], float]:
-        return self.warm("pc")
+    def warmnpc(self) -> tuple[float, dict[str, float], float]:
+        return self.warm("npc")
 
     def warmbuild(self) -> tuple[float, dict[str, float], float]:
         return self.warm("build")
 
     def warm(self, variant: str = "") -> tuple[float, dict[str, float], float]:
-        """``warm``: ``WorkerClient.cycle(threads=3)`` (the session adds
-        ``--no-populate-cache``); ``warmpc``: the same two dbt commands with dbt's own
-        default ``--populate-cache``; ``warmbuild``: one ``dbt build``
+        """``warm``: ``WorkerClient.cycle(threads=3)`` (dbt's own default,
+        ``--populate-cache``); ``warmnpc``: the same two dbt commands with
+        ``--no-populate-cache``; ``warmbuild``: one ``dbt build``
         (``cycle(build=True)``). The three share one worker."""
         from dbt_runner import Settings, WorkerClient
 
@@ -517,8 +517,8 @@ class Contenders:
                 os.environ.update(saved)
         assert self._client is not None
         t0 = time.monotonic()
-        if variant == "pc":
-            npc = "--populate-cache"
+        if variant == "npc":
+            npc = "--no-populate-cache"
             results = self._client.steps(
                 [
                     ("invoke", ["run", "--select", "tag:staging", npc], {"threads": 3}),
@@ -694,7 +694,7 @@ class SizeRun:
                     "dbtcli": c.dbtcli,
                     "new": c.new,
                     "warm": c.warm,
-                    "warmpc": c.warmpc,
+                    "warmnpc": c.warmnpc,
                     "warmbuild": c.warmbuild,
                     "prefect": c.prefect,
                     "floor": c.floor,
@@ -867,7 +867,7 @@ def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict
         ("dbtcli", "warm"),
         ("prefect", "new"),
         ("prefect", "warm"),
-        ("warmpc", "warm"),
+        ("warmnpc", "warm"),
         ("warmbuild", "warm"),
     )
     for a, b in pairs:

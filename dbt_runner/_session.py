@@ -538,7 +538,10 @@ class DbtSession:
                 return full_args, (), error, self._threads_used(full_args)
 
         _drop_connections()  # never reuse a connection an earlier invocation left behind
-        _reset_compile_state(manifest)  # as parse left it: dbt compiles nodes in place
+        # what a fresh dbt process would start from: the manifest as parse left it
+        # (dbt compiles nodes in place) and empty relation caches
+        _reset_compile_state(manifest)
+        _clear_relation_caches()
         watchdog = _Watchdog(self)
         with watchdog, capture_macro_return() as macro_return:
             res = self._run_dbt(full_args, manifest)
@@ -647,9 +650,6 @@ class DbtSession:
             ("--log-level", "warn"),
             ("--no-send-anonymous-usage-stats", None),
             ("--no-version-check", None),
-            # no catalog query per schema up front: dbt asks about the relations it touches
-            # (-14 % statements, identical results: docs/performance.md section 8)
-            ("--no-populate-cache", None),
             ("--no-use-colors", None),
         ]
         return with_defaults(args, defaults)
@@ -803,7 +803,10 @@ def _reset_compile_state(manifest: Any) -> None:
     O(nodes) cost instead of a copy of the manifest.
     """
     for node in getattr(manifest, "nodes", {}).values():  # None: no manifest (deps, ...)
-        if getattr(node, "compiled", False) or getattr(node, "extra_ctes_injected", False):
+        fields = getattr(type(node), "__dataclass_fields__", {})
+        if "extra_ctes_injected" not in fields:  # seeds: a read-only property, nothing compiled
+            continue
+        if node.compiled or node.extra_ctes_injected:
             node.compiled = False
             node.compiled_code = None
             node.compiled_path = None
@@ -927,6 +930,24 @@ def _adapter_threads(project_dir: Path) -> int | None:
     except Exception:  # pragma: no cover - dbt internals moved: report what we know
         log.debug("could not read dbt's threads", exc_info=True)
     return None
+
+
+def _clear_relation_caches() -> None:
+    """Empty dbt's relation caches, as in a fresh process.
+
+    dbt fills an adapter's relation cache at the start of a command and keeps it
+    up to date while it runs; it clears it only when it populates it again. With
+    ``--no-populate-cache`` an adapter that lives on in the session would start
+    the next command with the last one's entries; an empty cache is what a fresh
+    process starts from.
+    """
+    try:
+        from dbt.adapters.factory import FACTORY
+
+        for adapter in list(FACTORY.adapters.values()):
+            adapter.cache.clear()  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - dbt-core is a dependency
+        return
 
 
 def _drop_connections() -> None:

@@ -552,13 +552,13 @@ def test_a_building_block_that_selects_nothing_is_a_failed_result(
     assert plain.success  # plain invoke keeps dbt's semantics
 
 
-def test_no_populate_cache_is_a_default_the_caller_can_override(
-    session: DbtSession, fake: FakeDbt
-) -> None:
+def test_the_relation_cache_flags_are_the_caller_s(session: DbtSession, fake: FakeDbt) -> None:
+    """dbt's own default (populate the cache) unless the caller says otherwise: the
+    session does not add --no-populate-cache (it changed results: docs/performance.md 8)."""
     session.run_staging()
     session.invoke(["run", "--populate-cache"])
     session.invoke(["run", "--no-populate-cache"])
     default, on, off = fake.runs
-    assert "--no-populate-cache" in default.args
+    assert "--no-populate-cache" not in default.args and "--populate-cache" not in default.args
     assert "--populate-cache" in on.args and "--no-populate-cache" not in on.args
     assert off.args.count("--no-populate-cache") == 1
