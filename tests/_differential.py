@@ -323,6 +323,9 @@ SUBSET = (
     "show-model",
     "freshness",
 )
+#: the tunnel path: the subset plus the commands that connect or write artifacts (its session's
+#: target is fixed when the tunnel opens, so the ``--target ci`` steps are not in it)
+TUNNEL_STEPS = (*SUBSET, "debug", "parse", "compile", "run-operation", "docs")
 #: commands that fail on purpose (a broken model, a failing test, stale sources)
 EXPECTED_FAILURES = frozenset(
     {"run", "retry-run", "test", "build-selector", "retry-build", "freshness"}

@@ -1,12 +1,9 @@
 """Differential suite on PostgreSQL (SSL on): plain ``dbt`` vs the library.
 
-The representative subset of the command sequence (:data:`tests._differential.SUBSET`:
-deps, seed, snapshot, run with and without the broken model, retry, test,
-build --selector, ls, show, source freshness) on the real PostgreSQL fixture,
-one fresh database per copy, both through the foreign project's own
-``profiles.yml`` (connection settings from ``env_var()``). DuckDB runs every
-command (``tests/test_differential_duckdb.py``); the tunnel path is
-``test_differential_tunnel.py``.
+Every command of the sequence (as on DuckDB, ``tests/test_differential_duckdb.py``)
+on the real PostgreSQL fixture, one fresh database per copy, both through the
+foreign project's own ``profiles.yml`` (connection settings from ``env_var()``).
+The tunnel path is ``test_differential_tunnel.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests._differential import (
-    SUBSET,
     DifferentialChecks,
     Library,
     PlainDbt,
@@ -89,4 +85,4 @@ def runs(tmp_path_factory: pytest.TempPathFactory, databases: tuple[PgDatabase, 
 class TestPostgres(DifferentialChecks):
     """The representative subset, on PostgreSQL with the team's own profile."""
 
-    STEPS = steps(SUBSET)
+    STEPS = steps()  # every command, as on DuckDB

@@ -22,7 +22,7 @@ import pytest
 
 from dbt_runner import DbtSession
 from tests._differential import (
-    SUBSET,
+    TUNNEL_STEPS,
     DifferentialChecks,
     Library,
     Runs,
@@ -112,7 +112,7 @@ def runs(
 class TestTunnel(DifferentialChecks):
     """The representative subset, the library's side through the bastion."""
 
-    STEPS = steps(SUBSET)
+    STEPS = steps(TUNNEL_STEPS)
 
     def test_every_library_command_went_through_the_bastion(
         self, runs: Runs, logins: dict[str, int]
