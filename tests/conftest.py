@@ -7,7 +7,32 @@ the tests that need it skip with a reason naming what to install, unless
 such skip into a failure.
 """
 
+from typing import Any
+
 pytest_plugins = [
     "tests.services.pg_fixtures",
     "tests.services.ssh_fixtures",
 ]
+
+#: modules that take minutes each, longest first: pytest-xdist (``--dist loadfile``)
+#: hands modules to its workers in collection order, so running these first keeps
+#: the run from ending on one long module while the other worker idles
+SLOW_MODULES = (
+    "test_tunnel_soak.py",
+    "test_models_duckdb.py",
+    "test_models_redshift.py",
+    "test_faults.py",
+    "test_models_postgres.py",
+    "test_differential_duckdb.py",
+    "test_differential_postgres.py",
+    "test_differential_tunnel.py",
+    "test_models_sample_data.py",
+    "test_benchmarks_smoke.py",
+    "test_worker.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    """Slow modules first (their own test order unchanged: the sort is stable)."""
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES)))
