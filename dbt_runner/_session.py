@@ -261,16 +261,14 @@ class DbtSession:
         ``exclude`` is dbt's ``--exclude``. A selection that matches no model is a
         failed result (kind ``configuration``), not an empty success.
         """
-        select = select or self.settings.staging_select
-        args = ["run", "--select", select]
-        if exclude:
-            args += ["--exclude", exclude]
-        if full_refresh:
-            args.append("--full-refresh")
-        if vars:
-            args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return _selected_something(
-            self.invoke(args, threads=threads), select, "DBT_RUNNER_STAGING_SELECT"
+        return self._building_block(
+            "run",
+            select or self.settings.staging_select,
+            "DBT_RUNNER_STAGING_SELECT",
+            exclude=exclude,
+            threads=threads,
+            vars=vars,
+            extra=["--full-refresh"] if full_refresh else [],
         )
 
     def run_tests(
@@ -295,19 +293,14 @@ class DbtSession:
         everything ``select`` reaches. A project without these tags runs the
         same tests in every scope. See docs/models.md.
         """
-        if scope not in _TEST_SCOPE_EXCLUDES:
-            raise ConfigurationError(
-                f"scope must be one of {sorted(_TEST_SCOPE_EXCLUDES)}, got {scope!r}"
-            )
-        select = select or self.settings.tests_select
-        args = ["test", "--select", select]
-        excludes = " ".join(e for e in (_TEST_SCOPE_EXCLUDES[scope], exclude) if e)
-        if excludes:
-            args += ["--exclude", excludes]
-        if vars:
-            args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return _selected_something(
-            self.invoke(args, threads=threads), select, "DBT_RUNNER_TESTS_SELECT"
+        return self._building_block(
+            "test",
+            select or self.settings.tests_select,
+            "DBT_RUNNER_TESTS_SELECT",
+            exclude=exclude,
+            threads=threads,
+            vars=vars,
+            scope=scope,
         )
 
     def build_staging(
@@ -332,20 +325,46 @@ class DbtSession:
 
         >>> session.build_staging(threads=3).raise_for_status()      # doctest: +SKIP
         """
-        if scope not in _TEST_SCOPE_EXCLUDES:
-            raise ConfigurationError(
-                f"scope must be one of {sorted(_TEST_SCOPE_EXCLUDES)}, got {scope!r}"
-            )
-        select = select or self.settings.staging_select
-        args = ["build", "--select", select]
-        excludes = " ".join(e for e in (_TEST_SCOPE_EXCLUDES[scope], exclude) if e)
-        if excludes:
-            args += ["--exclude", excludes]
+        return self._building_block(
+            "build",
+            select or self.settings.staging_select,
+            "DBT_RUNNER_STAGING_SELECT",
+            exclude=exclude,
+            threads=threads,
+            vars=vars,
+            scope=scope,
+        )
+
+    def _building_block(
+        self,
+        command: str,
+        select: str,
+        setting: str,
+        *,
+        exclude: str | None,
+        threads: int | None,
+        vars: dict[str, Any] | None,
+        scope: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> RunResult:
+        """``dbt <command> --select <select>`` for a building block: ``scope``'s tag and
+        ``exclude`` in one ``--exclude``, then ``extra``, then ``vars``; a selection that
+        matches nothing is a failed result naming ``setting``."""
+        excludes = [exclude or ""]
+        if scope is not None:
+            if scope not in _TEST_SCOPE_EXCLUDES:
+                raise ConfigurationError(
+                    f"scope must be one of {sorted(_TEST_SCOPE_EXCLUDES)}, got {scope!r}"
+                )
+            excludes.insert(0, _TEST_SCOPE_EXCLUDES[scope])
+        args = [command, "--select", select]
+        joined = " ".join(e for e in excludes if e)
+        if joined:
+            args += ["--exclude", joined]
+        args += extra
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return _selected_something(
-            self.invoke(args, threads=threads), select, "DBT_RUNNER_STAGING_SELECT"
-        )
+        return _selected_something(self.invoke(args, threads=threads), select, setting)
 
     def invoke(
         self,
