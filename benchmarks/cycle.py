@@ -28,6 +28,9 @@ real incremental work on the same staging tables):
 * ``new7d`` (optional) ``new`` with ``--vars '{source_lookback_s: 604800,
   delete_window_s: 604800}'``: the old 7-day scan.
 
+Every contender runs the same hourly test scope, ``TEST_SCOPE`` (what
+``run_tests()`` selects by default: the daily ``tag:full`` variants left out).
+
 Prints figures; it is not a pass/fail test.
 """
 
@@ -58,6 +61,9 @@ PROJECT_DIR = REPO / "models_sql"
 MODELS = ("stg_ecs_order_info", "stg_uni_tracking_info", "stg_uni_tracking_spath")
 VARS_7D = {"source_lookback_s": 604800, "delete_window_s": 604800}
 RESULT_TAG = "BENCH_RESULT "
+#: the hourly test scope every contender runs: what ``run_tests()`` selects by default
+#: (``tag:full`` marks the daily whole-table variants; see docs/models.md)
+TEST_SCOPE = ("--select", "tag:staging", "--exclude", "tag:full")
 ALL_CONTENDERS = (
     "old",
     "dbtcli",
@@ -339,7 +345,7 @@ class Contenders:
                     ("run", ["run", "--threads", "1", "--select", "tag:staging"]),
                 ],
             ),
-            (2, [("test", ["test", "--select", "tag:staging"])]),
+            (2, [("test", ["test", *TEST_SCOPE])]),
         ):
             tunnel = SshTunnel(self.bed, remote, self.old_port)
             step(f"tunnel{task}_open", tunnel.open)
@@ -397,7 +403,7 @@ class Contenders:
         try:
             for name, args in (
                 ("run", ["run", "--threads", "3", "--select", "tag:staging"]),
-                ("test", ["test", "--threads", "3", "--select", "tag:staging"]),
+                ("test", ["test", "--threads", "3", *TEST_SCOPE]),
             ):
                 wall, code, text, peak, cpu = run_child_rusage([dbt, *args, *common], env)
                 steps[name] = wall
@@ -524,7 +530,7 @@ class Contenders:
                     ("invoke", ["run", "--select", "tag:staging", npc], {"threads": 3}),
                     (
                         "invoke",
-                        ["test", "--select", "tag:staging", "--exclude", "tag:full", npc],
+                        ["test", *TEST_SCOPE, npc],
                         {"threads": 3},
                     ),
                 ]
