@@ -936,19 +936,25 @@ def _manifest_names(manifest: Any) -> dict[str, str]:
 
 def _adapter_threads(project_dir: Path) -> int | None:
     """The threads dbt's adapter for ``project_dir`` was last configured with (profile's)."""
+    for adapter in _adapters():
+        config = getattr(adapter, "config", None)
+        if str(getattr(config, "project_root", "")) != str(project_dir):
+            continue
+        threads = getattr(config, "threads", None)
+        if isinstance(threads, int):
+            return threads
+    return None
+
+
+def _adapters() -> list[Any]:
+    """The adapters dbt's factory holds in this process (none if dbt's internals moved)."""
     try:
         from dbt.adapters.factory import FACTORY
 
-        for adapter in list(FACTORY.adapters.values()):
-            config = getattr(adapter, "config", None)
-            if str(getattr(config, "project_root", "")) != str(project_dir):
-                continue
-            threads = getattr(config, "threads", None)
-            if isinstance(threads, int):
-                return threads
-    except Exception:  # pragma: no cover - dbt internals moved: report what we know
-        log.debug("could not read dbt's threads", exc_info=True)
-    return None
+        return list(FACTORY.adapters.values())
+    except Exception:  # pragma: no cover - dbt-core is a dependency; its internals may move
+        log.debug("could not read dbt's adapters", exc_info=True)
+        return []
 
 
 def _clear_relation_caches() -> None:
@@ -960,24 +966,17 @@ def _clear_relation_caches() -> None:
     the next command with the last one's entries; an empty cache is what a fresh
     process starts from.
     """
-    try:
-        from dbt.adapters.factory import FACTORY
-
-        for adapter in list(FACTORY.adapters.values()):
-            adapter.cache.clear()  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - dbt-core is a dependency
-        return
+    for adapter in _adapters():
+        adapter.cache.clear()
 
 
 def _drop_connections() -> None:
     """Close and forget every connection dbt's adapters still hold (cancelled ones too)."""
-    try:
-        from dbt.adapters.factory import FACTORY
-
-        for adapter in list(FACTORY.adapters.values()):
-            adapter.cleanup_connections()  # type: ignore[attr-defined]
-    except Exception:  # best effort: a dead handle must not fail the next invocation
-        log.debug("could not clean up dbt's connections", exc_info=True)
+    for adapter in _adapters():
+        try:
+            adapter.cleanup_connections()
+        except Exception:  # best effort: a dead handle must not fail the next invocation
+            log.debug("could not clean up dbt's connections", exc_info=True)
 
 
 def _with_vars(args: list[str], settings_vars: dict[str, Any]) -> list[str]:
@@ -1099,10 +1098,8 @@ def _release_duckdb() -> None:
 
 def _cancel_open_connections() -> None:
     """Ask the warehouse to end the running statements (as dbt does on Ctrl-C)."""
-    try:
-        from dbt.adapters.factory import FACTORY
-
-        for adapter in list(FACTORY.adapters.values()):
-            adapter.cancel_open_connections()  # type: ignore[attr-defined]
-    except Exception:  # best effort: closing the tunnel cuts a tunnelled run anyway
-        log.debug("could not cancel open connections", exc_info=True)
+    for adapter in _adapters():
+        try:
+            adapter.cancel_open_connections()
+        except Exception:  # best effort: closing the tunnel cuts a tunnelled run anyway
+            log.debug("could not cancel open connections", exc_info=True)
