@@ -396,6 +396,11 @@ def _step_args(op: str, args: Sequence[str], kwargs: Mapping[str, Any]) -> list[
     return command
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments the caller set (None = the session's default)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _steps_of(request: Mapping[str, Any]) -> list[Step]:
     steps = request.get("steps")
     if not isinstance(steps, list) or not steps:
@@ -437,16 +442,40 @@ class WorkerClient:
         #: True when the last request ran in the worker, False when in-process.
         self.last_ran_in_worker = False
 
-    def run_staging(self, **kwargs: Any) -> RunResult:
+    def run_staging(
+        self,
+        *,
+        select: str | None = None,
+        exclude: str | None = None,
+        threads: int | None = None,
+        vars: dict[str, Any] | None = None,
+        full_refresh: bool = False,
+    ) -> RunResult:
         """Like :meth:`DbtSession.run_staging`, in the worker."""
+        kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
+        if full_refresh:
+            kwargs["full_refresh"] = True
         return self.steps([("run_staging", [], kwargs)])[0]
 
-    def run_tests(self, **kwargs: Any) -> RunResult:
+    def run_tests(
+        self,
+        *,
+        select: str | None = None,
+        exclude: str | None = None,
+        threads: int | None = None,
+        vars: dict[str, Any] | None = None,
+        scope: str = "recent",
+    ) -> RunResult:
         """Like :meth:`DbtSession.run_tests`, in the worker."""
+        kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
+        kwargs["scope"] = scope
         return self.steps([("run_tests", [], kwargs)])[0]
 
-    def invoke(self, args: Sequence[str], **kwargs: Any) -> RunResult:
+    def invoke(
+        self, args: Sequence[str], *, threads: int | None = None, timeout_s: float | None = None
+    ) -> RunResult:
         """Like :meth:`DbtSession.invoke`, in the worker."""
+        kwargs = _given(threads=threads, timeout_s=timeout_s)
         return self.steps([("invoke", list(args), kwargs)])[0]
 
     def cycle(
@@ -454,9 +483,7 @@ class WorkerClient:
     ) -> list[RunResult]:
         """Staging, then its tests when staging succeeded, in one child (one tunnel);
         ``build=True``: one ``dbt build`` instead (:meth:`DbtSession.build_staging`)."""
-        kwargs: dict[str, Any] = {"threads": threads}
-        if select is not None:
-            kwargs["select"] = select
+        kwargs = _given(threads=threads, select=select)
         if build:
             return self.steps([("build_staging", [], kwargs)])
         return self.steps([("run_staging", [], kwargs), ("run_tests", [], kwargs)])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 import __future__
 
+import contextlib
 import importlib
 import inspect
 import types
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +150,39 @@ def test_no_doc_or_example_imports_a_private_module() -> None:
     private = re.compile(r"(from|import)\s+dbt_runner\._[a-z]")
     offenders = [str(f.relative_to(root)) for f in files if private.search(f.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize("method", ["run_staging", "run_tests", "invoke"])
+def test_worker_client_methods_take_what_the_session_methods_take(method: str) -> None:
+    # a parameter the session has and the client lacks would be a TypeError in a DAG
+    # that switches to the worker (or a typo the client passed on unchecked)
+    session = inspect.signature(getattr(dbt_runner.DbtSession, method)).parameters
+    client = inspect.signature(getattr(dbt_runner.WorkerClient, method)).parameters
+    assert [(p.name, p.kind, p.default) for p in client.values()] == [
+        (p.name, p.kind, p.default) for p in session.values()
+    ]
+
+
+def test_worker_client_passes_only_the_arguments_given(tmp_path: Path) -> None:
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    class Recorder:  # stands in for the session the in-process fallback opens
+        def __getattr__(self, op: str) -> Callable[..., object]:
+            def call(*args: object, **kwargs: object) -> object:
+                calls.append((op, kwargs))
+                return types.SimpleNamespace(success=True)
+
+            return call
+
+    client = dbt_runner.WorkerClient(
+        tmp_path / "no-worker.sock", fallback=lambda: contextlib.nullcontext(Recorder())
+    )
+    client.run_tests(exclude="tag:slow", scope="all")
+    client.run_staging(threads=2, full_refresh=True)
+    client.invoke(["ls"], timeout_s=5.0)
+    assert not client.last_ran_in_worker  # nothing listens: it ran in-process
+    assert calls == [
+        ("run_tests", {"exclude": "tag:slow", "scope": "all"}),
+        ("run_staging", {"threads": 2, "full_refresh": True}),
+        ("invoke", {"timeout_s": 5.0}),
+    ]
