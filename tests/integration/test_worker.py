@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from dbt_runner import DbtSession, ErrorKind, RunResult, Settings, WorkerClient
+from tests.services.soak import runner_env
 from tests.services.sshd import SshdServer, descendants, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -35,17 +36,9 @@ READY_S = 120.0
 
 def _env(settings: Settings) -> dict[str, str]:
     """The DBT_RUNNER_* environment equal to ``settings`` (what the worker reads)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
     dumped: dict[str, Any] = settings.model_dump(exclude_none=True)
-    for key in ("project_dir", "state_dir", "threads"):
-        if key in dumped:
-            env[f"DBT_RUNNER_{key.upper()}"] = str(dumped[key])
-    for section in ("warehouse", "ssh", "retry"):
-        for key, value in dumped.get(section, {}).items():
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            env[f"DBT_RUNNER_{section.upper()}__{key.upper()}"] = str(value)
-    return env
+    top = {k: dumped[k] for k in ("project_dir", "state_dir", "threads") if k in dumped}
+    return runner_env(top, **{s: dumped.get(s, {}) for s in ("warehouse", "ssh", "retry")})
 
 
 class WorkerProcess:

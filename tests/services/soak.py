@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CycleOutcome", "cycle_env", "run_cycles"]
+__all__ = ["CycleOutcome", "cycle_env", "run_cycles", "runner_env"]
 
 #: What paramiko / sshtunnel log when the SSH connection under the tunnel died.
 DROP_MARKERS = ("Socket exception", "SSH session not active", "Bad file descriptor")
@@ -43,18 +43,29 @@ class CycleOutcome:
         return self.exit_code == 0 and not self.dropped and not self.reopened
 
 
+def runner_env(
+    top: Mapping[str, Any] | None = None, **sections: Mapping[str, Any]
+) -> dict[str, str]:
+    """This process's environment with its DBT_RUNNER_* settings replaced by ``top``
+    (``DBT_RUNNER_<KEY>``) and ``sections`` (``DBT_RUNNER_<SECTION>__<KEY>``), secrets
+    unwrapped: what a ``dbt-runner`` subprocess reads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+    for key, value in (top or {}).items():
+        env[f"DBT_RUNNER_{key.upper()}"] = str(value)
+    for section, values in sections.items():
+        for key, value in values.items():
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            env[f"DBT_RUNNER_{section.upper()}__{key.upper()}"] = str(value)
+    return env
+
+
 def cycle_env(
     warehouse: Mapping[str, Any], ssh: Mapping[str, Any], state_dir: Path
 ) -> dict[str, str]:
-    """The environment of a ``dbt-runner cycle`` process (settings as DBT_RUNNER_* vars)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
-    for section, values in (("WAREHOUSE", warehouse), ("SSH", ssh)):
-        for key, value in values.items():
-            env[f"DBT_RUNNER_{section}__{key.upper()}"] = str(value)
-    env["DBT_RUNNER_STATE_DIR"] = str(state_dir)
-    env["DBT_RUNNER_RETRY__INITIAL_WAIT_S"] = "0"
-    env["DBT_RUNNER_RETRY__MAX_WAIT_S"] = "0"
-    return env
+    """The environment of a ``dbt-runner cycle`` process (no waits between retries)."""
+    no_waits = {"initial_wait_s": 0, "max_wait_s": 0}
+    return runner_env({"state_dir": state_dir}, warehouse=warehouse, ssh=ssh, retry=no_waits)
 
 
 def _cli() -> list[str]:
