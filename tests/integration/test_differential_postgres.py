@@ -1,7 +1,8 @@
 """Differential suite on PostgreSQL (SSL on): plain ``dbt`` vs the library.
 
-Every command of the sequence (as on DuckDB, ``tests/test_differential_duckdb.py``)
-on the real PostgreSQL fixture, one fresh database per copy, both through the
+The representative subset of the sequence (every command runs on DuckDB,
+``tests/test_differential_duckdb.py``) plus the ``--target ci`` steps, on the real
+PostgreSQL fixture, one fresh database per copy, both through the
 foreign project's own ``profiles.yml`` (connection settings from ``env_var()``).
 The tunnel path is ``test_differential_tunnel.py``.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests._differential import (
+    POSTGRES_STEPS,
     DifferentialChecks,
     Library,
     PlainDbt,
@@ -85,4 +87,4 @@ def runs(tmp_path_factory: pytest.TempPathFactory, databases: tuple[PgDatabase, 
 class TestPostgres(DifferentialChecks):
     """The representative subset, on PostgreSQL with the team's own profile."""
 
-    STEPS = steps()  # every command, as on DuckDB
+    STEPS = steps(POSTGRES_STEPS)
