@@ -30,6 +30,9 @@ real incremental work on the same staging tables):
 
 Every contender runs the same hourly test scope, ``TEST_SCOPE`` (what
 ``run_tests()`` selects by default: the daily ``tag:full`` variants left out).
+After the rounds, each adapter's staging tables are compared row for row with a
+full refresh of the same raw data (``<schema>_fr``); the run exits 1 when they
+differ.
 
 Prints figures; it is not a pass/fail test.
 """
@@ -766,12 +769,35 @@ class SizeRun:
         for adapter in self.args.adapters:
             self.runners[adapter].stop_worker()
             summary = summarize(self.samples[adapter], self.contenders, self.args.rounds)
+            summary["differing_rows"] = self.check_against_full_refresh(adapter)
             self.report["adapters"][adapter] = summary
             print_adapter(self.out, adapter, summary, self.contenders)
         self.report["raw_rows_end"] = self.bed.raw_total
         if self.args.latency:
             self.report["latency_ms"] = measure_latency(self.bed, self.args, self.out)
         return self.report
+
+    def check_against_full_refresh(self, adapter: str) -> dict[str, int]:
+        """Rows that differ between the staging tables every contender's cycles built
+        incrementally and a full refresh of the same raw data (``<schema>_fr``), per table
+        (both directions, duplicates counted: ``except all``). Prints the verdict."""
+        from benchmarks._harness import STAGING_INDEXES
+
+        c = self.runners[adapter]
+        fresh = dataclasses.replace(c, schema=f"{c.schema}_fr", workdir=c.workdir / "full_refresh")
+        fresh.new(full_refresh=True)
+        differing = {}
+        for table in STAGING_INDEXES:
+            a, b = f"{c.schema}.{table}", f"{fresh.schema}.{table}"
+            rows = self.bed.sql(
+                f"select (select count(*) from (select * from {a} except all select * from {b}) x)"
+                f" + (select count(*) from (select * from {b} except all select * from {a}) y)"
+            )
+            differing[table] = int(rows[0][0])
+        verdict = "yes" if not any(differing.values()) else f"NO, rows differing: {differing}"
+        label = f"   [{adapter}] staging == full refresh after every contender's cycles"
+        self.out(f"{label}: {verdict}")
+        return differing
 
 
 def run_size(
@@ -1216,6 +1242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 default=str,
             )
         )
+    wrong = [
+        f"{rep['raw_rows']:,} rows, {adapter}"
+        for rep in reports
+        for adapter, summary in rep["adapters"].items()
+        if any(summary.get("differing_rows", {}).values())
+    ]
+    if wrong:
+        out(f"\nstaging differs from a full refresh: {'; '.join(wrong)}")
+        return 1
     return 0
 
 

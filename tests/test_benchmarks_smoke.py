@@ -1,8 +1,9 @@
 """Smoke test: the cycle benchmark runs end to end on a tiny size and prints its tables.
 
 Not a performance test: it checks nothing about the figures, only that every
-contender ran (old, new, floor; the postgres adapter) and that the result tables
-were printed. Needs PostgreSQL and OpenSSH sshd (it starts its own).
+contender ran (old, dbtcli, new, warm, floor; the postgres adapter), that their
+cycles left the staging tables equal to a full refresh, and that the result
+tables were printed. Needs PostgreSQL and OpenSSH sshd (it starts its own).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def test_cycle_benchmark_tiny_prints_every_contender(tmp_path: Path) -> None:
         )
     assert "ratio old/new" in output and "ratio new/floor" in output
     assert "ratio old/warm" in output and "ratio dbtcli/warm" in output
+    # the contenders' incremental cycles left what a full refresh builds
+    assert "[postgres] staging == full refresh after every contender's cycles: yes" in output
     assert "== summary" in output
     assert "per-query latency" in output
     assert out_json.is_file()
