@@ -326,10 +326,10 @@ SUBSET = (
 #: the tunnel path: the subset plus the commands that connect or write artifacts (its session's
 #: target is fixed when the tunnel opens, so the ``--target ci`` steps are not in it)
 TUNNEL_STEPS = (*SUBSET, "debug", "parse", "compile", "run-operation", "docs")
-#: PostgreSQL direct: the subset plus the ``--target ci`` steps the tunnel path cannot take
-#: (the tunnel path runs debug, parse, compile, run-operation and docs on PostgreSQL; the
-#: other ls/show/compile forms and clean do not differ by adapter and run on DuckDB)
-POSTGRES_STEPS = (*SUBSET, "seed-ci", "clone")
+#: PostgreSQL direct (and plain dbt's side for both PostgreSQL paths): the tunnel path's
+#: steps plus the ``--target ci`` ones (the other ls/show/compile forms and clean do not
+#: differ by adapter: they run on DuckDB)
+POSTGRES_STEPS = (*TUNNEL_STEPS, "seed-ci", "clone")
 #: commands that fail on purpose (a broken model, a failing test, stale sources)
 EXPECTED_FAILURES = frozenset(
     {"run", "retry-run", "test", "build-selector", "retry-build", "freshness"}

@@ -18,14 +18,13 @@ pytest_plugins = [
 #: hands modules to its workers in collection order, so running these first keeps
 #: the run from ending on one long module while the other worker idles
 SLOW_MODULES = (
+    "test_differential_postgres.py",
     "test_tunnel_soak.py",
     "test_models_duckdb.py",
     "test_models_redshift.py",
     "test_faults.py",
     "test_models_postgres.py",
     "test_differential_duckdb.py",
-    "test_differential_postgres.py",
-    "test_differential_tunnel.py",
     "test_models_sample_data.py",
     "test_benchmarks_smoke.py",
     "test_worker.py",
