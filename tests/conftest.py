@@ -14,19 +14,21 @@ pytest_plugins = [
     "tests.services.ssh_fixtures",
 ]
 
-#: modules that take minutes each, longest first: pytest-xdist (``--dist loadfile``)
-#: hands modules to its workers in collection order, so running these first keeps
-#: the run from ending on one long module while the other worker idles
+#: modules that take minutes each, longest first (module totals of a CI run): pytest-xdist
+#: (``--dist loadfile --no-loadscope-reorder``, see pyproject.toml) hands modules to its
+#: workers in collection order, so running these first keeps the run from ending on one
+#: long module while the other worker idles
 SLOW_MODULES = (
-    "test_differential_postgres.py",
-    "test_tunnel_soak.py",
-    "test_models_duckdb.py",
     "test_models_redshift.py",
     "test_faults.py",
-    "test_models_postgres.py",
     "test_differential_duckdb.py",
-    "test_models_sample_data.py",
+    "test_models_duckdb.py",
+    "test_differential_postgres.py",
     "test_benchmarks_smoke.py",
+    "test_tunnel_soak.py",
+    "test_models_postgres.py",
+    "test_models_sample_data.py",
+    "test_retry.py",
     "test_worker.py",
 )
 
