@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -42,6 +41,7 @@ from tests._differential import (
     run_sequence,
     steps,
 )
+from tests.integration.test_session_tunnel import ssh_of, warehouse_of
 from tests.services.pg_fixtures import PgDatabase, _database
 from tests.services.postgres import PostgresServer
 from tests.services.sshd import SshdServer
@@ -59,30 +59,6 @@ def pg_env(db: PgDatabase) -> dict[str, str]:
         "DBT_ENV_SECRET_FOREIGN_PG_PASSWORD": db.password,
         "FOREIGN_PG_DBNAME": db.dbname,
         "FOREIGN_PG_SSLMODE": db.sslmode,
-    }
-
-
-def ssh_of(sshd: SshdServer) -> dict[str, Any]:
-    return {
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "private_key": sshd.private_key_path,
-        "known_hosts": sshd.known_hosts_path,
-    }
-
-
-def warehouse_of(db: PgDatabase) -> dict[str, Any]:
-    """The generated profile's connection: the database behind the bastion, schema dev."""
-    return {
-        "type": "postgres",
-        "host": db.host,
-        "port": db.port,
-        "user": db.user,
-        "password": db.password,
-        "dbname": db.dbname,
-        "sslmode": db.sslmode,
-        "schema": "dev",  # the foreign profile's dev target
     }
 
 
@@ -173,7 +149,10 @@ class TestTunnel(DifferentialChecks):
             project,  # no profiles dir: the library generates the profile
             postgres_snapshot(db.connect),
             lambda: library_settings(
-                project, target="dev", warehouse=warehouse_of(db), ssh=ssh_of(sshd)
+                project,
+                target="dev",
+                warehouse=warehouse_of(db, schema="dev"),  # the foreign profile's dev target
+                ssh=ssh_of(sshd),
             ),
         )
         before = sshd.accepted_connections()
