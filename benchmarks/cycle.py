@@ -479,6 +479,7 @@ class Contenders:
                 str(PROJECT_DIR),
                 str(self.old_dir),
                 str(self.old_dir / "target_prefect"),
+                *TEST_SCOPE,
             ]
             wall, code, text, rss, cpu = run_child_rusage(child, env)
         finally:
