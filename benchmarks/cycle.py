@@ -509,7 +509,7 @@ class Contenders:
         ``--no-populate-cache``; ``warmbuild``: one ``dbt build``
         (``cycle(build=True)``); ``warmlean``: that build with ``--no-write-json``
         (no run_results.json or manifest.json). They share one worker."""
-        from dbt_runner import Settings, WorkerClient
+        from dbt_runner import Settings, Step, WorkerClient
 
         env = self.bed.runner_env(self.adapter, self.schema, self.workdir / f"warm_{self.adapter}")
         if self._worker is None:
@@ -534,19 +534,19 @@ class Contenders:
         t0 = time.monotonic()
         if variant == "npc":
             npc = "--no-populate-cache"
-            results = self._client.steps(
-                [
-                    ("invoke", ["run", "--select", "tag:staging", npc], {"threads": 3}),
-                    (
-                        "invoke",
-                        ["test", *TEST_SCOPE, npc],
-                        {"threads": 3},
-                    ),
-                ]
+            results = list(
+                self._client.run_steps(
+                    [
+                        Step("invoke", {"threads": 3}, ("run", "--select", "tag:staging", npc)),
+                        Step("invoke", {"threads": 3}, ("test", *TEST_SCOPE, npc)),
+                    ]
+                ).values()
             )
         elif variant == "lean":  # build_staging()'s command, without dbt's JSON artifacts
             build = ["build", *TEST_SCOPE, "--no-write-json"]
-            results = self._client.steps([("invoke", build, {"threads": 3})])
+            results = list(
+                self._client.run_steps([Step("invoke", {"threads": 3}, tuple(build))]).values()
+            )
         else:
             results = self._client.cycle(threads=3, build=variant == "build")
         wall = time.monotonic() - t0
@@ -962,7 +962,7 @@ def measure_latency(
 
     from benchmarks import tunnel_latency as tl
     from dbt_runner import SSHSettings
-    from dbt_runner._tunnel import Tunnel
+    from dbt_runner._ssh.tunnel import Tunnel
 
     ssh = SSHSettings(
         host=bed.sshd.host,

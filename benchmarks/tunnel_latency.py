@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sshtunnel
 
 from dbt_runner import SSHSettings
-from dbt_runner._forwarder import Forwarder
-from dbt_runner._tunnel import Tunnel
+from dbt_runner._ssh.forwarder import Forwarder
+from dbt_runner._ssh.tunnel import Tunnel
 from tests.services.postgres import PostgresServer
 from tests.services.sshd import SshdServer
 from tests.services.tls import test_pki

@@ -27,22 +27,21 @@ from ._exceptions import (
     SSHAuthError,
     TunnelError,
 )
-from ._logjson import JsonFormatter, event_extra
 from ._results import Attempt, ErrorInfo, NodeResult, RunResult
 from ._session import DbtSession, SessionState
 from ._settings import RetrySettings, Settings, SSHSettings, WarehouseSettings
-from ._tunnel import Tunnel
-from ._worker import Worker, WorkerClient, run_steps
+from ._steps import Step, cycle_steps
+from ._worker import Worker, WorkerClient
 
 if _typing.TYPE_CHECKING:
     from ._doctor import DoctorReport, run_doctor
-    from ._timeline import timeline_figure
+    from ._ssh import Tunnel
 
 __version__ = "0.1.0"
 
-#: public names whose modules load on first use (doctor and the timeline chart are
-#: not needed by a cycle; importing them up front costs every fresh process ~80 ms)
-_LAZY = {"DoctorReport": "._doctor", "run_doctor": "._doctor", "timeline_figure": "._timeline"}
+#: public names whose modules load on first use (doctor and the tunnel are not needed
+#: by every cycle; importing them up front costs every fresh process ~80 ms each)
+_LAZY = {"DoctorReport": "._doctor", "run_doctor": "._doctor", "Tunnel": "._ssh"}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -69,7 +68,6 @@ __all__ = [
     "ErrorInfo",
     "ErrorKind",
     "HostKeyError",
-    "JsonFormatter",
     "NodeEvent",
     "NodeResult",
     "RetrySettings",
@@ -79,16 +77,15 @@ __all__ = [
     "SessionState",
     "SessionStateError",
     "Settings",
+    "Step",
     "Tunnel",
     "TunnelError",
     "WarehouseSettings",
     "Worker",
     "WorkerClient",
     "__version__",
-    "event_extra",
+    "cycle_steps",
     "run_doctor",
     "run_staging",
-    "run_steps",
     "run_tests",
-    "timeline_figure",
 ]

@@ -84,6 +84,7 @@ SQLSTATES: dict[str, Verdict] = {
     "28P01": Verdict(_K.AUTH, _LOGIN_HINT),  # invalid_password
     "28000": Verdict(_K.AUTH, _LOGIN_HINT),  # invalid_authorization (unknown role, pg_hba)
     "3D000": Verdict(_K.CONFIGURATION, _DBNAME_HINT),  # invalid_catalog_name
+    "42P07": Verdict(_K.CONFLICT),  # duplicate_table: two first builds at once
 }
 
 #: login-time errors (limits, auth, unknown database) come from the server as FATAL: a
@@ -96,12 +97,6 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str], str | None], ...] = tuple(
     for kind, pattern, hint in (
         # --- our own watchdog
         (_K.TIMEOUT, r"invocation timed out after \d", None),
-        # --- SSH tunnel (sshtunnel, paramiko)
-        (_K.TUNNEL, r"could not establish session to ssh gateway", None),
-        (_K.TUNNEL, r"secsh channel \d+ open failed", None),
-        (_K.TUNNEL, r"open new channel ssh error", None),
-        (_K.TUNNEL, r"an error occurred while opening tunnels", None),
-        (_K.TUNNEL, r"ssh session not active", None),
         # --- too many connections (PostgreSQL, Redshift)
         (_K.TOO_MANY_CONNECTIONS, _FATAL + r"too many connections for (role|database) ", None),
         (_K.TOO_MANY_CONNECTIONS, _FATAL + r"sorry, too many clients already", None),
@@ -118,6 +113,9 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str], str | None], ...] = tuple(
         (_K.CONFLICT, r"table \d+ dropped by concurrent transaction", None),
         (_K.CONFLICT, r"TransactionContext Error: (Catalog write-write conflict|Conflict )", None),
         (_K.CONFLICT, r"IO Error: Could not set lock on file ", None),
+        # concurrent first builds: both saw no table and both created it
+        (_K.CONFLICT, r'relation "[^"]*" already exists$', None),
+        (_K.CONFLICT, r'duplicate key value violates unique constraint "pg_type_typname_nsp', None),
         # --- configuration-shaped: deterministic, the message names the setting
         (_K.CONFIGURATION, r"server does not support SSL, but SSL was required", _SSL_HINT),
         (_K.CONFIGURATION, r"fe_sendauth: no password supplied", _PASSWORD_HINT),
@@ -187,10 +185,6 @@ _STRONG_TYPES: dict[str, ErrorKind] = {
     "ConnectionAbortedError": _K.CONNECTION,
     "BrokenPipeError": _K.CONNECTION,
     "gaierror": _K.CONNECTION,
-    "BadHostKeyException": _K.AUTH,
-    "AuthenticationException": _K.AUTH,
-    "BaseSSHTunnelForwarderError": _K.TUNNEL,
-    "HandlerSSHTunnelForwarderError": _K.TUNNEL,
 }
 _COMPILATION_TYPES = frozenset(
     {
@@ -217,18 +211,37 @@ _CONFIGURATION_TYPES: dict[str, Verdict] = {
 }
 #: broad classes, consulted last: a failed connect whose message nobody recognised
 _CONNECTION_TYPES = frozenset(
-    {"FailedToConnectError", "OperationalError", "InterfaceError", "TimeoutError", "SSHException"}
+    {"FailedToConnectError", "OperationalError", "InterfaceError", "TimeoutError"}
 )
+#: SQLSTATEs whose verdict depends on which object the server names (a catalog race)
+_SQLSTATE_WHEN: dict[str, tuple[re.Pattern[str], Verdict]] = {
+    # a concurrent CREATE of the same table: PostgreSQL's type catalog refuses the second
+    "23505": (re.compile(r'"pg_type_typname_nsp_index"'), Verdict(_K.CONFLICT)),
+}
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and its causes/contexts, outermost first, each once."""
+    """``exc`` and its causes/contexts, outermost first, each once (a wrapper's
+    ``.exception``, as dbt's ``ExceptionExit`` carries it, counts as its cause)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
+        wrapped = getattr(current, "exception", None)
+        if isinstance(wrapped, BaseException) and id(wrapped) not in seen:
+            current = wrapped
+            continue
         current = current.__cause__ or current.__context__
+
+
+def text_of(exc: BaseException) -> str:
+    """``str(exc)``, or its class name when its ``__str__`` fails (dbt's ``ExceptionExit``
+    has no ``message``): a diagnosis never crashes on an exception's type."""
+    try:
+        return str(exc)
+    except Exception:
+        return type(exc).__name__
 
 
 def _driver_lines(message: str) -> Iterator[tuple[str | None, str]]:
@@ -271,18 +284,22 @@ def _is_sqlstate(code: str | None) -> bool:
     return bool(code) and len(code or "") == 5 and (code or "").upper() != "XX000"
 
 
-def _by_sqlstate(code: str | None) -> Verdict | None:
+def _by_sqlstate(code: str | None, text: str = "") -> Verdict | None:
     if not code or not _is_sqlstate(code):
         return None
-    return SQLSTATES.get(code.upper()) or SQLSTATES.get(code[:2].upper())
+    code = code.upper()
+    when = _SQLSTATE_WHEN.get(code)
+    if when is not None and when[0].search(text):
+        return when[1]
+    return SQLSTATES.get(code) or SQLSTATES.get(code[:2])
 
 
 def diagnose_message(message: str, default: ErrorKind) -> Verdict:
     """The verdict on a message text (a failed node's message, an error string)."""
     lines = list(_driver_lines(message))
-    for tag, _ in lines:
+    for tag, line in lines:
         if _is_sqlstate(tag):
-            return _by_sqlstate(tag) or Verdict(default)
+            return _by_sqlstate(tag, line) or Verdict(default)
     for tag, line in lines:
         if tag and tag.lower() in ("compilation", "parsing", "dependency"):
             return Verdict(_K.COMPILATION)
@@ -323,8 +340,17 @@ def _duckdb_kind(exc: BaseException) -> ErrorKind | None:
     return None
 
 
-def diagnose(exc: BaseException) -> Verdict:
-    """The verdict on an exception dbt, a driver or the tunnel raised (its whole chain)."""
+def diagnose(exc: BaseException, default: ErrorKind = _K.MODEL_FAILURE) -> Verdict:
+    """The verdict on an exception dbt, a driver or the tunnel raised (its whole chain).
+
+    The one decision of a failure's kind: nothing re-labels it afterwards.
+    ``default`` is the kind when no evidence says otherwise (the SQL's own
+    failure): ``compilation`` while parsing, ``connection`` for the doctor's
+    probes. A ``BaseException`` that is not an ``Exception`` (an interrupt, an
+    orchestrator's termination) is ``cancelled``. Never raises.
+    """
+    if not isinstance(exc, Exception):
+        return Verdict(_K.CANCELLED)
     chain = list(exception_chain(exc))
     for link in chain:
         if isinstance(link, DbtRunnerError):
@@ -337,27 +363,41 @@ def diagnose(exc: BaseException) -> Verdict:
         if _is_sqlstate(code):
             # the server's own category decides; an unlisted one (undefined column 42703,
             # a user's RAISE P0001) is the SQL's failure, whatever its text says
-            return _by_sqlstate(code) or Verdict(_K.MODEL_FAILURE)
+            return _by_sqlstate(code, text_of(link)) or Verdict(default)
     for link in chain:
+        ssh = _ssh_kind(link)
+        if ssh is not None:  # the tunnel's own mapping (dbt_runner._ssh.errors)
+            return Verdict(ssh)
         # a DuckDB message names its class first ("IO Error: Could not set lock ..."):
         # the class decides unless that message is one of the rules
         kind = _duckdb_kind(link)
         if kind is not None:
-            return diagnose_message(str(link), kind)
+            return diagnose_message(text_of(link), kind)
         names = {cls.__name__ for cls in type(link).__mro__}
         for name, strong in _STRONG_TYPES.items():
             if name in names:
                 return Verdict(strong)
     for link in chain:
-        verdict = diagnose_message(str(link), _K.MODEL_FAILURE)
-        if verdict.kind is not _K.MODEL_FAILURE:
+        verdict = diagnose_message(text_of(link), default)
+        if verdict.kind is not default:
             return verdict
     names = {cls.__name__ for link in chain for cls in type(link).__mro__}
     if names & _COMPILATION_TYPES:
         return Verdict(_K.COMPILATION)
     if names & _CONNECTION_TYPES:
         return Verdict(_K.CONNECTION)
-    return Verdict(_K.MODEL_FAILURE)
+    return Verdict(default)
+
+
+def _ssh_kind(exc: BaseException) -> ErrorKind | None:
+    """An SSH library's exception, judged by the tunnel's mapping (paramiko is loaded
+    only when one is seen)."""
+    module = type(exc).__module__ or ""
+    if not module.startswith(("paramiko", "sshtunnel")):
+        return None
+    from ._ssh import kind_of
+
+    return kind_of(exc)
 
 
 def classify_exception(exc: BaseException) -> ErrorKind:

@@ -2,7 +2,7 @@
 
 What a user runs when parallel runs fail (the ``threads: 3`` story, see
 ``docs/troubleshooting.md``). :func:`run_doctor` opens the session's tunnel
-(the same :class:`~dbt_runner._tunnel.Tunnel` a :class:`~dbt_runner.DbtSession`
+(the same :class:`~dbt_runner.Tunnel` a :class:`~dbt_runner.DbtSession`
 opens), then ``N`` warehouse connections **at the same time** (default
 ``threads + 1``: one per dbt thread plus dbt's own), runs ``select 1`` on
 each, holds them all open together for ``hold_s`` seconds and queries each
@@ -49,15 +49,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ._classify import classify_exception, diagnose_message
+from ._classify import diagnose, diagnose_message
 from ._exceptions import ConfigurationError, ErrorKind, TunnelError
 from ._settings import ENV_PREFIX, Settings, SSHSettings, WarehouseSettings
+from ._warehouse import connect as connect_warehouse
 
 __all__ = ["LAYERS", "ConnectionCheck", "DoctorReport", "LayerCheck", "run_doctor"]
 
@@ -254,48 +254,6 @@ def _tcp_probe(host: str, port: int, timeout: float, tunnelled: bool) -> str:
     )
 
 
-def _connect(
-    settings: Settings, host: str, port: int, *, application_name: str = "dbt-runner doctor"
-) -> Any:
-    """A driver connection the way dbt makes it (psycopg2 / redshift_connector), autocommit.
-
-    Also used by ``dbt-runner sample-data`` (:mod:`dbt_runner.synthetic`).
-    """
-    wh = settings.warehouse
-    password = wh.password.get_secret_value() if wh.password is not None else None
-    sslmode = wh.effective_sslmode
-    if wh.type == "redshift":
-        import redshift_connector
-
-        # dbt-redshift's translation: anything but disable means TLS, verified
-        conn = redshift_connector.connect(
-            host=host,
-            port=port,
-            user=wh.user,
-            password=password or "",
-            database=wh.dbname,
-            ssl=sslmode != "disable",
-            sslmode="verify-full" if sslmode == "verify-full" else "verify-ca",
-            timeout=wh.connect_timeout_s,
-            application_name=application_name,
-        )
-    else:
-        import psycopg2
-
-        conn = psycopg2.connect(
-            host=host,
-            port=port,
-            user=wh.user,
-            password=password,
-            dbname=wh.dbname,
-            sslmode=sslmode,
-            connect_timeout=wh.connect_timeout_s,
-            application_name=application_name,
-        )
-    conn.autocommit = True
-    return conn
-
-
 def _scalar(conn: Any, sql: str) -> Any:
     cursor = conn.cursor()
     try:
@@ -345,7 +303,7 @@ class _Probe(threading.Thread):
                 self._host, self._port, self._settings.warehouse.connect_timeout_s, self._tunnelled
             )
             self.reached, self.stage = "tcp", "auth"
-            self.conn = _connect(self._settings, self._host, self._port)
+            self.conn = connect_warehouse(self._settings, self._host, self._port)
             self.reached, self.stage = "auth", "query"
             _scalar(self.conn, "select 1")
             self.reached = "query"
@@ -402,32 +360,9 @@ class _Probe(threading.Thread):
 
 
 def _kind_of(exc: BaseException) -> ErrorKind:
-    kind = classify_exception(exc)
-    if kind in (ErrorKind.MODEL_FAILURE, ErrorKind.COMPILATION, ErrorKind.TEST_FAILURE):
-        return ErrorKind.CONNECTION  # unknown driver error: reported verbatim anyway
-    return kind
-
-
-# ------------------------------------------------------------------------ the tunnel
-class _ChannelErrors(logging.Handler):
-    """Collects sshtunnel's "could not establish connection" errors (it logs, never raises)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "open new channel" in message:  # not its other handler errors (client gone...)
-            self.messages.append(message)
-
-    @contextmanager
-    def attached(self, logger: logging.Logger) -> Iterator[_ChannelErrors]:
-        logger.addHandler(self)
-        try:
-            yield self
-        finally:
-            logger.removeHandler(self)
+    """A probe's failure: the one diagnosis, with ``connection`` when nothing else is known
+    (a probe runs no SQL of a model: an unknown driver error is the connection's)."""
+    return diagnose(exc, default=ErrorKind.CONNECTION).kind
 
 
 def _is_channel_failure(exc: TunnelError) -> bool:
@@ -449,7 +384,7 @@ def _host_key_check(settings: Settings) -> str:
 
 def _open_tunnel(settings: Settings) -> tuple[Any, LayerCheck, LayerCheck]:
     """Open the session's tunnel: (tunnel or None, ssh_session check, channel_open check)."""
-    from ._tunnel import Tunnel
+    from ._ssh import Tunnel
 
     ssh, wh = settings.ssh, settings.warehouse
     assert wh.host is not None and wh.effective_port is not None
@@ -752,14 +687,12 @@ def _connection_report(
         layers["ssh_session"] = LayerCheck("ssh_session", "skipped", reason)
         layers["channel_open"] = LayerCheck("channel_open", "skipped", reason)
 
-    from ._forwarder import sshtunnel_log
-
-    channel_errors = _ChannelErrors()
+    failures_before = len(tunnel.channel_failures) if tunnel is not None else 0
     probes: list[_Probe] = []
     try:
-        with channel_errors.attached(sshtunnel_log):
-            _run_probes(settings, host, port, tunnel is not None, n, hold_s, info, probes)
+        _run_probes(settings, host, port, tunnel is not None, n, hold_s, info, probes)
         checks = tuple(p.check() for p in probes)
+        refused = tunnel.channel_failures[failures_before:] if tunnel is not None else []
     finally:
         # a stuck probe's connection cannot be closed from here (its driver holds it while
         # waiting); closing the tunnel cuts it, else it ends with its (daemon) thread
@@ -770,13 +703,13 @@ def _connection_report(
                 probe.close()
 
     layers.update(_connection_layers(checks, hold_s))
-    if channel_errors.messages:
+    if refused:
         layers["channel_open"] = LayerCheck(
             "channel_open",
             "failed",
-            f"the bastion failed to open {len(channel_errors.messages)} forwarded connection(s) "
+            f"the bastion failed to open {len(refused)} forwarded connection(s) "
             f"to {wh.host}:{wh.effective_port}",
-            tuple(dict.fromkeys(channel_errors.messages)),
+            tuple(dict.fromkeys(str(failure) for failure in refused)),
             ErrorKind.TUNNEL,
         )
     return _finish(settings, target, n, hold_s, layers, checks, info, t0)

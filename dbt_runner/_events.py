@@ -1,7 +1,8 @@
-"""dbt's event stream turned into :class:`NodeEvent` s, ``logging`` records and callbacks.
+"""dbt's events (:class:`~dbt_runner._dbt.DbtEvent`) as :class:`NodeEvent` s, log records and
+callbacks.
 
 dbt fires callbacks from its worker threads. :class:`EventRelay` keeps each
-callback cheap (it reads a handful of fields and hands a frozen dataclass on),
+callback cheap (it hands a frozen dataclass on),
 never lets a user's callback break dbt, and is safe to call from any thread.
 
 dbt also prints its own console lines on ``sys.stdout``; :func:`dbt_console_to_log`
@@ -15,24 +16,23 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ._logjson import EVENT_KEY
+from ._dbt.events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
+from .logging import EVENT_KEY
 
-__all__ = ["EventRelay", "NodeEvent", "dbt_console_to_log"]
+__all__ = ["PARSE_EVENT", "EventRelay", "NodeEvent", "RelaySnapshot", "dbt_console_to_log"]
 
 log = logging.getLogger("dbt_runner.dbt")
 console_log = logging.getLogger("dbt_runner.dbt.console")
 
 #: node types whose adapter response counts rows written (a test's count is of failing rows)
 _ROW_TYPES = frozenset({"model", "seed", "snapshot"})
-
-#: dbt fires this exactly once each time it loads (parses) a project
-PARSE_EVENT = "StateCheckVarsHash"
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,41 @@ class NodeEvent:
 NodeCallback = Callable[[NodeEvent], None]
 
 
+@dataclass(frozen=True)
+class NodeStarted:
+    """A NodeStart seen during the current attempt."""
+
+    node: NodeInfo
+    thread: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class NodeEnded:
+    """A NodeFinished seen during the current attempt (``monotonic``: when it arrived)."""
+
+    event: DbtEvent
+    thread: str
+    timestamp: str
+    monotonic: float
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class RelaySnapshot:
+    """The node events of the current attempt, by unique_id."""
+
+    started: dict[str, NodeStarted]
+    finished: dict[str, NodeEnded]
+
+
 class EventRelay:
-    """The callback handed to ``dbtRunner``; counts parses and relays node events."""
+    """The session's handler of dbt's events: counts parses, relays node events.
+
+    dbt calls it from its worker threads with :class:`~dbt_runner._dbt.DbtEvent`
+    values; it remembers the node starts and finishes of the current attempt
+    (:meth:`begin`, :meth:`snapshot`) for the report after an interruption.
+    """
 
     def __init__(self, callbacks: Sequence[NodeCallback] = ()) -> None:
         self._callbacks = tuple(callbacks)
@@ -68,94 +101,107 @@ class EventRelay:
         self.threads_seen: set[str] = set()
         self.full_parse_reasons: list[str] = []
         self._deprecations_seen: set[str] = set()
+        self._started: dict[str, NodeStarted] = {}
+        self._finished: dict[str, NodeEnded] = {}
 
-    def __call__(self, msg: Any) -> None:
-        try:
-            name = msg.info.name
-            if name == PARSE_EVENT:
-                with self._lock:
-                    self.parse_events += 1
-            elif name == "UnableToPartialParse":
-                with self._lock:
-                    self.full_parse_reasons.append(str(msg.data.reason))
-            elif name in ("NodeStart", "NodeFinished"):
-                self._node(name, msg)
-            elif name == "DeprecationsSummary" or name.endswith("Deprecation"):
-                self._deprecation(name, msg)
-        except Exception:  # never break dbt from a callback
-            log.warning(
-                "could not relay dbt event %s", getattr(msg.info, "name", "?"), exc_info=True
-            )
+    def begin(self) -> None:
+        """A new attempt starts: forget the last one's node events."""
+        with self._lock:
+            self._started, self._finished = {}, {}
 
-    def _deprecation(self, name: str, msg: Any) -> None:
+    def snapshot(self) -> RelaySnapshot:
+        """The current attempt's node events so far."""
+        with self._lock:
+            return RelaySnapshot(dict(self._started), dict(self._finished))
+
+    def __call__(self, event: DbtEvent) -> None:
+        name = event.name
+        if name == PARSE_EVENT:
+            with self._lock:
+                self.parse_events += 1
+        elif name == "UnableToPartialParse":
+            with self._lock:
+                self.full_parse_reasons.append(str(event.reason))
+        elif name in ("NodeStart", "NodeFinished") and event.node is not None:
+            self._node(event, event.node)
+        elif name == DEPRECATION_SUMMARY or name.endswith("Deprecation"):
+            self._deprecation(event)
+
+    def _deprecation(self, event: DbtEvent) -> None:
         """dbt repeats its deprecation notices after every invocation: log each once."""
         with self._lock:
-            if name in self._deprecations_seen:
+            if event.name in self._deprecations_seen:
                 return
-            self._deprecations_seen.add(name)
-        text = " ".join(str(getattr(msg.info, "msg", "") or name).split())
+            self._deprecations_seen.add(event.name)
+        text = " ".join((event.text or event.name).split())
         log.warning("dbt deprecation (shown once per session): %s", text)
 
-    def _node(self, name: str, msg: Any) -> None:
-        info = msg.data.node_info
-        thread = str(msg.info.thread or threading.current_thread().name)
-        if name == "NodeStart":
-            event = NodeEvent(
+    def _node(self, event: DbtEvent, info: NodeInfo) -> None:
+        thread = event.thread or threading.current_thread().name
+        now = _now()
+        if event.name == "NodeStart":
+            node_event = NodeEvent(
                 event="node_start",
                 unique_id=info.unique_id,
-                name=info.node_name,
+                name=info.name,
                 resource_type=info.resource_type,
                 thread=thread,
-                timestamp=_now(),
+                timestamp=now,
             )
+            with self._lock:
+                self._started[info.unique_id] = NodeStarted(info, thread, now)
             log.info(
                 "START %s %s [%s]",
-                event.resource_type,
-                event.name,
+                node_event.resource_type,
+                node_event.name,
                 thread,
-                extra={EVENT_KEY: event.to_dict()},
+                extra={EVENT_KEY: node_event.to_dict()},
             )
         else:
-            result = msg.data.run_result
-            rows = _rows(result) if info.resource_type in _ROW_TYPES else None
-            event = NodeEvent(
+            rows = _rows(event.adapter_response) if info.resource_type in _ROW_TYPES else None
+            node_event = NodeEvent(
                 event="node_finish",
                 unique_id=info.unique_id,
-                name=info.node_name,
+                name=info.name,
                 resource_type=info.resource_type,
                 thread=thread,
-                timestamp=_now(),
-                status=result.status or info.node_status,
-                elapsed_s=round(float(result.execution_time or 0.0), 3),
+                timestamp=now,
+                status=event.status or info.status,
+                elapsed_s=round(float(event.execution_time or 0.0), 3),
                 rows_affected=rows,
-                message=result.message or None,
+                message=event.message or None,
             )
-            level = logging.INFO if event.status in ("success", "pass") else logging.WARNING
+            with self._lock:
+                self._finished[info.unique_id] = NodeEnded(
+                    event, thread, now, time.monotonic(), rows
+                )
+            level = logging.INFO if node_event.status in ("success", "pass") else logging.WARNING
             log.log(
                 level,
                 "DONE  %s %s %s in %.2fs%s [%s]%s",
-                event.resource_type,
-                event.name,
-                event.status,
-                event.elapsed_s or 0.0,
+                node_event.resource_type,
+                node_event.name,
+                node_event.status,
+                node_event.elapsed_s or 0.0,
                 "" if rows is None else f" rows={rows}",
                 thread,
-                "" if level == logging.INFO or not event.message else f": {event.message}",
-                extra={EVENT_KEY: event.to_dict()},
+                ""
+                if level == logging.INFO or not node_event.message
+                else f": {node_event.message}",
+                extra={EVENT_KEY: node_event.to_dict()},
             )
         with self._lock:
             self.threads_seen.add(thread)
         for callback in self._callbacks:
             try:
-                callback(event)
+                callback(node_event)
             except Exception:
                 log.exception("node event callback %r failed", callback)
 
 
-def _rows(result: Any) -> int | None:
-    response = result.adapter_response
+def _rows(response: Any) -> int | None:
     try:
-        if "rows_affected" not in response:
+        if not response or "rows_affected" not in response:
             return None
         value = response["rows_affected"]
     except (KeyError, TypeError, AttributeError, ValueError):

@@ -16,6 +16,10 @@ Every exception carries its :class:`ErrorKind`; the kind alone decides whether
 a failure is retried (:attr:`ErrorKind.is_transient`) and the exit code of the
 CLI, the examples and the Airflow DAG (:attr:`ErrorKind.exit_code`): this
 module is the one map. The original exception is always kept as ``__cause__``.
+
+Exit codes: 0 success · 1 models or tests failed · 2 bad configuration or
+credentials · 3 infrastructure still failing after retries, or ``locked`` ·
+130 interrupted (SIGINT, a cancel) · 143 terminated by SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_INFRA",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "ConfigurationError",
     "DbtInvocationError",
     "DbtRunFailed",
@@ -47,6 +53,8 @@ __all__ = [
 #: exit codes of the ``dbt-runner`` CLI (and the examples): success, models/tests
 #: failed, bad configuration or credentials, infrastructure still failing after retries
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INFRA = 0, 1, 2, 3
+#: interrupted by SIGINT (or cancelled), terminated by SIGTERM: 128 + the signal number
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 class ErrorKind(str, Enum):
@@ -71,6 +79,10 @@ class ErrorKind(str, Enum):
     TIMEOUT = "timeout"
     #: a setting is wrong (SSL mode, missing password, unknown database): never retried
     CONFIGURATION = "configuration"
+    #: a cancel, a signal or an orchestrator's termination stopped it: never retried
+    CANCELLED = "cancelled"
+    #: another run holds the target's writer lock: not retried within the run
+    LOCKED = "locked"
 
     @property
     def is_transient(self) -> bool:
@@ -79,12 +91,13 @@ class ErrorKind(str, Enum):
 
     @property
     def is_infrastructure(self) -> bool:
-        """True for tunnel/connection/limit/conflict/timeout: the platform, not the models."""
+        """True for tunnel/connection/limit/conflict/timeout/locked: the platform, not the
+        models (an orchestrator's own retry may cure it)."""
         return self.exit_code == EXIT_INFRA
 
     @property
     def exit_code(self) -> int:
-        """The CLI exit code of a failure of this kind: 1, 2 or 3 (see the module docstring)."""
+        """The CLI exit code of a failure of this kind: 1, 2, 3 or 130 (module docstring)."""
         return _EXIT_CODES[self]
 
     def __str__(self) -> str:
@@ -105,6 +118,8 @@ _EXIT_CODES: dict[ErrorKind, int] = {
     ErrorKind.TOO_MANY_CONNECTIONS: EXIT_INFRA,
     ErrorKind.CONFLICT: EXIT_INFRA,
     ErrorKind.TIMEOUT: EXIT_INFRA,
+    ErrorKind.LOCKED: EXIT_INFRA,
+    ErrorKind.CANCELLED: EXIT_INTERRUPTED,
 }
 
 

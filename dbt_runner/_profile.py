@@ -21,7 +21,6 @@ just those two values are rendered, with dbt's own profile renderer.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import secrets
 import shutil
@@ -193,18 +192,9 @@ def _chosen(
 
 def _render(value: Any, keypath: tuple[str, ...]) -> Any:
     """One profile value rendered the way dbt renders it (``env_var``, ``var``...)."""
-    if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
-        return value
+    from ._dbt import render_value
 
-    def render() -> Any:
-        from dbt.config.renderer import ProfileRenderer
-        from dbt_common.context import set_invocation_context
-
-        set_invocation_context(os.environ)
-        return ProfileRenderer({}).render_value(value, keypath)
-
-    # dbt keeps its environment in a context variable: set it in a copy, not for the caller
-    return contextvars.copy_context().run(render)
+    return render_value(value, keypath)
 
 
 def render_target(

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from ._events import NodeCallback, NodeEvent
-from ._logjson import EVENT_KEY
+from .logging import EVENT_KEY
 
 if TYPE_CHECKING:
     from ._results import RunResult

@@ -268,17 +268,23 @@ class RunResult:
             invocation_id=data.get("invocation_id"),
         )
 
-    def to_timeline(self, *, title: str | None = None) -> Any:
+    def to_timeline(
+        self, *, title: str | None = None, also: Mapping[str, RunResult] | None = None
+    ) -> Any:
         """A Gantt chart of this result's nodes per thread over time (a plotly ``Figure``).
 
         Needs ``pip install 'dbt-runner[timeline]'``. In a notebook the figure shows
         inline; retried attempts are hatched and each attempt's start is marked.
+        ``also``: later results drawn on the same axis (``{"tests": tests}``).
 
-        >>> staging.to_timeline()                    # doctest: +SKIP
+        >>> staging.to_timeline()                          # doctest: +SKIP
+        >>> staging.to_timeline(also={"tests": tests})     # doctest: +SKIP
         """
         from ._timeline import timeline_figure
 
-        return timeline_figure(self, title=title)
+        if not also:
+            return timeline_figure(self, title=title)
+        return timeline_figure({self.command: self, **also}, title=title)
 
     def timeline_html(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
         """Write :meth:`to_timeline` as a self-contained HTML file (opens offline).
@@ -328,6 +334,24 @@ class RunResult:
         if failed or self.error is not None:
             raise DbtRunFailed(self.summary(), self)
         raise DbtInvocationError(self.summary(), ErrorKind.MODEL_FAILURE, self)
+
+    @classmethod
+    def not_run(cls, command: str, error: ErrorInfo, *, threads: int | None = None) -> RunResult:
+        """The result of a command that never started: failed, no attempt, no nodes.
+
+        >>> RunResult.not_run("run", ErrorInfo(ErrorKind.CANCELLED, "stopped")).exit_code
+        130
+        """
+        return cls(
+            command=command,
+            success=False,
+            started_at=utc_now_iso(),
+            elapsed_s=0.0,
+            threads=threads,
+            attempts=0,
+            nodes=(),
+            error=error,
+        )
 
     @classmethod
     def merge(
@@ -393,57 +417,6 @@ def _span(pairs: Iterable[tuple[Any, Any]]) -> tuple[str | None, str | None]:
     return (min(starts) if starts else None, max(ends) if ends else None)
 
 
-def node_from_dbt(
-    result: Any,
-    attempt: int,
-    error: ErrorInfo | None = None,
-    *,
-    names: Mapping[str, str] | None = None,
-    invocation_id: str | None = None,
-    base_dir: Path | None = None,
-) -> NodeResult:
-    """A dbt ``RunResult`` (or a run_results.json entry as a dict) as a NodeResult.
-
-    ``names`` (unique_id -> name, from the manifest) gives a run_results.json entry
-    its real name; without it the name is read from the unique_id. ``base_dir``
-    (the project dir) makes a relative ``compiled_path`` absolute.
-    """
-    if not isinstance(result, Mapping) and getattr(result, "node", None) is None:
-        # run-operation's RunResultOutput: the artifact's own entry, no node object
-        result = result.to_dict(omit_none=False)
-    if isinstance(result, Mapping):
-        return _node_from_json(result, attempt, error, names or {}, invocation_id)
-    node = result.node
-    resource_type = str(node.resource_type)
-    is_test = resource_type in TEST_TYPES
-    started, completed = _span((t.started_at, t.completed_at) for t in (result.timing or ()))
-    response = _json_response(result.adapter_response)
-    compiled = getattr(node, "compiled_path", None)
-    if compiled and base_dir is not None:
-        compiled = str(base_dir / compiled)  # an absolute target path stays as it is
-    if compiled and not Path(compiled).is_file():
-        compiled = None  # inline SQL (show/compile --inline) has no file
-    return NodeResult(
-        unique_id=node.unique_id,
-        name=node.name,
-        resource_type=resource_type,
-        status=str(result.status),
-        started_at=started,
-        completed_at=completed,
-        elapsed_s=round(float(result.execution_time or 0.0), 3),
-        thread=result.thread_id,
-        rows_affected=None if is_test else _count(response.get("rows_affected")),
-        message=result.message,
-        attempt=attempt,
-        error=error,
-        failures=_count(result.failures) if is_test else None,
-        relation_name=getattr(node, "relation_name", None) or None,
-        adapter_response=response,
-        invocation_id=invocation_id,
-        compiled_path=str(compiled) if compiled else None,
-    )
-
-
 def _count(value: Any) -> int | None:
     """A non-negative count, else None (dbt reports -1 for "unknown")."""
     return (
@@ -455,7 +428,7 @@ def _count(value: Any) -> int | None:
 
 def _json_response(response: Any) -> dict[str, Any]:
     """dbt's adapter response (a dict, sometimes with non-JSON values) as plain JSON."""
-    from ._outputs import json_value
+    from ._dbt.outputs import json_value
 
     if not isinstance(response, Mapping):
         to_dict = getattr(response, "to_dict", None)
@@ -477,22 +450,29 @@ def name_from_unique_id(unique_id: str) -> str:
     return parts[2] if len(parts) >= 3 else unique_id
 
 
-def _node_from_json(
+def node_from_entry(
     data: Mapping[str, Any],
     attempt: int,
-    error: ErrorInfo | None,
-    names: Mapping[str, str],
+    error: ErrorInfo | None = None,
+    *,
+    names: Mapping[str, str] | None = None,
     invocation_id: str | None = None,
 ) -> NodeResult:
+    """A node's result entry (run_results.json's shape, see :mod:`._dbt.results`).
+
+    ``names`` (unique_id -> name, from the manifest) gives an artifact entry its
+    real name when the entry has none; else the name is read from the unique_id.
+    """
     unique_id = str(data["unique_id"])
-    resource_type = unique_id.split(".", 1)[0]
+    resource_type = str(data.get("resource_type") or unique_id.split(".", 1)[0])
     is_test = resource_type in TEST_TYPES
     timings: Iterable[Mapping[str, Any]] = data.get("timing") or ()
     started, completed = _span((t.get("started_at"), t.get("completed_at")) for t in timings)
     response = _json_response(data.get("adapter_response") or {})
+    name = data.get("name") or (names or {}).get(unique_id) or name_from_unique_id(unique_id)
     return NodeResult(
         unique_id=unique_id,
-        name=names.get(unique_id) or name_from_unique_id(unique_id),
+        name=str(name),
         resource_type=resource_type,
         status=str(data.get("status")),
         started_at=started,
@@ -507,4 +487,5 @@ def _node_from_json(
         relation_name=data.get("relation_name") or None,
         adapter_response=response,
         invocation_id=invocation_id,
+        compiled_path=data.get("compiled_path") or None,
     )

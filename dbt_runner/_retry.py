@@ -8,6 +8,8 @@ zero waits. Which failures are transient is decided by the error kind
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from tenacity import (
     RetryCallState,
@@ -18,9 +20,9 @@ from tenacity import (
 )
 
 from ._exceptions import ErrorKind
-from ._logjson import event_extra
 from ._results import Attempt
 from ._settings import RetrySettings
+from .logging import event_extra
 
 __all__ = ["TransientFailure", "build_retrying", "is_retryable"]
 
@@ -45,10 +47,16 @@ def is_retryable(kind: ErrorKind | None, policy: RetrySettings) -> bool:
     return kind.is_transient
 
 
-def build_retrying(policy: RetrySettings, retry_on: type[Exception] = TransientFailure) -> Retrying:
+def build_retrying(
+    policy: RetrySettings,
+    retry_on: type[Exception] = TransientFailure,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Retrying:
     """A tenacity ``Retrying`` for ``policy`` (attempts counts every try).
 
-    ``retry_on``: the exception type that marks a try as transiently failed.
+    ``retry_on``: the exception type that marks a try as transiently failed;
+    ``sleep``: how the back-off waits (an invocation's ends at a cancel).
     """
     jitter = min(1.0, policy.max_wait_s)
     return Retrying(
@@ -58,6 +66,7 @@ def build_retrying(policy: RetrySettings, retry_on: type[Exception] = TransientF
         ),
         retry=retry_if_exception_type(retry_on),
         before_sleep=_log_retry,
+        sleep=sleep,
         reraise=True,
     )
 

@@ -21,11 +21,23 @@ run in a **forked child**:
   stays valid for both; parsing starts no thread and opens no connection.
 
 Requests are served one at a time (dbt state dirs and DuckDB files are not
-meant for concurrent runs). :class:`WorkerClient` sends ``run_staging``,
-``run_tests``, ``cycle`` or ``invoke`` and gets the same
+meant for concurrent runs). A request is a list of :class:`~dbt_runner.Step`
+values; :class:`WorkerClient` sends ``run_staging``, ``run_tests``,
+``build_staging``, ``cycle`` or ``invoke`` and gets the same
 :class:`~dbt_runner.RunResult` back; the child's log records (node events,
 retries, tunnel events) are re-emitted on the client's loggers. With no worker
 listening, the client runs the request in-process and says so in one log line.
+
+Interruptions: SIGTERM or SIGINT to the **parent** is passed on to the
+running child, which is waited for (bounded); then the socket file and the
+parent's profile are removed and the parent exits 143 / 130. The **child**
+takes SIGTERM/SIGINT, a ``cancel`` message from the client and the client's
+going away alike: it cancels its session's invocation on the server, sends
+what ran (the interrupted step with kind ``cancelled``), closes its tunnel
+and profile and exits 143 / 130 (0 for a client's cancel). A second signal
+ends either process at once. A client interrupted while it waits (an
+orchestrator's ``AirflowTaskTerminated``, ``KeyboardInterrupt``) sends
+``cancel``, waits a bounded time for the child's last word and re-raises.
 
 The worker serves the settings it was started with; a client whose settings
 differ (compared by a fingerprint that hashes secrets, never sends them) is
@@ -34,8 +46,8 @@ refused and falls back to running in-process.
 >>> from dbt_runner import WorkerClient
 >>> client = WorkerClient("/run/dbt-runner/worker.sock")      # doctest: +SKIP
 >>> staging, tests = client.cycle()                            # doctest: +SKIP
->>> client.steps([("run_staging", [], {"threads": 3}),         # doctest: +SKIP
-...               ("run_tests", [], {"select": "tag:audit"})])
+>>> client.run_steps([Step("run_staging", {"threads": 3}),     # doctest: +SKIP
+...                   Step("run_tests", {"select": "tag:audit"}, label="audit")])
 """
 
 from __future__ import annotations
@@ -43,7 +55,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -57,46 +68,34 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ConfigurationError, ErrorKind
+from . import _dbt
+from ._exceptions import EXIT_INTERRUPTED, EXIT_TERMINATED, ConfigurationError, ErrorKind
 from ._exit import exit_now
 from ._manifests import ManifestCache
-from ._results import ErrorInfo, RunResult, utc_now_iso
-from ._session import DbtSession, _release_duckdb
+from ._results import ErrorInfo, RunResult
+from ._session import DbtSession, _state_dir
 from ._settings import Settings
+from ._signals import handled_signals, signal_name
+from ._steps import Step, cycle_steps, run_steps
 
 __all__ = [
     "Worker",
     "WorkerClient",
     "default_socket_path",
-    "run_steps",
     "settings_fingerprint",
 ]
 
 log = logging.getLogger("dbt_runner.worker")
 
-#: The operations a worker runs, and their session methods.
-OPERATIONS = ("run_staging", "run_tests", "build_staging", "invoke")
-_ADAPTER_MODULES = {
-    "postgres": "dbt.adapters.postgres",
-    "redshift": "dbt.adapters.redshift",
-    "duckdb": "dbt.adapters.duckdb",
-}
-_WARM_MODULES = (
-    "dbt.cli.main",
-    "dbt.task.run",
-    "dbt.task.test",
-    "dbt.task.build",
-    "dbt.parser.manifest",
-    "dbt_runner._session",
-    "dbt_runner._tunnel",
-)
 _MAX_LINE = 64 * 1024 * 1024
+#: how long a parent waits for its child after passing a signal on, before SIGKILL
+_CHILD_STOP_S = 20.0
+#: how long an interrupted client waits for the child's last word after its cancel
+_CLIENT_CANCEL_WAIT_S = 20.0
 
 
 def default_socket_path(settings: Settings) -> Path:
     """``<state dir>/worker.sock`` (the session's state dir for this project)."""
-    from ._session import _state_dir
-
     return _state_dir(settings, settings.resolved_project_dir) / "worker.sock"
 
 
@@ -177,6 +176,7 @@ class Worker:
         #: parses the project in this (parent) process; its manifests are inherited by
         #: every child, and re-parsed here when project files or vars change
         self._parser: DbtSession | None = None
+        self._child: int | None = None
 
     @property
     def parse_count(self) -> int:
@@ -189,12 +189,13 @@ class Worker:
         started = time.monotonic()
         gc.disable()
         try:
-            for name in (*_WARM_MODULES, _ADAPTER_MODULES[self.settings.warehouse.type]):
-                importlib.import_module(name)
+            _dbt.warm_up(self.settings.warehouse.type)
+            if self.settings.ssh.enabled:
+                from . import _ssh  # noqa: F401 - paramiko, for every child's tunnel
         finally:
             gc.enable()
-        self._parser = DbtSession(self.settings)._open_for_parsing()
-        self.prepare([("run_staging", [], {})])
+        self._parser = DbtSession(self.settings).open_for_parsing()
+        self.prepare(cycle_steps())
         gc.collect()
         gc.freeze()  # children inherit it untouched: no copy-on-write from GC passes
         return time.monotonic() - started
@@ -207,13 +208,13 @@ class Worker:
         if self._parser is None:
             return
         before = self._parser.parse_count
-        for op, args, kwargs in steps:
-            error = self._parser._prepare(_step_args(op, args, kwargs))
+        for step in steps:
+            error = self._parser.prepare(_step_args(step))
             if error is not None:
                 log.warning("the worker could not parse the project: %s", error.message)
                 break
         if self.settings.warehouse.type == "duckdb":
-            _release_duckdb()  # no database handle may cross the fork
+            _dbt.release_duckdb()  # no database handle may cross the fork
         if self._parser.parse_count != before:
             log.info("worker parsed the project (parse %d)", self._parser.parse_count)
 
@@ -245,11 +246,14 @@ class Worker:
         self._listener = listener
 
     def serve_forever(self, max_requests: int | None = None) -> None:
-        """Warm up, bind, then serve requests one at a time (until SIGTERM/SIGINT)."""
+        """Warm up, bind, then serve requests one at a time (until SIGTERM/SIGINT).
+
+        A signal is passed on to the running child, which is waited for; then the
+        socket file is removed and the signal's exception (``KeyboardInterrupt`` or
+        :class:`~dbt_runner._signals.Terminated`) propagates.
+        """
         took = self.warm_up()
         self.bind()
-        # SIGTERM (systemd, kill) ends the loop like Ctrl-C: the socket file is removed
-        signal.signal(signal.SIGTERM, _raise_system_exit)
         assert self._listener is not None
         log.info(
             "dbt-runner worker ready on %s (warm-up %.1fs, pid %d)",
@@ -258,16 +262,44 @@ class Worker:
             os.getpid(),
         )
         try:
-            while max_requests is None or self.served < max_requests:
+            with handled_signals():
                 try:
-                    conn, _ = self._listener.accept()
-                except InterruptedError:
-                    continue
-                with conn:
-                    self._serve_one(conn)
-                self.served += 1
+                    while max_requests is None or self.served < max_requests:
+                        try:
+                            conn, _ = self._listener.accept()
+                        except InterruptedError:
+                            continue
+                        with conn:
+                            self._serve_one(conn)
+                        self.served += 1
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):
+                        self._stop_child(exc)
+                    raise
         finally:
             self.close()
+
+    def _stop_child(self, exc: BaseException) -> None:
+        """Pass the signal on to the running child and wait for it (then SIGKILL)."""
+        pid = self._child
+        if pid is None:
+            return
+        signum = getattr(exc, "signum", signal.SIGINT)
+        log.warning("passing %s on to the running child %d", signal_name(signum), pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+        deadline = time.monotonic() + _CHILD_STOP_S
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self._child = None
+                return
+            time.sleep(0.05)
+        log.error("the child %d did not stop within %gs: killing it", pid, _CHILD_STOP_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        self._child = None
 
     def close(self) -> None:
         """Stop listening, remove the socket file and the parent's generated profile."""
@@ -293,12 +325,10 @@ class Worker:
             return
         try:
             steps = _steps_of(request)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ConfigurationError) as exc:
             _send(conn, {"type": "refused", "reason": str(exc)})
             return
         conn.settimeout(None)
-        started = utc_now_iso()
-        t0 = time.monotonic()
         self.prepare(steps)
         # fork safety: no other thread may hold a lock the child would inherit
         others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
@@ -308,110 +338,118 @@ class Worker:
         if pid == 0:  # the child
             code = 1
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 self._listener.close() if self._listener else None
-                manifests = self._parser._manifests if self._parser is not None else None
-                code = _run_child(conn, self.settings, request, manifests)
+                manifests = self._parser.manifests if self._parser is not None else None
+                code = _run_child(conn, self.settings, steps, manifests)
             finally:
                 exit_now(code)
+        self._child = pid
         _, status = os.waitpid(pid, 0)
-        if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0:
-            how = (
-                f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-                if os.WIFSIGNALED(status)
-                else f"exit {os.WEXITSTATUS(status)}"
-            )
+        self._child = None
+        if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) not in (0, *_CHILD_STOPPED):
+            signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            how = f"killed by {signal_name(signum)}" if signum else f"exit {os.WEXITSTATUS(status)}"
             message = f"the worker's child process died ({how}) before sending its result"
             log.error("%s", message)
-            result = RunResult(
-                command=steps[0][0],
-                success=False,
-                started_at=started,
-                elapsed_s=round(time.monotonic() - t0, 3),
-                threads=self.settings.threads,
-                attempts=1,
-                nodes=(),
-                error=ErrorInfo(ErrorKind.CONNECTION, message),
+            killed = signum in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)
+            kind = ErrorKind.CANCELLED if killed else ErrorKind.CONNECTION
+            result = RunResult.not_run(
+                steps[0].label, ErrorInfo(kind, message), threads=self.settings.threads
             )
             with contextlib.suppress(OSError):
-                _send(conn, {"type": "died", "results": [result.to_dict()]})
+                _send(conn, {"type": "died", "results": {steps[0].label: result.to_dict()}})
 
 
-def _raise_system_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
+#: exit codes of a child that stopped on a signal after sending its result
+_CHILD_STOPPED = (EXIT_INTERRUPTED, EXIT_TERMINATED)
+
+
+class _ChildControl:
+    """The child's stop requests: its own signals, the client's cancel or departure."""
+
+    def __init__(self, session: DbtSession) -> None:
+        self.session = session
+        self.stopped = threading.Event()
+
+    def stop(self, why: str) -> bool:
+        if not self.stopped.is_set():
+            log.warning("worker child: %s: cancelling", why)
+        self.stopped.set()
+        self.session.cancel()
+        return True  # a signal is handled: the steps stop, the results are sent
+
+    def watch(self, conn: socket.socket) -> None:
+        """A thread: a ``cancel`` message or the client's going away stops the child."""
+
+        def read() -> None:
+            try:
+                for message in _messages(conn):
+                    if message.get("type") == "cancel":
+                        self.stop("the client cancelled")
+                        return
+            except (OSError, ValueError):
+                pass
+            self.stop("the client went away")
+
+        threading.Thread(target=read, name="dbt_runner-worker-cancel", daemon=True).start()
 
 
 def _run_child(
     conn: socket.socket,
     settings: Settings,
-    request: Mapping[str, Any],
+    steps: Sequence[Step],
     manifests: ManifestCache | None = None,
 ) -> int:
-    """Run the request in a session of its own (with the parent's parsed manifests);
-    send the results; the exit code."""
+    """Run the steps in a session of its own (with the parent's parsed manifests);
+    send the results; the exit code (128 + signal when a signal stopped it)."""
     root = logging.getLogger()
     handler = _SocketLogHandler(conn)
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    session = DbtSession(settings)
-    if manifests is not None:
-        session._manifests = manifests  # this child's copy of the parent's (fork)
-    with session:
-        results = run_steps(session, _steps_of(request))
-    root.removeHandler(handler)
-    _send(conn, {"type": "result", "results": [r.to_dict() for r in results]})
-    return 0
+    session = DbtSession(settings, manifests=manifests)
+    control = _ChildControl(session)
+    results: dict[str, RunResult] = {}
+    with handled_signals(lambda signum: control.stop(signal_name(signum))) as received:
+        with session:
+            control.watch(conn)
+            for step in steps:
+                if control.stopped.is_set():
+                    break
+                results[step.label] = result = step.run(session)
+                if not result.success:
+                    break
+            pending = [s for s in steps if s.label not in results]
+            if control.stopped.is_set() and pending and all(r.success for r in results.values()):
+                why = ErrorInfo(ErrorKind.CANCELLED, "cancelled before it started")
+                results[pending[0].label] = RunResult.not_run(pending[0].label, why)
+        root.removeHandler(handler)
+        with contextlib.suppress(OSError):
+            _send(conn, {"type": "result", "results": {k: r.to_dict() for k, r in results.items()}})
+        return 128 + received[0] if received else 0
 
 
-#: One step of a request: (operation, dbt args for ``invoke``, keyword arguments).
-Step = tuple[str, Sequence[str], Mapping[str, Any]]
-
-
-def run_steps(session: DbtSession, steps: Sequence[Step]) -> list[RunResult]:
-    """Run ``steps`` in one open session, stopping after a failed one (the worker's child
-    and the in-process fallback alike)."""
-    results: list[RunResult] = []
-    for op, args, kwargs in steps:
-        if op == "invoke":
-            result = session.invoke(list(args), **kwargs)
-        elif op in ("run_staging", "run_tests", "build_staging"):
-            result = getattr(session, op)(**kwargs)
-        else:
-            raise ConfigurationError(f"unknown worker operation {op!r}; one of {OPERATIONS}")
-        results.append(result)
-        if not result.success:
-            break
-    return results
-
-
-def _step_args(op: str, args: Sequence[str], kwargs: Mapping[str, Any]) -> list[str]:
+def _step_args(step: Step) -> list[str]:
     """The dbt args (command, target, vars) a step's session call parses for."""
-    if op == "invoke":
-        return list(args)
-    command = {"run_staging": ["run"], "run_tests": ["test"]}.get(op, ["build"])
-    variables = kwargs.get("vars")
+    if step.operation == "invoke":
+        return list(step.args)
+    command = {"run_staging": ["run"], "run_tests": ["test"]}.get(step.operation, ["build"])
+    variables = step.kwargs.get("vars")
     if variables:
         command += ["--vars", json.dumps(variables, sort_keys=True)]
     return command
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    """The keyword arguments the caller set (None = the session's default)."""
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def _steps_of(request: Mapping[str, Any]) -> list[Step]:
     steps = request.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ValueError("a request needs a non-empty list of steps")
-    parsed: list[Step] = []
-    for step in steps:
-        op, args, kwargs = step
-        if op not in OPERATIONS or not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise ValueError(f"bad step {step!r}")
-        parsed.append((str(op), [str(a) for a in args], kwargs))
-    return parsed
+    return [Step.from_dict(step) for step in steps]
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments the caller set (None = the session's default)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 # ---------------------------------------------------------------------- client
@@ -455,7 +493,7 @@ class WorkerClient:
         kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
         if full_refresh:
             kwargs["full_refresh"] = True
-        return self.steps([("run_staging", [], kwargs)])[0]
+        return self._one(Step("run_staging", kwargs))
 
     def run_tests(
         self,
@@ -469,28 +507,50 @@ class WorkerClient:
         """Like :meth:`DbtSession.run_tests`, in the worker."""
         kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
         kwargs["scope"] = scope
-        return self.steps([("run_tests", [], kwargs)])[0]
+        return self._one(Step("run_tests", kwargs))
+
+    def build_staging(
+        self,
+        *,
+        select: str | None = None,
+        exclude: str | None = None,
+        threads: int | None = None,
+        vars: dict[str, Any] | None = None,
+        scope: str = "recent",
+    ) -> RunResult:
+        """Like :meth:`DbtSession.build_staging`, in the worker."""
+        kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
+        kwargs["scope"] = scope
+        return self._one(Step("build_staging", kwargs))
 
     def invoke(
         self, args: Sequence[str], *, threads: int | None = None, timeout_s: float | None = None
     ) -> RunResult:
         """Like :meth:`DbtSession.invoke`, in the worker."""
         kwargs = _given(threads=threads, timeout_s=timeout_s)
-        return self.steps([("invoke", list(args), kwargs)])[0]
+        return self._one(Step("invoke", kwargs, tuple(args)))
 
     def cycle(
         self, *, threads: int | None = None, select: str | None = None, build: bool = False
     ) -> list[RunResult]:
         """Staging, then its tests when staging succeeded, in one child (one tunnel);
-        ``build=True``: one ``dbt build`` instead (:meth:`DbtSession.build_staging`)."""
-        kwargs = _given(threads=threads, select=select)
-        if build:
-            return self.steps([("build_staging", [], kwargs)])
-        return self.steps([("run_staging", [], kwargs), ("run_tests", [], kwargs)])
+        ``build=True``: one ``dbt build`` instead (:func:`~dbt_runner.cycle_steps`)."""
+        return list(
+            self.run_steps(cycle_steps(threads=threads, select=select, build=build)).values()
+        )
 
-    def steps(self, steps: Sequence[Step]) -> list[RunResult]:
-        """Run ``(operation, dbt args, kwargs)`` steps in one session (one child, one
-        tunnel), stopping after a failed one; one result per step that ran."""
+    def _one(self, step: Step) -> RunResult:
+        return next(iter(self.run_steps([step]).values()))
+
+    def run_steps(self, steps: Sequence[Step]) -> dict[str, RunResult]:
+        """Run :class:`~dbt_runner.Step` s in one session (one child, one tunnel),
+        stopping after a failed one: label -> result, for each step that ran.
+
+        Interrupted while it waits (a ``BaseException`` such as ``KeyboardInterrupt``
+        or an orchestrator's termination), it tells the child to cancel, waits up to
+        20 s for the child's last word and re-raises the exception unchanged.
+        """
+        steps = list(steps)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
@@ -499,30 +559,55 @@ class WorkerClient:
                 why = f"no worker at {self.socket_path} ({type(exc).__name__})"
                 return self._in_process(steps, why)
             request = {
-                "steps": [[op, list(args), dict(kwargs)] for op, args, kwargs in steps],
+                "steps": [step.to_dict() for step in steps],
                 "fingerprint": settings_fingerprint(self.settings) if self.settings else None,
             }
             _send(sock, request)
-            for message in _messages(sock):
-                kind = message.get("type")
-                if kind == "log":
-                    logging.getLogger(str(message["name"])).log(
-                        int(message["level"]),
-                        "%s",
-                        message["msg"],
-                        extra={"event": message["event"]} if message.get("event") else None,
-                    )
-                elif kind in ("result", "died"):
-                    self.last_ran_in_worker = True
-                    return [RunResult.from_dict(r) for r in message["results"]]
-                elif kind == "refused":
-                    return self._in_process(steps, str(message.get("reason")))
+            try:
+                outcome = self._receive(sock)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    raise
+                self._cancel_child(sock, exc)
+                raise
+            if outcome is None:
+                return self._in_process(steps, "the worker closed the connection")
+            if isinstance(outcome, str):
+                return self._in_process(steps, outcome)
+            return outcome
         finally:
             sock.close()
-        return self._in_process(steps, "the worker closed the connection")
 
-    def _in_process(self, steps: Sequence[Step], why: str) -> list[RunResult]:
-        log.info("%s: running %s in-process", why, ", ".join(op for op, _, _ in steps))
+    def _receive(self, sock: socket.socket) -> dict[str, RunResult] | str | None:
+        """The results; a refusal's reason (str); None when the worker hung up first."""
+        for message in _messages(sock):
+            kind = message.get("type")
+            if kind == "log":
+                logging.getLogger(str(message["name"])).log(
+                    int(message["level"]),
+                    "%s",
+                    message["msg"],
+                    extra={"event": message["event"]} if message.get("event") else None,
+                )
+            elif kind in ("result", "died"):
+                self.last_ran_in_worker = True
+                return {
+                    str(label): RunResult.from_dict(r) for label, r in message["results"].items()
+                }
+            elif kind == "refused":
+                return str(message.get("reason"))
+        return None
+
+    def _cancel_child(self, sock: socket.socket, exc: BaseException) -> None:
+        log.warning("interrupted (%s): cancelling the worker's run", type(exc).__name__)
+        with contextlib.suppress(OSError):
+            _send(sock, {"type": "cancel"})
+            sock.settimeout(_CLIENT_CANCEL_WAIT_S)
+            with contextlib.suppress(OSError, ValueError):
+                self._receive(sock)
+
+    def _in_process(self, steps: Sequence[Step], why: str) -> dict[str, RunResult]:
+        log.info("%s: running %s in-process", why, ", ".join(s.label for s in steps))
         self.last_ran_in_worker = False
         session_cm: AbstractContextManager[DbtSession] = (
             self._fallback() if self._fallback is not None else DbtSession(self.settings)

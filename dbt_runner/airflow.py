@@ -42,7 +42,6 @@ from typing import Any, Protocol
 
 from ._events import NodeCallback
 from ._exceptions import ConfigurationError
-from ._hostkeys import host_key_line
 from ._session import DbtSession
 from ._settings import Settings
 
@@ -222,6 +221,8 @@ def ssh_values(conn: ConnectionLike, *, key_dir: Path | None = None) -> dict[str
                 f"Airflow connection {name} sets 'host_key' and no_host_key_check=true: "
                 "the host key must be checked when it is given"
             )
+        from ._ssh import host_key_line
+
         values["host_key"] = host_key_line(str(host_key))
     if extra.get("known_hosts"):
         values["known_hosts"] = Path(str(extra["known_hosts"])).expanduser()

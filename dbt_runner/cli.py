@@ -3,7 +3,10 @@
 Exit codes: 0 success · 1 models or tests failed (or the project does not
 compile) · 2 bad configuration or credentials (settings, SSL mismatch, wrong
 password, bastion host key or SSH key refused) · 3 infrastructure (tunnel,
-connection, timeout) still failing after retries. The map is
+connection, timeout) still failing after retries, or another run holds the
+writer lock · 130 interrupted by SIGINT · 143 terminated by SIGTERM (after
+cancelling on the server, closing the tunnel and removing the generated
+profile; a second signal exits at once). The map is
 :attr:`ErrorKind.exit_code`, the one source for the CLI, doctor, the examples
 and the Airflow DAG.
 """
@@ -30,18 +33,31 @@ from ._exceptions import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_INFRA,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     ConfigurationError,
     DbtRunnerError,
 )
 from ._exit import exit_now
-from ._logjson import JsonFormatter
 from ._progress import PlainDisplay, choose_mode, make_display
 from ._results import RunResult
 from ._session import DbtSession
 from ._settings import Settings
+from ._signals import exit_code_of, handled_signals, signal_name
+from ._steps import Step, cycle_steps, run_steps
+from .logging import JsonFormatter
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_INFRA", "EXIT_OK", "exit_code", "main"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INFRA",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "exit_code",
+    "main",
+]
 
 log = logging.getLogger("dbt_runner.cli")
 
@@ -145,6 +161,11 @@ _scope_option = click.option(
     help="Tests to run: recent (hourly: leaves out tag:full), full (whole tables, "
     "daily: leaves out tag:recent) or all. See docs/models.md.",
 )
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments the user gave (None: the session's default)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _settings(opts: SessionOptions) -> Settings:
@@ -279,31 +300,84 @@ def _render_output(output: Any) -> str:
     return json.dumps(output, indent=2, default=str)
 
 
-Step = Callable[[DbtSession], RunResult]
-
-
-def _run_steps(steps: list[tuple[str, Step]], opts: SessionOptions, *, keyed: bool = False) -> None:
+def _run_steps(steps: list[Step], opts: SessionOptions, *, keyed: bool = False) -> None:
     """Run ``steps`` in one session (one tunnel, one parse), report, exit with the code.
 
     A step after a failed one is skipped (tests do not run on failed staging).
     stdout gets the result only: dbt's console lines become log records
-    (``dbt_runner.dbt.console``, DEBUG: shown with ``--verbose``).
+    (``dbt_runner.dbt.console``, DEBUG: shown with ``--verbose``). SIGTERM/SIGINT
+    cancel the running step on the server (:mod:`dbt_runner._signals`): the
+    results so far are reported, one line says what was interrupted, and the exit
+    code is 143 / 130.
     """
     display = _setup_logging(
         opts.quiet, opts.log_format, as_json=opts.as_json, progress=True, verbose=opts.verbose
     )
     results: dict[str, RunResult] = {}
-    with _errors_to_exit_codes(), display, dbt_console_to_log():
-        settings = _settings(opts)
-        with DbtSession(settings, callbacks=display.callbacks) as session:
-            for label, step in steps:
-                with display.invocation(label):
-                    results[label] = step(session)
-                if not results[label].success:
-                    break
-    _report(results, opts.as_json, keyed=keyed, display=display)
-    _hint_missing_raw(settings, results)
+    running: list[DbtSession] = []
+    where = ["opening the session"]
+
+    def each(label: str) -> Any:
+        where[0] = label
+        return display.invocation(label)
+
+    def cancel_running(signum: int) -> bool:
+        return bool(running) and running[0].cancel()
+
+    settings: Settings | None = None
+    with _interruptions(where, cancel_running) as received:
+        with _errors_to_exit_codes(), display, dbt_console_to_log():
+            settings = _settings(opts)
+            with DbtSession(settings, callbacks=display.callbacks) as session:
+                running.append(session)
+                run_steps(session, steps, each=each, results=results)
+                running.clear()
+        _report(results, opts.as_json, keyed=keyed, display=display)
+        if settings is not None:
+            _hint_missing_raw(settings, results)
+    if received:
+        _say_interrupted(received[0], where[0], results.get(where[0]))
+        sys.exit(128 + received[0])
     sys.exit(exit_code(*results.values()))
+
+
+@contextmanager
+def _interruptions(
+    where: list[str], on_first: Callable[[int], bool] | None = None
+) -> Iterator[list[int]]:
+    """SIGTERM/SIGINT handled (:mod:`dbt_runner._signals`) in the block; an interrupt that
+    unwinds it (nothing was running to cancel) ends in one line and exit 143 / 130."""
+    with handled_signals(on_first) as received:
+        try:
+            yield received
+        except BaseException as exc:
+            code = exit_code_of(exc)
+            if code is None:
+                raise
+            _say_interrupted(code - 128, where[0], None)
+            sys.exit(code)
+
+
+def _say_interrupted(signum: int, where: str, result: RunResult | None) -> None:
+    """The one line an interrupted command prints on stderr."""
+    what = "stopped"
+    if result is not None and result.nodes:
+        counts = {"committed": 0, "cancelled": 0, "skipped": 0}
+        for node in result.nodes:
+            if not node.failed:
+                counts["committed"] += 1
+            elif node.status == "skipped":
+                counts["skipped"] += 1
+            else:
+                counts["cancelled"] += 1
+        what = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    code = 128 + signum
+    click.echo(
+        f"dbt-runner: interrupted by {signal_name(signum)} during {where} ({what}); running "
+        f"statements cancelled on the server, tunnel closed, generated profile removed "
+        f"(exit {code})",
+        err=True,
+    )
 
 
 def entry() -> None:
@@ -356,17 +430,10 @@ def staging(
     dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Run the staging models (dbt run)."""
-    _run_steps(
-        [
-            (
-                "staging",
-                lambda s: s.run_staging(
-                    select=select, exclude=exclude, full_refresh=full_refresh, vars=dbt_vars
-                ),
-            )
-        ],
-        opts,
-    )
+    kwargs = _given(select=select, exclude=exclude, vars=dbt_vars)
+    if full_refresh:
+        kwargs["full_refresh"] = True
+    _run_steps([Step("run_staging", kwargs)], opts)
 
 
 @main.command("test")
@@ -386,15 +453,8 @@ def test_(
     dbt_vars: dict[str, Any] | None,
 ) -> None:
     """Run the data tests (dbt test)."""
-    _run_steps(
-        [
-            (
-                "tests",
-                lambda s: s.run_tests(select=select, exclude=exclude, scope=scope, vars=dbt_vars),
-            )
-        ],
-        opts,
-    )
+    kwargs = _given(select=select, exclude=exclude, vars=dbt_vars)
+    _run_steps([Step("run_tests", {**kwargs, "scope": scope})], opts)
 
 
 @main.command()
@@ -429,33 +489,12 @@ def cycle(
 
     Tests are skipped when staging failed. With --build, one 'dbt build' does both.
     """
-    steps: list[tuple[str, Step]] = [
-        ("staging", lambda s: s.run_staging(select=select, exclude=exclude, vars=dbt_vars))
-    ]
-    if build:
-        if not tests:
-            raise click.UsageError("--build runs the tests: it cannot go with --no-tests")
-        steps = [
-            (
-                "build",
-                lambda s: s.build_staging(
-                    select=select, exclude=exclude, scope=scope, vars=dbt_vars
-                ),
-            )
-        ]
-    elif tests:
-        steps.append(
-            (
-                "tests",
-                lambda s: s.run_tests(select=select, exclude=exclude, scope=scope, vars=dbt_vars),
-            )
-        )
-    # same JSON shape whether or not tests ran
-    _run_steps(
-        steps,
-        opts,
-        keyed=True,
+    if build and not tests:
+        raise click.UsageError("--build runs the tests: it cannot go with --no-tests")
+    steps = cycle_steps(
+        tests=tests, build=build, select=select, exclude=exclude, scope=scope, vars=dbt_vars
     )
+    _run_steps(steps, opts, keyed=True)  # same JSON shape whether or not tests ran
 
 
 @main.command("dbt", context_settings={"ignore_unknown_options": True})
@@ -470,11 +509,7 @@ def dbt_(
     Your arguments win (dbt's own semantics); the session adds the tunnel, retries,
     progress, the JSON result (--json) and the exit codes.
     """
-    args = list(dbt_args)
-    _run_steps(
-        [(args[0], lambda s: s.invoke(args))],
-        opts,
-    )
+    _run_steps([Step("invoke", args=tuple(dbt_args))], opts)
 
 
 @main.command()
@@ -483,10 +518,7 @@ def deps(
     opts: SessionOptions,
 ) -> None:
     """Install the project's packages (dbt deps), without parsing the project first."""
-    _run_steps(
-        [("deps", lambda s: s.invoke(["deps"]))],
-        opts,
-    )
+    _run_steps([Step("invoke", args=("deps",))], opts)
 
 
 @main.command()
@@ -513,7 +545,8 @@ def demo(path: Path, threads: int, verbose: bool) -> None:
 
     _setup_logging(quiet=not verbose, verbose=verbose)
     out = sys.stdout  # the demo's own lines; dbt's console lines go to the log
-    with _errors_to_exit_codes(), dbt_console_to_log():
+    # Ctrl-C: the running session cancels and re-raises; the demo stops there (exit 130)
+    with _interruptions(["the demo"]), _errors_to_exit_codes(), dbt_console_to_log():
         code = run_demo(path, threads=threads, echo=lambda line: click.echo(line, file=out))
     sys.exit(code)
 
@@ -715,7 +748,8 @@ def serve(socket_path: Path | None, max_requests: int | None, quiet: bool) -> No
     from ._worker import Worker
 
     _setup_logging(quiet)
-    with _errors_to_exit_codes():
+    # SIGTERM/SIGINT: passed on to the running child, then the socket is removed (143 / 130)
+    with _interruptions(["serving"]), _errors_to_exit_codes():
         worker = Worker(_settings(SessionOptions()), socket_path)
         worker.serve_forever(max_requests=max_requests)
 

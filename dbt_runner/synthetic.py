@@ -717,13 +717,13 @@ def _warehouse_connection(settings: Settings) -> Iterator[tuple[Any, Dialect]]:
         finally:
             conn.close()
         return
-    from ._doctor import _connect as connect_warehouse
+    from ._warehouse import connect as connect_warehouse
 
     assert wh.host is not None and wh.effective_port is not None  # validated by Settings
     with contextlib.ExitStack() as stack:
         host, port = wh.host, wh.effective_port
         if settings.ssh.enabled:
-            from ._tunnel import Tunnel
+            from ._ssh import Tunnel
 
             tunnel = stack.enter_context(Tunnel(settings.ssh, host, port))
             host, port = tunnel.local_host, tunnel.local_port

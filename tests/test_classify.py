@@ -32,20 +32,8 @@ CASES: list[tuple[str, str, ErrorKind]] = [
         "its connections were cancelled",
         K.TIMEOUT,
     ),
-    # --- SSH tunnel
-    ("sshtunnel", "Could not establish session to SSH gateway", K.TUNNEL),
-    (
-        "paramiko",
-        "Secsh channel 1 open FAILED: open failed: Administratively prohibited",
-        K.TUNNEL,
-    ),
-    (
-        "sshtunnel handler",
-        "open new channel ssh error: ChannelException(2, 'Connect failed')",
-        K.TUNNEL,
-    ),
-    ("sshtunnel", "An error occurred while opening tunnels.", K.TUNNEL),
-    ("paramiko (after a drop)", "SSH session not active", K.TUNNEL),
+    # --- SSH failures are judged by their exception types (test_ssh_kinds_*), never text
+    ("paramiko text", "SSH session not active", K.MODEL_FAILURE),
     # --- names users chose never decide the kind
     ("postgres", 'relation "bastion.paramiko_log" does not exist', K.MODEL_FAILURE),
     # --- too many connections
@@ -109,6 +97,20 @@ CASES: list[tuple[str, str, ErrorKind]] = [
         K.CONFLICT,
     ),
     ("DuckDB", "TransactionContext Error: Conflict on update!", K.CONFLICT),
+    # two first builds at once (dbt-core #3538's shape on PostgreSQL / the Redshift stand-in)
+    (
+        "dbt-postgres",
+        "Database Error in model stg_ecs_order_info (models/staging/stg_ecs_order_info.sql)\n"
+        '  relation "stg_ecs_order_info" already exists',
+        K.CONFLICT,
+    ),
+    (
+        "dbt-postgres",
+        "Database Error in model stg_ecs_order_info (models/staging/stg_ecs_order_info.sql)\n"
+        '  duplicate key value violates unique constraint "pg_type_typname_nsp_index"\n'
+        "  DETAIL:  Key (typname, typnamespace)=(stg_ecs_order_info, 16385) already exists.",
+        K.CONFLICT,
+    ),
     (
         "DuckDB",
         'IO Error: Could not set lock on file "/data/x.duckdb": Conflicting lock is held in '
@@ -357,6 +359,63 @@ def test_real_duckdb_write_write_conflict() -> None:
     with pytest.raises(duckdb.Error) as info:
         second.execute("create table stg (i int)")
     assert classify_exception(info.value) is K.CONFLICT
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p, s: p.SSHException("SSH session not active"), K.TUNNEL),
+        (lambda p, s: p.ChannelException(2, "Connect failed"), K.TUNNEL),
+        (lambda p, s: p.AuthenticationException("Authentication timeout."), K.TUNNEL),
+        (lambda p, s: p.AuthenticationException("Authentication failed."), K.AUTH),
+        (
+            lambda p, s: p.BadHostKeyException(
+                "bastion", p.RSAKey.generate(1024), p.RSAKey.generate(1024)
+            ),
+            K.AUTH,
+        ),
+        (lambda p, s: s.HandlerSSHTunnelForwarderError("open failed"), K.TUNNEL),
+    ],
+    ids=[
+        "session-gone",
+        "channel-refused",
+        "auth-timeout",
+        "auth-refused",
+        "host-key",
+        "sshtunnel",
+    ],
+)
+def test_ssh_kinds_are_the_tunnel_mapping_s(make: object, expected: ErrorKind) -> None:
+    """One mapping: what the tunnel raises for an SSH exception is what diagnose says of
+    it in dbt's chain (an auth timeout is a transient tunnel fault in both)."""
+    import paramiko
+    import sshtunnel
+
+    from dbt_runner._ssh.errors import _OpenAttempt, translate_error
+
+    exc = make(paramiko, sshtunnel)  # type: ignore[operator]
+    assert classify_exception(exc) is expected
+    attempt = _OpenAttempt("b", 22, "u", "w:5439", 1.0, None)
+    mapped = translate_error(exc, attempt, "auth" if expected is K.AUTH else None)
+    assert mapped is not None and mapped.kind is expected
+
+
+def test_exception_with_a_broken_str_is_diagnosed() -> None:
+    """dbt's ExceptionExit has no ``message`` (its str() raises): never a crash."""
+
+    class NoMessage(Exception):
+        def __str__(self) -> str:
+            raise AttributeError("'ExceptionExit' object has no attribute 'message'")
+
+    assert classify_exception(NoMessage()) is K.MODEL_FAILURE
+    wrapper = NoMessage()
+    wrapper.exception = ConnectionRefusedError("refused")  # type: ignore[attr-defined]
+    assert classify_exception(wrapper) is K.CONNECTION
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(1), GeneratorExit()])
+def test_a_base_exception_is_a_cancel(exc: BaseException) -> None:
+    assert classify_exception(exc) is K.CANCELLED
 
 
 def test_real_sshtunnel_error_type_is_a_tunnel_fault() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_runner._dbtargs import accepts, given, with_defaults
+from dbt_runner._dbt.args import accepts, given, with_defaults
 
 DEFAULTS: list[tuple[str, str | None]] = [
     ("--project-dir", "P"),

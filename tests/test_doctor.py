@@ -7,7 +7,6 @@ The real faults (connection limit, wrong host key, ...) are in
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from dbt_runner._doctor import (
     ConnectionCheck,
     DoctorReport,
     LayerCheck,
-    _ChannelErrors,
     _connection_layers,
     _server_settings,
     _tcp_probe,
@@ -232,22 +230,6 @@ def test_a_connection_dropped_while_held_fails_the_query_layer() -> None:
     assert layers["query"].status == "failed"
     assert layers["query"].detail.startswith("1/2 ")
     assert layers["query"].errors == (dropped,)
-
-
-def test_channel_errors_keep_only_channel_failures() -> None:
-    logger = logging.getLogger("test_doctor.sshtunnel")
-    handler = _ChannelErrors()
-    with handler.attached(logger):
-        logger.error(
-            "Could not establish connection from local ('127.0.0.1', 1) to remote "
-            "('db', 5439) side of the tunnel: open new channel ssh error: ChannelException(2, "
-            "'Connect failed')"
-        )
-        logger.error("Could not establish connection from local ... side of the tunnel: ")
-        logger.warning("open new channel but only a warning")
-    logger.error("open new channel after detaching")
-    assert len(handler.messages) == 1
-    assert "Connect failed" in handler.messages[0]
 
 
 # ------------------------------------------------------------------ server settings

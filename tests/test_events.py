@@ -12,7 +12,23 @@ from typing import Any
 import pytest
 
 from dbt_runner import NodeEvent
+from dbt_runner._dbt.events import translating
 from dbt_runner._events import PARSE_EVENT, EventRelay, dbt_console_to_log
+
+
+class Relay:
+    """The session's relay as dbt calls it: dbt's messages through the _dbt seam."""
+
+    def __init__(self, callbacks: Any = ()) -> None:
+        self.relay = EventRelay(callbacks)
+        self._callback = translating(self.relay)
+
+    def __call__(self, msg: Any) -> None:
+        self._callback(msg)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.relay, name)
+
 
 LOGGER = "dbt_runner.dbt"
 
@@ -59,7 +75,7 @@ def test_node_start_becomes_an_event_and_a_log_line(caplog: pytest.LogCaptureFix
     caplog.set_level(logging.INFO, logger=LOGGER)
     got: list[NodeEvent] = []
 
-    EventRelay([got.append])(start("model.mini.part_1", thread="Thread-2 (worker)"))
+    Relay([got.append])(start("model.mini.part_1", thread="Thread-2 (worker)"))
 
     assert len(got) == 1
     event = got[0]
@@ -78,7 +94,7 @@ def test_node_finish_carries_status_elapsed_and_rows(caplog: pytest.LogCaptureFi
     caplog.set_level(logging.INFO, logger=LOGGER)
     got: list[NodeEvent] = []
 
-    EventRelay([got.append])(finish("model.mini.part_1", elapsed=1.2345, rows=42))
+    Relay([got.append])(finish("model.mini.part_1", elapsed=1.2345, rows=42))
 
     event = got[0]
     assert event.event == "node_finish"
@@ -93,7 +109,7 @@ def test_node_finish_carries_status_elapsed_and_rows(caplog: pytest.LogCaptureFi
 
 def test_failed_node_logs_a_warning_with_the_message(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    relay = EventRelay()
+    relay = Relay()
 
     relay(finish("model.mini.broken", "error", rows=None, message="Catalog Error: no table x"))
 
@@ -107,7 +123,7 @@ def test_failed_node_logs_a_warning_with_the_message(caplog: pytest.LogCaptureFi
 
 def test_test_node_pass_is_info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    EventRelay()(finish("test.mini.unique_part_1_part", "pass", resource_type="test", rows=None))
+    Relay()(finish("test.mini.unique_part_1_part", "pass", resource_type="test", rows=None))
     (record,) = [r for r in caplog.records if r.name == LOGGER]
     assert record.levelno == logging.INFO
     assert "DONE  test unique_part_1_part pass" in record.getMessage()
@@ -117,7 +133,7 @@ def test_test_node_pass_is_info(caplog: pytest.LogCaptureFixture) -> None:
 def test_unknown_row_counts_are_none(rows: Any) -> None:
     """Redshift reports -1 for DDL; some adapters report nothing."""
     got: list[NodeEvent] = []
-    EventRelay([got.append])(finish("model.mini.part_1", rows=rows))
+    Relay([got.append])(finish("model.mini.part_1", rows=rows))
     assert got[0].rows_affected is None
 
 
@@ -132,7 +148,7 @@ def test_real_dbt_event_messages_are_understood() -> None:
         "node_status": "success",
     }
     got: list[NodeEvent] = []
-    relay = EventRelay([got.append])
+    relay = Relay([got.append])
 
     relay(msg_from_base_event(NodeStart(node_info=node_info)))
     relay(
@@ -156,7 +172,7 @@ def test_real_dbt_event_messages_are_understood() -> None:
 
 
 def test_parse_events_are_counted() -> None:
-    relay = EventRelay()
+    relay = Relay()
     parse = SimpleNamespace(info=SimpleNamespace(name=PARSE_EVENT, thread="MainThread"))
     relay(parse)
     relay(parse)
@@ -173,7 +189,7 @@ def test_a_raising_callback_is_logged_and_does_not_stop_the_others(
     def broken(event: NodeEvent) -> None:
         raise RuntimeError("progress bar exploded")
 
-    relay = EventRelay([broken, got.append])
+    relay = Relay([broken, got.append])
     relay(start("model.mini.part_1"))  # does not raise into dbt
     relay(finish("model.mini.part_1"))
 
@@ -187,7 +203,7 @@ def test_a_raising_callback_is_logged_and_does_not_stop_the_others(
 def test_a_malformed_event_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     malformed = SimpleNamespace(info=SimpleNamespace(name="NodeFinished", thread="t"), data=None)
-    EventRelay()(malformed)
+    Relay()(malformed)
     assert "could not relay dbt event NodeFinished" in caplog.text
 
 
@@ -200,7 +216,7 @@ def test_events_from_many_threads_are_each_delivered_once() -> None:
         with lock:
             delivered[(event.event, event.unique_id)] += 1
 
-    relay = EventRelay([collect])
+    relay = Relay([collect])
     barrier = threading.Barrier(n_threads)
 
     def fire(t: int) -> None:
@@ -232,7 +248,7 @@ def test_a_passing_test_logs_no_row_count(caplog: pytest.LogCaptureFixture) -> N
     caplog.set_level(logging.INFO, logger=LOGGER)
     got: list[NodeEvent] = []
 
-    EventRelay([got.append])(
+    Relay([got.append])(
         finish("test.mini.not_null_part_1_part", "pass", resource_type="test", rows=1)
     )
 
@@ -250,7 +266,7 @@ def test_deprecation_notices_are_logged_once_per_session(
 ) -> None:
     """dbt fires its deprecation summary after every invocation; a session logs it once."""
     caplog.set_level(logging.INFO, logger=LOGGER)
-    relay = EventRelay()  # one per session
+    relay = Relay()  # one per session
     for occurrences in (1, 2, 3):  # staging, tests, audit
         relay(
             _deprecation(
@@ -269,7 +285,7 @@ def test_deprecation_notices_are_logged_once_per_session(
     assert "\n" not in summary  # one log line
     assert "Custom key `x`" in single
     # a new session tells it again
-    EventRelay()(_deprecation("DeprecationsSummary", "Summary of encountered deprecations"))
+    Relay()(_deprecation("DeprecationsSummary", "Summary of encountered deprecations"))
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 3
 
 

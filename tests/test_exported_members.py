@@ -56,8 +56,10 @@ def test_design_names_are_public(name: str) -> None:
 
 def test_error_kinds_are_exactly_the_design_values() -> None:
     values = {kind.value for kind in dbt_runner.ErrorKind}
-    # DESIGN's nine, plus "configuration" (issue 13: SSL mismatch, missing password, unknown db)
+    # DESIGN's nine, "configuration" (issue 13), "cancelled" and "locked" (issue 21)
     assert values == {
+        "cancelled",
+        "locked",
         "configuration",
         "tunnel",
         "connection",
@@ -111,7 +113,11 @@ def test_one_map_gives_every_kind_its_retry_decision_and_exit_code() -> None:
         K.TOO_MANY_CONNECTIONS: 3,
         K.CONFLICT: 3,
         K.TIMEOUT: 3,
+        K.LOCKED: 3,  # DESIGN: "3 ... or locked"
+        K.CANCELLED: 130,  # interrupted (143 when the CLI was terminated by SIGTERM)
     }
+    assert K.LOCKED.is_infrastructure and not K.LOCKED.is_transient  # not retried in the run
+    assert not K.CANCELLED.is_transient and not K.CANCELLED.is_infrastructure
     transient = {kind for kind in K if kind.is_transient}
     assert transient == {K.TUNNEL, K.CONNECTION, K.TOO_MANY_CONNECTIONS, K.CONFLICT}
     # every exception carries its kind: host key and SSH auth failures are auth, exit 2
@@ -128,11 +134,12 @@ def test_invocation_error_carries_its_kind() -> None:
 
 
 def test_a_cycle_does_not_import_the_lazy_modules() -> None:
-    """doctor and the timeline chart load only when used: a fresh cycle does not pay them."""
+    """doctor, the timeline chart and the SSH stack load only when used: a fresh cycle
+    without a bastion does not pay them."""
     import subprocess
     import sys
 
-    lazy = ("dbt_runner._doctor", "dbt_runner._timeline")
+    lazy = ("dbt_runner._doctor", "dbt_runner._timeline", "dbt_runner._ssh", "paramiko")
     code = f"import sys, dbt_runner; print(sorted(m for m in sys.modules if m in {lazy!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Unit tests of dbt_runner._hostkeys: is the bastion's host key the expected one (pure)."""
+"""Unit tests of dbt_runner._ssh.hostkeys: is the bastion's host key the expected one (pure)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import paramiko
 import pytest
 
 from dbt_runner import ConfigurationError
-from dbt_runner._hostkeys import (
+from dbt_runner._ssh.hostkeys import (
     HostKeyRejected,
     HostKeyVerifier,
     host_key_line,

@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from dbt_runner import DbtSession, NodeEvent, Settings
-from dbt_runner._logjson import EVENT_KEY, JsonFormatter, event_extra
+from dbt_runner.logging import EVENT_KEY, JsonFormatter, event_extra
 
 MINI = Path(__file__).parent / "fixtures" / "mini_project"
 SECRET = "pw-Zq8!never-log-me"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dbt_runner._outputs import (
+from dbt_runner._dbt.outputs import (
     MacroReturn,
     capture_macro_return,
     command_output,

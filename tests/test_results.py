@@ -19,7 +19,17 @@ from dbt_runner import (
     NodeResult,
     RunResult,
 )
-from dbt_runner._results import node_from_dbt
+from dbt_runner._dbt.results import entries
+from dbt_runner._results import node_from_entry
+
+
+def node_from_dbt(result: Any, attempt: int, error: Any = None, **kwargs: Any) -> Any:
+    """A dbt RunResult (or a run_results.json entry) through the seam and the reader."""
+    from types import SimpleNamespace
+
+    (entry,) = entries(SimpleNamespace(results=[result]))
+    return node_from_entry(entry, attempt, error, **kwargs)
+
 
 T0 = "2026-01-01T00:00:00+00:00"
 

@@ -1,6 +1,6 @@
 """DbtSession with a fake dbt runner: lifecycle, one parse, retries, concurrency, watchdog.
 
-The fake replaces ``dbt_runner._session._make_runner`` (the one seam where the
+The fake replaces ``dbt_runner._dbt.runner.make_runner`` (the one seam where the
 session builds a ``dbtRunner``) and answers like ``dbtRunnerResult``:
 ``success``, ``exception``, and ``result.results`` holding run_results.json
 entries.
@@ -166,7 +166,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fake(mocker: MockerFixture) -> FakeDbt:
     fake = FakeDbt()
-    mocker.patch("dbt_runner._session._make_runner", side_effect=fake.make_runner)
+    mocker.patch("dbt_runner._dbt.runner.make_runner", side_effect=fake.make_runner)
     return fake
 
 
@@ -502,7 +502,7 @@ def test_watchdog_cancels_a_hung_invocation(
     make_settings: Callable[..., Settings], fake: FakeDbt, mocker: MockerFixture
 ) -> None:
     cancelled = threading.Event()
-    mocker.patch("dbt_runner._session._cancel_open_connections", side_effect=cancelled.set)
+    mocker.patch("dbt_runner._dbt.cancel_on_server", side_effect=cancelled.set)
 
     def hung(call: Call) -> Any:
         # like a query blocked on a lock: returns only once its connection is cancelled
@@ -525,7 +525,7 @@ def test_watchdog_cancels_a_hung_invocation(
 def test_watchdog_is_gone_after_an_invocation_that_finishes_in_time(
     make_settings: Callable[..., Settings], fake: FakeDbt, mocker: MockerFixture
 ) -> None:
-    cancel = mocker.patch("dbt_runner._session._cancel_open_connections")
+    cancel = mocker.patch("dbt_runner._dbt.cancel_on_server")
 
     with DbtSession(make_settings(timeout_s=60)) as session:
         result = session.run_staging()

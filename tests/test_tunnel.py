@@ -1,4 +1,4 @@
-"""Unit tests of dbt_runner._tunnel (ports, the error seam, the object): no sshd, no network.
+"""Unit tests of dbt_runner._ssh.tunnel (ports, the error seam, the object): no sshd, no network.
 
 Host-key verification is tested in tests/test_hostkeys.py; the real tunnel
 against a real OpenSSH server in tests/integration/test_tunnel.py.
@@ -15,16 +15,14 @@ import pytest
 import sshtunnel
 
 from dbt_runner import ConfigurationError, HostKeyError, SSHAuthError, TunnelError
-from dbt_runner._hostkeys import HostKeyRejected
-from dbt_runner._tunnel import (
+from dbt_runner._ssh.errors import _OpenAttempt, map_tunnel_errors, translate_error
+from dbt_runner._ssh.hostkeys import HostKeyRejected
+from dbt_runner._ssh.tunnel import (
     PORT_CANDIDATES,
     PORT_RANGE,
     Tunnel,
-    _OpenAttempt,
     derive_local_port,
     local_port_candidates,
-    map_tunnel_errors,
-    translate_error,
 )
 from tests._ssh_keys import ed25519_key, private_key, ssh_settings
 
@@ -236,3 +234,21 @@ def test_tunnel_repr_has_no_secrets(private_key: Path) -> None:
 def test_tunnel_rejects_a_bad_pin_before_connecting(private_key: Path) -> None:
     with pytest.raises(ConfigurationError, match="HOST_KEY"):
         Tunnel(ssh_settings(private_key, host_key="not a key"), "warehouse.internal", 5439)
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason", "code"),
+    [
+        (paramiko.ChannelException(2, "Connect failed"), "refused", 2),
+        (paramiko.SSHException("Timeout opening channel."), "timeout", None),
+        (paramiko.SSHException("SSH session not active"), "session", None),
+        (EOFError(), "session", None),
+    ],
+)
+def test_channel_open_failures_are_values(exc: Exception, reason: str, code: int | None) -> None:
+    """What doctor and the session read of a refused forward: a value, not log text."""
+    from dbt_runner._ssh.forwarder import channel_failure
+
+    failure = channel_failure(exc)
+    assert (failure.reason, failure.code) == (reason, code)
+    assert reason in str(failure)

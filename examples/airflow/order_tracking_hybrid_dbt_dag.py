@@ -97,7 +97,7 @@ def order_tracking_hybrid_dbt_dag() -> None:
     )
     def dbt_staging() -> dict[str, Any]:
         """Staging (+ tests and audit when due) in one session, one tunnel."""
-        from dbt_runner import DbtRunnerError, WorkerClient, run_steps
+        from dbt_runner import DbtRunnerError, Step, WorkerClient
         from dbt_runner.airflow import cycle_is_due, dbt_session
 
         context = get_current_context()
@@ -111,12 +111,12 @@ def order_tracking_hybrid_dbt_dag() -> None:
         audit_due = cycle_is_due(when, params["audit_every_minutes"], CYCLE_MINUTES)
         log.info("cycle %s: staging, tests %s (%s), audit %s", when, tests_due, scope, audit_due)
 
-        # (label, session method, kwargs): one session, stopping after a failed step
-        steps = [("staging", "run_staging", {"threads": params["threads"]})]
+        # one session, stopping after a failed step
+        steps = [Step("run_staging", {"threads": params["threads"]})]
         if tests_due:
-            steps.append(("tests", "run_tests", {"scope": scope}))
+            steps.append(Step("run_tests", {"scope": scope}))
         if audit_due:
-            steps.append(("audit", "run_tests", {"select": "tag:audit"}))
+            steps.append(Step("run_tests", {"select": "tag:audit"}, label="audit"))
 
         def session() -> Any:
             return dbt_session(params["warehouse_conn_id"], params["ssh_conn_id"] or None)
@@ -124,15 +124,14 @@ def order_tracking_hybrid_dbt_dag() -> None:
         try:
             if params.get("worker_socket"):  # a warm `dbt-runner serve` worker runs them
                 client = WorkerClient(params["worker_socket"], fallback=session)
-                ran = client.steps([(method, [], kwargs) for _, method, kwargs in steps])
+                results = client.run_steps(steps)
             else:
                 with session() as s:
-                    ran = run_steps(s, [(method, [], kwargs) for _, method, kwargs in steps])
+                    results = s.run_steps(steps)
         except DbtRunnerError as exc:  # opening failed: its kind says whether to retry
             if exc.kind.is_infrastructure:
                 raise
             raise _fail_now(f"{type(exc).__name__}: {exc}") from exc
-        results = {label: result for (label, _, _), result in zip(steps, ran, strict=False)}
 
         payload = {name: result.to_dict() for name, result in results.items()}
         failed = {name: result for name, result in results.items() if not result.success}

@@ -43,9 +43,9 @@ from dbt_runner import (
     Settings,
 )
 from dbt_runner._classify import classify_exception
-from dbt_runner._logjson import EVENT_KEY
 from dbt_runner._retry import is_retryable
 from dbt_runner.cli import exit_code
+from dbt_runner.logging import EVENT_KEY
 from tests._projects import write_project
 from tests.integration._nossl import nossl_db, nossl_server  # noqa: F401 - fixtures
 from tests.services.pg_fixtures import PgDatabase

@@ -36,8 +36,8 @@ from dbt_runner import (
     RunResult,
     Settings,
 )
-from dbt_runner._logjson import EVENT_KEY
 from dbt_runner.cli import EXIT_CONFIG, EXIT_INFRA, exit_code
+from dbt_runner.logging import EVENT_KEY
 from dbt_runner.synthetic import create_raw_tables, load_batch
 from tests.services.pg_fixtures import PgDatabase
 from tests.services.postgres import PostgresServer

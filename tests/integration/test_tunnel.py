@@ -24,7 +24,7 @@ import paramiko
 import pytest
 
 from dbt_runner import HostKeyError, SSHAuthError, SSHSettings, TunnelError
-from dbt_runner._tunnel import PORT_RANGE, Tunnel, derive_local_port
+from dbt_runner._ssh.tunnel import PORT_RANGE, Tunnel, derive_local_port
 from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
 from tests.services.sshd import SshdServer, free_port, wait_until
 
@@ -194,7 +194,7 @@ def test_two_tunnels_with_identical_settings(sshd: SshdServer, pg_db: PgDatabase
 _CHILD = """
 import sys
 from dbt_runner import SSHSettings
-from dbt_runner._tunnel import Tunnel
+from dbt_runner._ssh.tunnel import Tunnel
 ssh = SSHSettings.model_validate_json(sys.argv[1])
 with Tunnel(ssh, sys.argv[2], int(sys.argv[3])) as tunnel:
     print(tunnel.local_port, flush=True)
@@ -267,7 +267,7 @@ def test_tcp_tuning_is_on_both_forwarded_legs(
 
     import redshift_connector
 
-    from dbt_runner._forwarder import _QuickAckSocket
+    from dbt_runner._ssh.forwarder import _QuickAckSocket
 
     def nodelay(sock: socket.socket) -> int:
         return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from dbt_runner._tunnel import Tunnel
+from dbt_runner._ssh.tunnel import Tunnel
 from tests.integration.test_tunnel import settings
 from tests.services.cpu_load import cpu_load
 from tests.services.pg_fixtures import PgDatabase

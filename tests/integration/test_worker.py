@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from dbt_runner import DbtSession, ErrorKind, RunResult, Settings, WorkerClient
+from dbt_runner import DbtSession, ErrorKind, RunResult, Settings, Step, WorkerClient
 from tests.services.soak import runner_env
 from tests.services.sshd import SshdServer, descendants, wait_until
 
@@ -215,13 +215,13 @@ def test_a_client_without_settings_uses_the_worker_s_and_falls_back_to_its_own(
         opened.append(settings)
         return DbtSession(settings)
 
-    steps = [("run_staging", [], {"threads": 3}), ("run_tests", [], {})]
+    steps = [Step("run_staging", {"threads": 3}), Step("run_tests")]
     client = WorkerClient(worker.socket_path, fallback=fallback)
-    ran = client.steps(steps)
+    ran = list(client.run_steps(steps).values())
     assert client.last_ran_in_worker and opened == []
     assert [r.command for r in ran] == ["run", "test"] and all(r.success for r in ran)
     nobody = WorkerClient(tmp_path / "nobody.sock", fallback=fallback)
-    again = nobody.steps(steps)
+    again = list(nobody.run_steps(steps).values())
     assert not nobody.last_ran_in_worker and len(opened) == 1
     assert _shape(again) == _shape(ran)
 

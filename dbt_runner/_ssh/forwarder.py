@@ -62,22 +62,25 @@ Who owns and closes what (every socket, channel and pipe of a tunnel):
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import paramiko
 import sshtunnel
 
-from ._settings import SSHSettings
+from .._settings import SSHSettings
 
 __all__ = [
     "LOCAL_HOST",
     "TUNE_NODELAY",
     "TUNE_QUICKACK",
+    "ChannelOpenFailure",
     "ForwardHandler",
     "Forwarder",
     "connect_socket",
@@ -95,6 +98,38 @@ _CHUNK = 32768
 _DRAIN_S = 5.0
 #: A new channel must open within this long (sshtunnel's TUNNEL_TIMEOUT).
 _CHANNEL_TIMEOUT_S = 10.0
+#: Channel-open failures a tunnel remembers (the latest ones).
+MAX_CHANNEL_FAILURES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelOpenFailure:
+    """The bastion did not open a forwarded connection to the warehouse.
+
+    ``reason``: ``refused`` (the bastion answered no: ``code`` is the SSH
+    channel-open failure code, 1 administratively prohibited, 2 connect
+    failed...), ``timeout`` (no answer in time) or ``session`` (the SSH
+    session itself was gone).
+    """
+
+    reason: Literal["refused", "timeout", "session"]
+    code: int | None
+    text: str
+    #: ``time.time()`` of the failure
+    at: float
+
+    def __str__(self) -> str:
+        code = f" (SSH channel open failure {self.code})" if self.code is not None else ""
+        return f"{self.reason}: {self.text}{code}"
+
+
+def channel_failure(exc: BaseException) -> ChannelOpenFailure:
+    """The value of a failed ``open_channel`` call."""
+    if isinstance(exc, paramiko.ChannelException):
+        return ChannelOpenFailure("refused", exc.code, exc.text, time.time())
+    if isinstance(exc, paramiko.SSHException) and "timeout" in str(exc).lower():
+        return ChannelOpenFailure("timeout", None, str(exc), time.time())
+    return ChannelOpenFailure("session", None, f"{type(exc).__name__}: {exc}", time.time())
 
 
 # ---------------------------------------------------------------------- a connection
@@ -112,6 +147,7 @@ class ForwardHandler(sshtunnel._ForwardHandler):  # type: ignore[misc]
     remote_address: tuple[str, int]
     ssh_transport: paramiko.Transport
     logger: logging.Logger
+    channel_failures: collections.deque[ChannelOpenFailure]
 
     def handle(self) -> None:
         client: socket.socket = self.request
@@ -123,11 +159,14 @@ class ForwardHandler(sshtunnel._ForwardHandler):  # type: ignore[misc]
                 timeout=_CHANNEL_TIMEOUT_S,
             )
         except Exception as exc:
-            # the server's handle_error logs it with sshtunnel's wording, which doctor reads
-            kind = "ssh " if isinstance(exc, paramiko.SSHException) else ""
-            raise sshtunnel.HandlerSSHTunnelForwarderError(
-                f"open new channel {kind}error: {exc}"
-            ) from exc
+            failure = channel_failure(exc)
+            self.channel_failures.append(failure)
+            log.error(
+                "the bastion did not open a forwarded connection to %s:%s: %s",
+                *self.remote_address,
+                failure,
+            )
+            return  # socketserver closes the client socket: dbt sees the connection end
         pump = threading.Thread(
             target=_channel_to_client,
             args=(chan, client),
@@ -279,6 +318,10 @@ class Forwarder(sshtunnel.SSHTunnelForwarder):  # type: ignore[misc]
         self._ports = ports
         self._captured = captured  # bind errors, for the tunnel's error message
         self._tune = tune
+        #: the bastion's refusals to open a forwarded connection, latest last
+        self.channel_failures: collections.deque[ChannelOpenFailure] = collections.deque(
+            maxlen=MAX_CHANNEL_FAILURES
+        )
         self.servers: list[Any] = []  # our forward server(s), to join their threads on close
         super().__init__(
             ssh_address_or_host=(ssh.host, ssh.port),
@@ -306,6 +349,7 @@ class Forwarder(sshtunnel.SSHTunnelForwarder):  # type: ignore[misc]
         _Handler.remote_address = remote_address
         _Handler.ssh_transport = self._transport
         _Handler.logger = self.logger
+        _Handler.channel_failures = self.channel_failures
         return _Handler
 
     def _make_ssh_forward_server_class(self, remote_address: tuple[str, int]) -> type[Any]:

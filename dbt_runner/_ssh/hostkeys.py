@@ -30,8 +30,8 @@ from pathlib import Path
 
 import paramiko
 
-from ._exceptions import ConfigurationError
-from ._settings import ENV_PREFIX, SSHSettings
+from .._exceptions import ConfigurationError
+from .._settings import ENV_PREFIX, SSHSettings
 
 __all__ = [
     "HostKeyRejected",

@@ -19,22 +19,25 @@ Who does what:
 - **sshtunnel** runs the local forward server (threads, one SSH channel per
   accepted connection) on top of that authenticated transport.
 
-Three modules, one concern each:
+The package :mod:`dbt_runner._ssh`, one concern a module:
 
-- :mod:`dbt_runner._hostkeys`: is the bastion's host key the expected one
+- :mod:`~dbt_runner._ssh.hostkeys`: is the bastion's host key the expected one
   (pure, no sockets);
-- :mod:`dbt_runner._forwarder`: the local forward server on sshtunnel's
+- :mod:`~dbt_runner._ssh.forwarder`: the local forward server on sshtunnel's
   private hooks (pinned ``<0.5.2``), the per-connection pumps, socket tuning,
-  and the written-down owner of every socket, channel and pipe;
+  the written-down owner of every socket, channel and pipe, and the
+  bastion's channel-open refusals as values;
+- :mod:`~dbt_runner._ssh.errors`: the one mapping of SSH failures to ours;
 - this module: local ports, the SSH connection (connect, handshake, host-key
-  check, authentication, forward check), error translation and :class:`Tunnel`.
+  check, authentication, forward check) and :class:`Tunnel`.
 
 We make the SSH connection ourselves instead of letting sshtunnel make it:
 sshtunnel could not verify a fingerprint pin, nor verify before
 authenticating, nor report why it failed.
 
 Errors from socket, paramiko and sshtunnel are translated in one place,
-:func:`map_tunnel_errors`, into :class:`~dbt_runner.TunnelError` (transient),
+:func:`~dbt_runner._ssh.errors.map_tunnel_errors`, into :class:`~dbt_runner.TunnelError`
+(transient),
 :class:`~dbt_runner.HostKeyError` or :class:`~dbt_runner.SSHAuthError`, with
 the original exception as ``__cause__``.
 
@@ -48,35 +51,38 @@ the original exception as ``__cause__``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import math
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import paramiko
-import sshtunnel
 
-from ._exceptions import ConfigurationError, HostKeyError, SSHAuthError, TunnelError
-from ._forwarder import LOCAL_HOST, Forwarder, connect_socket
-from ._hostkeys import HostKeyRejected, HostKeyVerifier
-from ._logjson import event_extra
-from ._settings import ENV_PREFIX, SSHSettings
+from .._exceptions import ConfigurationError
+from .._settings import ENV_PREFIX, SSHSettings
+from ..logging import event_extra
+from .errors import _describe, _OpenAttempt, map_tunnel_errors
+from .forwarder import (
+    LOCAL_HOST,
+    MAX_CHANNEL_FAILURES,
+    ChannelOpenFailure,
+    Forwarder,
+    connect_socket,
+)
+from .hostkeys import HostKeyVerifier
 
 __all__ = [
     "LOCAL_HOST",
+    "PORT_RANGE",
     "Tunnel",
     "derive_local_port",
     "local_port_candidates",
-    "map_tunnel_errors",
-    "translate_error",
 ]
 
 log = logging.getLogger("dbt_runner.tunnel")
@@ -91,10 +97,7 @@ _JOIN_TIMEOUT_S = 5.0
 
 _SSH = f"{ENV_PREFIX}SSH__"
 
-Stage = Literal["connect", "key", "handshake", "host_key", "auth", "forward", "bind"]
 
-
-# --------------------------------------------------------------------------- ports
 # --------------------------------------------------------------------------- ports
 def derive_local_port(
     ssh_host: str, ssh_port: int, ssh_user: str, remote_host: str, remote_port: int
@@ -131,132 +134,6 @@ def local_port_candidates(derived: int, previous: int | None = None) -> list[int
     return [*ports, 0]
 
 
-# --------------------------------------------------------------------------- errors
-@dataclasses.dataclass
-class _OpenAttempt:
-    """What one open() is doing, for error messages (no secrets in here)."""
-
-    host: str
-    port: int
-    user: str
-    remote: str
-    timeout_s: float
-    key_path: str | None
-    local_ports: list[int] = dataclasses.field(default_factory=list)
-    captured: list[BaseException] = dataclasses.field(default_factory=list)
-    expected_host_keys: str = ""  # "ssh-ed25519 SHA256:... (from ...)", once known
-
-
-def translate_error(exc: BaseException, attempt: _OpenAttempt, stage: Stage) -> TunnelError | None:
-    """The TunnelError (or subclass) for ``exc`` raised during ``stage``; None = not ours."""
-    bastion = f"the bastion {attempt.host}:{attempt.port}"
-    check_addr = f"check {_SSH}HOST/PORT"
-    key = f"{_SSH}PRIVATE_KEY ({attempt.key_path})" if attempt.key_path else "the offered keys"
-
-    if isinstance(exc, HostKeyRejected | paramiko.BadHostKeyException):
-        return HostKeyError(str(exc))
-    if stage == "host_key" and isinstance(exc, OSError):
-        return HostKeyError(f"cannot read {_SSH}KNOWN_HOSTS: {exc}")
-    if isinstance(exc, paramiko.SSHException) and "no acceptable host key" in str(exc):
-        # we asked only for the key types we can verify, and the bastion has none of them
-        return HostKeyError(
-            f"host key verification failed: {bastion} has no host key of the type we "
-            f"expect ({attempt.expected_host_keys or 'see settings'}). Its key was probably "
-            "replaced: check the new one out of band and update the known_hosts entry / "
-            f"{_SSH}HOST_KEY"
-        )
-    # cryptography (under PKey.from_path) says "password-protected" with a TypeError
-    if isinstance(exc, paramiko.PasswordRequiredException) or (
-        stage == "key" and isinstance(exc, TypeError) and "password" in str(exc).lower()
-    ):
-        return SSHAuthError(f"{key} is encrypted: set {_SSH}PRIVATE_KEY_PASSPHRASE")
-    if stage == "key" and isinstance(exc, paramiko.AuthenticationException):
-        return SSHAuthError(f"no SSH key to offer ({exc}): set {_SSH}PRIVATE_KEY")
-    if stage == "key" and isinstance(exc, paramiko.SSHException | ValueError | OSError):
-        return SSHAuthError(
-            f"cannot load {key}: wrong {_SSH}PRIVATE_KEY_PASSPHRASE, or not an OpenSSH/PEM "
-            f"private key ({_describe(exc)})"
-        )
-    if isinstance(exc, paramiko.BadAuthenticationType):
-        allowed = ", ".join(exc.allowed_types) or "none"
-        return SSHAuthError(
-            f"{bastion} does not accept public-key logins for user {attempt.user!r} "
-            f"(it allows: {allowed}); check {_SSH}USER"
-        )
-    if isinstance(exc, paramiko.AuthenticationException):
-        text = str(exc).lower()
-        if "timeout" in text or "transport shut down" in text or "eof" in text:
-            return TunnelError(
-                f"{bastion} stopped answering during authentication "
-                f"({_describe(exc)}): a network problem, retry"
-            )
-        return SSHAuthError(
-            f"{bastion} refused the key {key} for user {attempt.user!r}: add its public key to "
-            f"that user's authorized_keys on the bastion, or fix {_SSH}USER / {_SSH}PRIVATE_KEY"
-        )
-    if isinstance(exc, paramiko.ChannelException) or (
-        stage == "forward" and isinstance(exc, paramiko.SSHException | OSError | EOFError)
-    ):
-        return TunnelError(
-            f"{bastion} could not open a connection to the warehouse {attempt.remote}: "
-            f"{_describe(exc)}. Check {ENV_PREFIX}WAREHOUSE__HOST/PORT, and that the bastion "
-            "can reach it and allows TCP forwarding (AllowTcpForwarding / PermitOpen)"
-        )
-    if isinstance(exc, sshtunnel.BaseSSHTunnelForwarderError) or (
-        stage == "bind" and isinstance(exc, OSError)
-    ):
-        ports = ", ".join(str(p) for p in attempt.local_ports) or "?"
-        cause = attempt.captured[-1] if attempt.captured else exc
-        return TunnelError(
-            f"could not listen on {LOCAL_HOST} for the tunnel (tried ports {ports}): "
-            f"{_describe(cause)}; unset {_SSH}LOCAL_PORT to let dbt_runner choose a free port"
-        )
-    if isinstance(exc, socket.gaierror):
-        return TunnelError(f"cannot resolve the bastion host {attempt.host!r}: {exc}; {check_addr}")
-    if isinstance(exc, ConnectionRefusedError):
-        return TunnelError(
-            f"{bastion} refused the connection (nothing listens there?); {check_addr}"
-        )
-    if isinstance(exc, TimeoutError):
-        return TunnelError(
-            f"no answer from {bastion} within {attempt.timeout_s:g}s ({_describe(exc)}); "
-            f"{check_addr}, firewalls, or raise {_SSH}CONNECT_TIMEOUT_S"
-        )
-    if isinstance(exc, OSError):
-        return TunnelError(f"cannot connect to {bastion}: {_describe(exc)}; {check_addr}")
-    if isinstance(exc, EOFError | paramiko.SSHException):
-        return TunnelError(
-            f"the SSH handshake with {bastion} failed: {_describe(exc)}; is it an SSH server? "
-            f"{check_addr}"
-        )
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, paramiko.ChannelException):  # str() is its args tuple
-        return f"{exc.text} (SSH channel open failure {exc.code})"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-@contextlib.contextmanager
-def map_tunnel_errors(attempt: _OpenAttempt, stage: Stage) -> Iterator[None]:
-    """The one seam: re-raise socket/paramiko/sshtunnel errors as our own, cause attached."""
-    try:
-        yield
-    except TunnelError:
-        raise
-    except Exception as exc:
-        mapped = translate_error(exc, attempt, stage)
-        if mapped is None:
-            raise
-        mapped.stage = stage
-        cause: BaseException = exc
-        if isinstance(exc, sshtunnel.BaseSSHTunnelForwarderError) and attempt.captured:
-            cause = attempt.captured[-1]  # sshtunnel logged the real one and raised a generic one
-        raise mapped from cause
-
-
 # --------------------------------------------------------------------------- tunnel
 class Tunnel:
     """An SSH tunnel from ``127.0.0.1:local_port`` through the bastion to ``remote``.
@@ -288,6 +165,9 @@ class Tunnel:
         self._transport: paramiko.Transport | None = None
         self._forwarder: Forwarder | None = None
         self._agent: paramiko.Agent | None = None
+        self._channel_failures: collections.deque[ChannelOpenFailure] = collections.deque(
+            maxlen=MAX_CHANNEL_FAILURES
+        )
         self.local_host = LOCAL_HOST
         self.local_port = 0
 
@@ -323,6 +203,11 @@ class Tunnel:
             and transport.is_authenticated()
             and bool(forwarder.is_alive)
         )
+
+    @property
+    def channel_failures(self) -> list[ChannelOpenFailure]:
+        """The bastion's latest refusals to open a forwarded connection (oldest first)."""
+        return list(self._channel_failures)
 
     def ensure_open(self) -> bool:
         """Re-open the tunnel if it died (or was never opened); True when it (re-)opened.
@@ -415,6 +300,7 @@ class Tunnel:
                     attempt.captured,
                     self._tune,
                 )
+                forwarder.channel_failures = self._channel_failures  # kept across re-opens
                 self._forwarder = forwarder
                 forwarder.start()
                 self.local_port = int(forwarder.local_bind_port)

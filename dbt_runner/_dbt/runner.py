@@ -1,0 +1,85 @@
+"""One dbt invocation through ``dbt.cli.main.dbtRunner``, as a plain :class:`DbtReturn`.
+
+dbt's ``dbtRunnerResult`` has three outcomes that must stay apart: ``success``;
+``exception`` (dbt could not run: a compile error, no connection, an
+interrupt); ``result`` with ``success=False`` (dbt ran, some nodes failed).
+``dbtRunner.invoke`` catches every ``BaseException``, even ``KeyboardInterrupt``,
+and returns it in ``exception``: the caller decides what to re-raise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .events import DbtEvent, translating
+
+__all__ = ["DbtReturn", "invocation_id", "invoke", "make_runner", "warm_up"]
+
+log = logging.getLogger("dbt_runner.session")
+
+#: modules a warm worker imports once (what a cycle needs), and each adapter's
+_WARM_MODULES = (
+    "dbt.cli.main",
+    "dbt.task.run",
+    "dbt.task.test",
+    "dbt.task.build",
+    "dbt.parser.manifest",
+)
+_ADAPTER_MODULES = {
+    "postgres": "dbt.adapters.postgres",
+    "redshift": "dbt.adapters.redshift",
+    "duckdb": "dbt.adapters.duckdb",
+}
+
+
+@dataclass(frozen=True)
+class DbtReturn:
+    """What one ``dbtRunner.invoke`` gave back (dbt's own objects inside ``value``)."""
+
+    success: bool
+    exception: BaseException | None
+    #: ``dbtRunnerResult.result``: a manifest (parse), a RunExecutionResult, ls lines...
+    value: Any
+
+
+def make_runner(manifest: Any, callbacks: list[Callable[[Any], None]]) -> Any:
+    """A ``dbtRunner`` (the seam unit tests replace with a fake)."""
+    from dbt.cli.main import dbtRunner
+
+    return dbtRunner(manifest=manifest, callbacks=callbacks)
+
+
+def invoke(
+    args: Sequence[str],
+    manifest: Any = None,
+    on_event: Callable[[DbtEvent], None] | None = None,
+) -> DbtReturn:
+    """Run ``dbt <args>`` in this thread; ``on_event`` gets dbt's events as plain values."""
+    log.debug("dbt %s", " ".join(args))
+    callbacks = [translating(on_event)] if on_event is not None else []
+    res = make_runner(manifest, callbacks).invoke(list(args))
+    return DbtReturn(
+        success=bool(getattr(res, "success", False)),
+        exception=getattr(res, "exception", None),
+        value=getattr(res, "result", None),
+    )
+
+
+def invocation_id() -> str | None:
+    """The id of dbt's latest invocation in this process (dbt resets it per command)."""
+    try:
+        from dbt_common.invocation import get_invocation_id
+
+        return str(get_invocation_id())
+    except Exception:  # pragma: no cover - dbt_common moved it
+        return None
+
+
+def warm_up(warehouse_type: str) -> None:
+    """Import what a cycle on ``warehouse_type`` needs (the warm worker's parent)."""
+    for name in (*_WARM_MODULES, _ADAPTER_MODULES[warehouse_type]):
+        importlib.import_module(name)

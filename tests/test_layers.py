@@ -1,0 +1,71 @@
+"""The package's layers: dbt only behind ``dbt_runner/_dbt/``, SSH only behind ``_ssh/``.
+
+A dbt upgrade or a paramiko change then touches one folder. The check reads every
+module's imports (top level and inside functions) with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dbt_runner"
+
+#: top-level import name -> the only folder of the package allowed to import it
+OWNERS = {
+    "dbt": "_dbt",
+    "dbt_common": "_dbt",
+    "paramiko": "_ssh",
+    "sshtunnel": "_ssh",
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """The top-level names a module imports, anywhere in it."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", None) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value.split(".")[0])
+    return names
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "models_sql" not in p.parts)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_dbt_and_ssh_libraries_are_imported_only_behind_their_seam(path: Path) -> None:
+    folder = path.relative_to(PACKAGE).parts[0]
+    wrong = {
+        name: owner for name in _imports(path) if (owner := OWNERS.get(name)) and owner != folder
+    }
+    assert wrong == {}, f"{path.name} imports {sorted(wrong)}: only dbt_runner/{{{wrong}}} may"
+
+
+def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from dbt.cli.main import dbtRunner\n    import paramiko\n")
+    assert _imports(module) >= {"dbt", "paramiko"}
+
+
+def test_every_dbt_internal_the_cancel_hooks_wrap_exists() -> None:
+    """The hooks of ``_dbt.cancel`` name dbt internals: a dbt release that moves one
+    fails here, not in the middle of a production cancel."""
+    from dbt_runner._dbt.cancel import HOOK_POINTS
+
+    for module, cls, attribute in HOOK_POINTS:
+        owner = getattr(importlib.import_module(module), cls)
+        assert callable(getattr(owner, attribute, None)), f"{module}.{cls}.{attribute}"
