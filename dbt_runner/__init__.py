@@ -29,7 +29,7 @@ from ._exceptions import (
 )
 from ._results import Attempt, ErrorInfo, NodeResult, RunResult
 from ._session import DbtSession, SessionState
-from ._settings import RetrySettings, Settings, SSHSettings, WarehouseSettings
+from ._settings import LockSettings, RetrySettings, Settings, SSHSettings, WarehouseSettings
 from ._steps import Step, cycle_steps
 from ._worker import Worker, WorkerClient
 
@@ -68,6 +68,7 @@ __all__ = [
     "ErrorInfo",
     "ErrorKind",
     "HostKeyError",
+    "LockSettings",
     "NodeEvent",
     "NodeResult",
     "RetrySettings",

@@ -52,11 +52,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from ._classify import diagnose, diagnose_message
 from ._exceptions import ConfigurationError, ErrorKind, TunnelError
-from ._settings import ENV_PREFIX, Settings, SSHSettings, WarehouseSettings
+from ._settings import ENV_PREFIX, Settings, SSHSettings
+from ._warehouse import as_warehouse as _as_warehouse
 from ._warehouse import connect as connect_warehouse
 
 __all__ = ["LAYERS", "ConnectionCheck", "DoctorReport", "LayerCheck", "run_doctor"]
@@ -603,55 +602,6 @@ def _parse_check(settings: Settings) -> LayerCheck:
         error.kind if error else ErrorKind.COMPILATION,
         elapsed,
     )
-
-
-def _as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
-    """``settings`` whose ``warehouse`` is the user's own target when PROFILES_DIR is set.
-
-    Returns the settings to diagnose and, for a target the doctor cannot connect to
-    (neither postgres, redshift nor duckdb), a description of it (else None).
-    """
-    if settings.profiles_dir is None:
-        return settings, None
-    from ._profile import render_target
-
-    profile, target, output = render_target(
-        settings.profiles_dir, settings.resolved_project_dir, settings.chosen_target
-    )
-    kind = str(output.get("type", "?"))
-    update: dict[str, Any] = {}
-    threads = output.get("threads")
-    if isinstance(threads, int) and threads >= 1 and "threads" not in settings.model_fields_set:
-        update["threads"] = threads
-    where = f"target {target!r} of profile {profile!r}"
-    try:
-        if kind == "duckdb":
-            fields: dict[str, Any] = {"type": "duckdb", "path": output.get("path") or ":memory:"}
-            update["warehouse"] = WarehouseSettings.model_validate(fields)
-        elif kind in ("postgres", "redshift"):
-            password = output.get("password") or output.get("pass")
-            timeout = output.get("connect_timeout")
-            fields = {
-                "type": kind,
-                "host": output.get("host"),
-                "port": output.get("port"),
-                "user": output.get("user"),
-                "password": str(password) if password is not None else None,
-                "dbname": output.get("dbname") or output.get("database"),
-                "schema": output.get("schema") or "public",
-                "sslmode": output.get("sslmode"),
-                "connect_timeout_s": timeout if isinstance(timeout, int) and timeout >= 1 else 10,
-            }
-            update["warehouse"] = WarehouseSettings.model_validate(fields)
-        else:
-            return settings.model_copy(update=update), f"{where} (type {kind})"
-    except ValidationError as exc:  # named by field, never by value (one may be the password)
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
-        raise ConfigurationError(f"{ENV_PREFIX}PROFILES_DIR: {where}: {problems}") from None
-    return settings.model_copy(update=update), None
 
 
 def _connection_report(

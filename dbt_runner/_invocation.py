@@ -351,6 +351,9 @@ class Invocation:
             session._ensure_tunnel()
         except TunnelError as exc:
             return Outcome((), ErrorInfo(exc.kind, str(exc)))
+        lost = session._ensure_writer_lock()
+        if lost is not None:  # a retry may not write without the lock
+            return Outcome((), lost)
         manifest = None
         if args[0] not in NO_PREPARSE:
             manifest, error = session._manifest_for(args, self)
@@ -401,7 +404,7 @@ class Invocation:
         """Per-node results: from dbt's return value, else from a fresh run_results.json."""
         raw = _dbt.entries(res.value, base_dir=self._session.project_dir)
         if not raw:
-            raw = _dbt.read_run_results(target_dir / _RUN_RESULTS, time.monotonic() - t0 + 1.0)
+            raw = _dbt.read_run_results(target_dir / _RUN_RESULTS, time.monotonic() - t0)
         names = _dbt.node_names(manifest)
         invocation_id = _dbt.invocation_id()
         return tuple(

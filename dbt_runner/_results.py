@@ -302,8 +302,11 @@ class RunResult:
 
     def summary(self) -> str:
         """One line per failed node (or a single OK line)."""
+        state = "OK" if self.success else "FAILED"
+        if self.success and self.error is not None:  # it did not run: LOCK__ON_BUSY=skip
+            return f"dbt {self.command}: SKIPPED [{self.error.kind.value}] {self.error.message}"
         head = (
-            f"dbt {self.command}: {'OK' if self.success else 'FAILED'} "
+            f"dbt {self.command}: {state} "
             f"({len(self.nodes)} nodes, {self.elapsed_s:.1f}s, {self.attempts} attempt(s))"
         )
         lines = [head]

@@ -14,13 +14,14 @@ a :class:`~dbt_runner.SessionStateError` at once (it does not wait).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from ._exceptions import (
     TunnelError,
 )
 from ._invocation import NO_PREPARSE, Invocation, parse_error
+from ._lock import WriterLock
 from ._manifests import ManifestCache
 from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, tunnel_target
 from ._results import ErrorInfo, RunResult
@@ -95,7 +97,10 @@ class DbtSession:
         #: the invocation running now (what cancel() stops); re-entrant: cancel() may run
         #: in a signal handler of the thread that holds it
         self._current: Invocation | None = None
+        self._last: Invocation | None = None  # dbt may still be stopping after a cancel
         self._current_lock = threading.RLock()
+        self._writer: WriterLock | None = None  # the writer lock, while this session holds it
+        self._lock_abort: threading.Event | None = None  # set by cancel() during a lock wait
         self.project_dir = self.settings.resolved_project_dir
         own_profiles = self.settings.profiles_dir
         self.manifests = manifests or ManifestCache(
@@ -214,6 +219,9 @@ class DbtSession:
             log.info("session closed")
 
     def _teardown(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
         self.manifests.clear()
         if self.settings.warehouse.type == "duckdb":
             _dbt.release_duckdb()
@@ -249,15 +257,18 @@ class DbtSession:
         ``exclude`` is dbt's ``--exclude``. A selection that matches no model is a
         failed result (kind ``configuration``), not an empty success.
         """
-        return self._building_block(
-            "run",
-            select or self.settings.staging_select,
-            "DBT_RUNNER_STAGING_SELECT",
-            exclude=exclude,
-            threads=threads,
-            vars=vars,
-            extra=["--full-refresh"] if full_refresh else [],
-        )
+        with self._writer_lock("run") as busy:
+            if busy is not None:
+                return busy
+            return self._building_block(
+                "run",
+                select or self.settings.staging_select,
+                "DBT_RUNNER_STAGING_SELECT",
+                exclude=exclude,
+                threads=threads,
+                vars=vars,
+                extra=["--full-refresh"] if full_refresh else [],
+            )
 
     def run_tests(
         self,
@@ -313,15 +324,18 @@ class DbtSession:
 
         >>> session.build_staging(threads=3).raise_for_status()      # doctest: +SKIP
         """
-        return self._building_block(
-            "build",
-            select or self.settings.staging_select,
-            "DBT_RUNNER_STAGING_SELECT",
-            exclude=exclude,
-            threads=threads,
-            vars=vars,
-            scope=scope,
-        )
+        with self._writer_lock("build") as busy:
+            if busy is not None:
+                return busy
+            return self._building_block(
+                "build",
+                select or self.settings.staging_select,
+                "DBT_RUNNER_STAGING_SELECT",
+                exclude=exclude,
+                threads=threads,
+                vars=vars,
+                scope=scope,
+            )
 
     def _building_block(
         self,
@@ -360,15 +374,20 @@ class DbtSession:
         *,
         threads: int | None = None,
         timeout_s: float | None = None,
+        writer_lock: bool = False,
     ) -> RunResult:
         """Run any dbt command (``["build", "--select", "tag:staging"]``) with retries.
 
         The caller's flags win: the session adds only what ``args`` lacks and the
         command accepts. ``threads`` (if given) beats the profile's ``threads``;
         ``timeout_s`` (if given) is this invocation's watchdog deadline instead of
-        ``DBT_RUNNER_TIMEOUT_S``. Returns a :class:`RunResult` whenever dbt ran or
-        tried to; raises only for misuse (:class:`SessionStateError`) or bad
-        configuration.
+        ``DBT_RUNNER_TIMEOUT_S``. ``writer_lock=True``: hold the target's writer lock
+        for the command, as ``run_staging`` does (for your own commands that write the
+        staging tables). Returns a :class:`RunResult` whenever dbt ran or tried to;
+        raises only for misuse (:class:`SessionStateError`) or bad configuration. A
+        ``KeyboardInterrupt``, ``SystemExit`` or other ``BaseException`` arriving while
+        dbt runs (an orchestrator's timeout from a signal handler) cancels on the
+        server, cleans up and is re-raised unchanged; the session stays usable.
 
         >>> session.invoke(["seed", "--target", "ci"]).raise_for_status()   # doctest: +SKIP
         """
@@ -381,6 +400,11 @@ class DbtSession:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
+        if writer_lock:
+            with self._writer_lock(args[0]) as busy:
+                if busy is not None:
+                    return busy
+                return self.invoke(args, threads=threads, timeout_s=timeout_s)
         with self._lock:
             if self._state is not SessionState.OPEN:
                 raise SessionStateError(
@@ -395,7 +419,7 @@ class DbtSession:
             deadline = timeout_s if timeout_s is not None else self.settings.timeout_s
             invocation = Invocation(self, args, threads, deadline)
             with self._current_lock:
-                self._current = invocation
+                self._current = self._last = invocation
             try:
                 result = invocation.run()
             finally:
@@ -434,10 +458,126 @@ class DbtSession:
         <ErrorKind.CANCELLED: 'cancelled'>
         """
         with self._current_lock:
-            invocation = self._current
+            invocation, lock_wait = self._current, self._lock_abort
+        if lock_wait is not None:  # waiting for the writer lock: stop waiting
+            lock_wait.set()
+            return True
         if invocation is None:
             return False
         return invocation.cancel(ErrorKind.CANCELLED, "cancelled by DbtSession.cancel()")
+
+    @contextlib.contextmanager
+    def _writer_lock(self, command: str) -> Iterator[RunResult | None]:
+        """Hold the target's writer lock for the block (:mod:`dbt_runner._lock`).
+
+        Yields None while held (re-entrant: a block inside one of this session's is
+        already covered), else the result to return instead: failed with kind
+        ``locked`` (or the lock connection's own failure), or with
+        ``LOCK__ON_BUSY=skip`` a success that says it skipped.
+        """
+        if self._writer is not None:
+            yield None
+            return
+        if self._state is not SessionState.OPEN:
+            raise SessionStateError(
+                f"session is {self._state.value}: use it inside 'with DbtSession(...)' "
+                "or call open() first"
+            )
+        lock = self._new_writer_lock()
+        if lock is None:
+            yield None
+            return
+        error = self._take_writer_lock(lock)
+        if error is not None:
+            yield self._not_run(command, error)
+            return
+        self._writer = lock
+        try:
+            yield None
+        finally:
+            self._writer = None
+            # released once dbt has stopped: a run given up on after a cancel still writes
+            self._after_dbt(lock.release)
+
+    def _take_writer_lock(self, lock: WriterLock) -> ErrorInfo | None:
+        """Acquire ``lock`` through the (re-opened) tunnel; a transient failure of its
+        connection is retried under the retry policy, a busy lock is not."""
+        abort = threading.Event()
+        with self._current_lock:
+            self._lock_abort = abort
+        policy = self.settings.retry
+        error: ErrorInfo | None = None
+        try:
+            for number in range(1, policy.attempts + 1):
+                try:
+                    self._ensure_tunnel()
+                except TunnelError as exc:
+                    error = ErrorInfo(exc.kind, str(exc))
+                else:
+                    if self._tunnel is not None:
+                        lock.move(self._tunnel.local_host, self._tunnel.local_port)
+                    error = lock.acquire(self.settings.lock_timeout_s, abort)
+                if error is None or not is_retryable(error.kind, policy):
+                    return error
+                if number < policy.attempts:
+                    wait = min(policy.max_wait_s, policy.initial_wait_s * 2 ** (number - 1))
+                    log.warning(
+                        "writer lock: attempt %d failed [%s]: retrying in %.1fs",
+                        number,
+                        error.kind.value,
+                        wait,
+                    )
+                    if abort.wait(wait):
+                        return ErrorInfo(ErrorKind.CANCELLED, "cancelled while waiting")
+            return error
+        finally:
+            with self._current_lock:
+                self._lock_abort = None
+
+    def _ensure_writer_lock(self) -> ErrorInfo | None:
+        """Before an attempt: the writer lock this session holds is still held (a tunnel
+        that dropped took its connection, and the server released it): else take it again."""
+        lock = self._writer
+        if lock is None or lock.alive():
+            return None
+        log.warning(
+            "the writer lock's connection was lost (%s): taking the lock again", lock.describe
+        )
+        lock.release()
+        return self._take_writer_lock(lock)
+
+    def _new_writer_lock(self) -> WriterLock | None:
+        from ._warehouse import as_warehouse
+
+        target, other = as_warehouse(self.settings)
+        if other is not None:
+            log.info("no writer lock for %s: dbt_runner knows no lock of that type", other)
+            return None
+        wh = target.warehouse
+        if self._tunnel is not None:
+            return WriterLock(target, self._tunnel.local_host, self._tunnel.local_port)
+        return WriterLock(target, wh.host, wh.effective_port)
+
+    def _not_run(self, command: str, error: ErrorInfo) -> RunResult:
+        """The result of a command the writer lock kept from running."""
+        if error.kind is not ErrorKind.LOCKED or self.settings.lock.on_busy != "skip":
+            log.error("dbt %s did not run: %s", command, error.message)
+            return RunResult.not_run(command, error)
+        log.warning(
+            "skipped dbt %s: %s (DBT_RUNNER_LOCK__ON_BUSY=skip)",
+            command,
+            error.message.split(";")[0],
+        )
+        skipped = RunResult.not_run(command, error)
+        return replace(skipped, success=True)
+
+    def _after_dbt(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once no dbt of this session runs any more (now, usually)."""
+        last = self._last
+        if last is None:
+            callback()
+        else:
+            last.after_dbt(callback)
 
     # ------------------------------------------------------------------ internals
     def _check_tunnel_args(self, args: Sequence[str]) -> None:

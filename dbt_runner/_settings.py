@@ -17,7 +17,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["RetrySettings", "SSHSettings", "Settings", "WarehouseSettings", "bundled_project_dir"]
+__all__ = [
+    "LockSettings",
+    "RetrySettings",
+    "SSHSettings",
+    "Settings",
+    "WarehouseSettings",
+    "bundled_project_dir",
+]
 
 ENV_PREFIX = "DBT_RUNNER_"
 
@@ -196,6 +203,16 @@ class RetrySettings(_Section):
     )
 
 
+class LockSettings(_Section):
+    """The writer lock: ``DBT_RUNNER_LOCK__*`` (its wait is ``DBT_RUNNER_LOCK_TIMEOUT_S``)."""
+
+    on_busy: Literal["fail", "skip"] = Field(
+        "fail",
+        description="when another run still holds the target's writer lock after "
+        "LOCK_TIMEOUT_S: fail (kind locked, exit 3) or skip (exit 0, one line)",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of a :class:`~dbt_runner.DbtSession`.
 
@@ -227,6 +244,13 @@ class Settings(BaseSettings):
     threads: int = Field(3, ge=1, le=64, description="default dbt threads")
     timeout_s: float | None = Field(
         None, gt=0, description="watchdog: most seconds one invocation may take"
+    )
+    lock_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="most seconds a writer (run_staging, build_staging, cycle) waits for the "
+        "target's writer lock held by another run; 0 = do not wait",
     )
     staging_select: str = Field(
         "tag:staging",
@@ -262,6 +286,7 @@ class Settings(BaseSettings):
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)  # type: ignore[arg-type]
     ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
+    lock: LockSettings = Field(default_factory=LockSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         try:

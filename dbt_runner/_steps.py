@@ -40,7 +40,7 @@ _KEYWORDS: dict[str, frozenset[str]] = {
     "run_staging": frozenset({"select", "exclude", "threads", "vars", "full_refresh"}),
     "run_tests": frozenset({"select", "exclude", "threads", "vars", "scope"}),
     "build_staging": frozenset({"select", "exclude", "threads", "vars", "scope"}),
-    "invoke": frozenset({"threads", "timeout_s"}),
+    "invoke": frozenset({"threads", "timeout_s", "writer_lock"}),
 }
 
 
@@ -78,6 +78,13 @@ class Step:
         object.__setattr__(self, "args", tuple(str(a) for a in self.args))
         if not self.label:
             object.__setattr__(self, "label", OPERATIONS[self.operation] or self.args[0])
+
+    @property
+    def writes(self) -> bool:
+        """True for a step that takes the target's writer lock (see :mod:`dbt_runner._lock`)."""
+        return self.operation in ("run_staging", "build_staging") or bool(
+            self.kwargs.get("writer_lock")
+        )
 
     def run(self, session: DbtSession) -> RunResult:
         """Run this step in an open session."""
@@ -140,7 +147,7 @@ def cycle_steps(
 
 
 def run_steps(
-    session: DbtSession,
+    session: DbtSession,  # the session's writer lock is held for all steps when one writes
     steps: Sequence[Step],
     *,
     each: Callable[[str], AbstractContextManager[Any]] | None = None,
@@ -155,10 +162,16 @@ def run_steps(
     if len(set(labels)) != len(labels):
         raise ConfigurationError(f"step labels must be unique, got {labels}")
     results = {} if results is None else results
-    for step in steps:
-        with each(step.label) if each is not None else nullcontext():
-            result = step.run(session)
-        results[step.label] = result
-        if not result.success:
-            break
+    writer = next((step for step in steps if step.writes), None)
+    # one writer lock for every step (tests read what staging wrote), when one writes
+    with session._writer_lock(writer.label) if writer is not None else nullcontext() as busy:
+        if busy is not None:
+            results[writer.label if writer is not None else ""] = busy
+            return results
+        for step in steps:
+            with each(step.label) if each is not None else nullcontext():
+                result = step.run(session)
+            results[step.label] = result
+            if not result.success or result.error is not None:  # failed, or skipped
+                break
     return results

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._settings import Settings
+from pydantic import ValidationError
 
-__all__ = ["connect"]
+from ._exceptions import ConfigurationError
+from ._settings import ENV_PREFIX, Settings, WarehouseSettings
+
+__all__ = ["as_warehouse", "connect"]
 
 
 def connect(
@@ -55,3 +58,53 @@ def connect(
         )
     conn.autocommit = True
     return conn
+
+
+def as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
+    """``settings`` whose ``warehouse`` is the user's own target when PROFILES_DIR is set.
+
+    Returns those settings and, for a target dbt_runner cannot connect to itself
+    (neither postgres, redshift nor duckdb), a description of it (else None). Rendered
+    values (secrets too) stay in memory.
+    """
+    if settings.profiles_dir is None:
+        return settings, None
+    from ._profile import render_target
+
+    profile, target, output = render_target(
+        settings.profiles_dir, settings.resolved_project_dir, settings.chosen_target
+    )
+    kind = str(output.get("type", "?"))
+    update: dict[str, Any] = {}
+    threads = output.get("threads")
+    if isinstance(threads, int) and threads >= 1 and "threads" not in settings.model_fields_set:
+        update["threads"] = threads
+    where = f"target {target!r} of profile {profile!r}"
+    try:
+        if kind == "duckdb":
+            fields: dict[str, Any] = {"type": "duckdb", "path": output.get("path") or ":memory:"}
+            update["warehouse"] = WarehouseSettings.model_validate(fields)
+        elif kind in ("postgres", "redshift"):
+            password = output.get("password") or output.get("pass")
+            timeout = output.get("connect_timeout")
+            fields = {
+                "type": kind,
+                "host": output.get("host"),
+                "port": output.get("port"),
+                "user": output.get("user"),
+                "password": str(password) if password is not None else None,
+                "dbname": output.get("dbname") or output.get("database"),
+                "schema": output.get("schema") or "public",
+                "sslmode": output.get("sslmode"),
+                "connect_timeout_s": timeout if isinstance(timeout, int) and timeout >= 1 else 10,
+            }
+            update["warehouse"] = WarehouseSettings.model_validate(fields)
+        else:
+            return settings.model_copy(update=update), f"{where} (type {kind})"
+    except ValidationError as exc:  # named by field, never by value (one may be the password)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigurationError(f"{ENV_PREFIX}PROFILES_DIR: {where}: {problems}") from None
+    return settings.model_copy(update=update), None

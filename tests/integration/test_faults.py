@@ -297,17 +297,26 @@ def wh(pg_server: PostgresServer, pg_db: PgDatabase) -> Iterator[Warehouse]:
 
 
 # ---------------------------------------------------------------- connection limit
+def staging(session: DbtSession) -> RunResult:
+    """The staging models as plain dbt runs them (no writer lock)."""
+    return session.invoke(["run", "--select", "tag:staging"])
+
+
 def test_connection_limit_below_threads_plus_one(wh: Warehouse, tmp_path: Path) -> None:
-    """Role CONNECTION LIMIT < threads + 1: too_many_connections with the server's message."""
+    """Role CONNECTION LIMIT < threads + 1: too_many_connections with the server's message.
+
+    dbt's own connections only (``invoke``, no writer lock): the lock's connection
+    takes a slot of its own, checked at the end.
+    """
     refused = f'too many connections for role "{wh.db.user}"'
     plain = make_settings(wh.db, tmp_path, retry={"attempts": 3, "initial_wait_s": 0})
     with DbtSession(plain) as session:
-        assert session.run_staging().success
+        assert staging(session).success
         wh.next_batch()
 
         # limit 0: no login at all, every try is refused: it still fails after the retries
         wh.set_role("connection limit 0")
-        failed = session.run_staging()
+        failed = staging(session)
         assert not failed.success
         assert failed.error is not None
         assert failed.error.kind is ErrorKind.TOO_MANY_CONNECTIONS
@@ -325,7 +334,7 @@ def test_connection_limit_below_threads_plus_one(wh: Warehouse, tmp_path: Path) 
         # limit 2: some models get a connection and succeed, the rest are refused; each
         # retry re-runs exactly the refused ones, which fit, and the run completes
         wh.set_role("connection limit 2")
-        result = session.run_staging()
+        result = staging(session)
         assert result.success, (result.summary(), [a.to_dict() for a in result.attempt_log])
         first = result.attempt_log[0]
         assert first.error is not None
@@ -342,6 +351,15 @@ def test_connection_limit_below_threads_plus_one(wh: Warehouse, tmp_path: Path) 
         wh.set_role("connection limit -1")
         wh.assert_equals_full_refresh(session)
 
+        # the building block's writer lock needs a connection too: refused, it says so
+        wh.set_role("connection limit 0")
+        locked_out = session.run_staging()
+        assert not locked_out.success and locked_out.nodes == ()
+        assert locked_out.error is not None
+        assert locked_out.error.kind is ErrorKind.TOO_MANY_CONNECTIONS
+        assert "writer lock" in locked_out.error.message and refused in locked_out.error.message
+        wh.set_role("connection limit -1")
+
     # limit 1, degrade on: the retry runs what was refused on one thread, and completes
     wh.next_batch()
     wh.set_role("connection limit 1")
@@ -356,7 +374,7 @@ def test_connection_limit_below_threads_plus_one(wh: Warehouse, tmp_path: Path) 
     retry_log.addHandler(slots_freed)
     try:
         with DbtSession(degrade) as session:
-            result = session.run_staging()
+            result = staging(session)
     finally:
         retry_log.removeHandler(slots_freed)
     with DbtSession(degrade) as session:
@@ -473,7 +491,9 @@ def test_postgres_restarted_mid_run_completes_after_retry(
 
 
 # --------------------------------------------------------------------- wrong password
-def test_wrong_password_is_auth_not_retried_and_fast(wh: Warehouse, tmp_path: Path) -> None:
+def test_wrong_password_is_auth_not_retried_and_fast(
+    wh: Warehouse, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(
         wh.db,
         tmp_path,
@@ -487,8 +507,11 @@ def test_wrong_password_is_auth_not_retried_and_fast(wh: Warehouse, tmp_path: Pa
     assert result.error is not None
     assert result.error.kind is ErrorKind.AUTH
     assert f'password authentication failed for user "{wh.db.user}"' in result.error.message
-    # not retried: one attempt (how fast that is belongs in benchmarks/, not in a pass/fail)
-    assert result.attempts == 1
+    # refused at the writer lock's login, before dbt ran (attempts 0), and not retried
+    # (how fast that is belongs in benchmarks/, not in a pass/fail)
+    assert result.attempts == 0 and result.nodes == ()
+    assert "writer lock" in result.error.message
+    assert not any("retrying" in r.getMessage() for r in caplog.records)
     assert exit_code(result) == EXIT_CONFIG
     assert "nope" not in result.to_json()
 
