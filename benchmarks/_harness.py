@@ -2,11 +2,11 @@
 
 :class:`Bed` starts (all on 127.0.0.1, all torn down by :meth:`Bed.close`):
 
-* a throwaway PostgreSQL 15 (``tests.services.postgres.PostgresServer``), tuned
+* a throwaway PostgreSQL 15 (``testbed.postgres.PostgresServer``), tuned
   a little for a data set of millions of rows (see :data:`PG_TUNING`);
-* the Redshift stand-in proxy (``tests.services.redshift_proxy``) when the
+* the Redshift stand-in proxy (``testbed.redshift_proxy``) when the
   redshift adapter is benchmarked, with the catalog stubs dbt-redshift needs;
-* an OpenSSH ``sshd`` bastion (``tests.services.sshd.SshdServer``).
+* an OpenSSH ``sshd`` bastion (``testbed.sshd.SshdServer``).
 
 It then loads the three raw tables with :mod:`dbt_runner.synthetic` up to a
 total number of raw rows, at a steady order rate, in time order; indexes the
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from dbt_runner import synthetic
-from tests.services.postgres import PostgresServer
-from tests.services.sshd import SshdServer
+from testbed.postgres import PostgresServer
+from testbed.sshd import SshdServer
 
 BATCH_S = 900
 """One cycle's delivery batch: 15 minutes."""
@@ -168,7 +168,7 @@ class Bed:
         pg.create_role(self.user, self.password)
         pg.create_database(self.dbname, owner=self.user)
         if "redshift" in self.adapters:
-            from tests.services.redshift_proxy import RedshiftProxy, install_redshift_stubs
+            from testbed.redshift_proxy import RedshiftProxy, install_redshift_stubs
 
             install_redshift_stubs(pg, self.dbname)
             self.proxy = RedshiftProxy.for_server(pg)

@@ -1056,7 +1056,7 @@ def machine() -> str:
                 break
     pg = "?"
     with contextlib.suppress(Exception):
-        from tests.services.postgres import postgres_bin_dir
+        from testbed.postgres import postgres_bin_dir
 
         pg = subprocess.run(
             [str(postgres_bin_dir() / "postgres"), "--version"],

@@ -1,7 +1,7 @@
 """Per-query latency of ``select 1``: directly vs through the SSH tunnel.
 
 Not a test: a measurement to run by hand (as root or as a user that can start
-sshd and PostgreSQL, see ``tests/services``)::
+sshd and PostgreSQL, see ``testbed/``)::
 
     python benchmarks/tunnel_latency.py [--queries 200] [--rounds 5]
 
@@ -32,12 +32,12 @@ import sshtunnel
 from dbt_runner import SSHSettings
 from dbt_runner._ssh.forwarder import Forwarder
 from dbt_runner._ssh.tunnel import Tunnel
-from tests.services.postgres import PostgresServer
-from tests.services.sshd import SshdServer
-from tests.services.tls import test_pki
+from testbed.postgres import PostgresServer
+from testbed.sshd import SshdServer
+from testbed.tls import test_pki
 
 try:
-    from tests.services.redshift_proxy import RedshiftProxy
+    from testbed.redshift_proxy import RedshiftProxy
 except ImportError:  # the stand-in is optional: psycopg2 only then
     RedshiftProxy = None  # type: ignore[assignment,misc]
 
@@ -142,7 +142,7 @@ def main() -> int:
 
             clients.append(("redshift_connector", rs_connect, (proxy.host, proxy.port)))
         else:
-            print("tests/services/redshift_proxy.py not found: psycopg2 only")
+            print("testbed/redshift_proxy.py not found: psycopg2 only")
 
         q, r = args.queries, args.rounds
         print(f"ms per 'select 1' on loopback: median of {r} rounds x {q} queries [min-max]")

@@ -1,7 +1,7 @@
 """Tunnel soak: drops per 100 fresh-process cycles, production-shaped (issue 11).
 
 Not a test: a long measurement to run by hand (as root or a user that can start
-sshd and PostgreSQL, see ``tests/services``)::
+sshd and PostgreSQL, see ``testbed/``)::
 
     python benchmarks/tunnel_soak.py [--cycles 200] [--busy 2] [--max-minutes 90]
 
@@ -27,12 +27,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dbt_runner.synthetic import create_raw_tables, load_batch
-from tests.services.cpu_load import cpu_load
-from tests.services.postgres import PostgresServer
-from tests.services.redshift_proxy import RedshiftProxy, install_redshift_stubs
-from tests.services.soak import CycleOutcome, cycle_env, run_cycles
-from tests.services.sshd import SshdServer
-from tests.services.tls import test_pki
+from testbed.cpu_load import cpu_load
+from testbed.postgres import PostgresServer
+from testbed.redshift_proxy import RedshiftProxy, install_redshift_stubs
+from testbed.soak import CycleOutcome, cycle_env, run_cycles
+from testbed.sshd import SshdServer
+from testbed.tls import test_pki
 
 T0 = 1_700_000_000
 

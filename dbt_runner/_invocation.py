@@ -180,7 +180,9 @@ class Invocation:
         if not cancellation.request(why):
             return
         canceller = threading.Thread(
-            target=_dbt.cancel_on_server, name="dbt_runner-cancel", daemon=True
+            target=lambda: _dbt.cancel_on_server(skip=set(cancellation.committed)),
+            name="dbt_runner-cancel",
+            daemon=True,
         )
         self._canceller = canceller
         canceller.start()

@@ -351,10 +351,12 @@ class Worker:
             how = f"killed by {signal_name(signum)}" if signum else f"exit {os.WEXITSTATUS(status)}"
             message = f"the worker's child process died ({how}) before sending its result"
             log.error("%s", message)
-            killed = signum in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL)
-            kind = ErrorKind.CANCELLED if killed else ErrorKind.CONNECTION
+            # SIGTERM/SIGINT end a child with its results sent: a death is a kill -9, the
+            # OOM killer or a crash, infrastructure for the next cycle (a new child) to cure
             result = RunResult.not_run(
-                steps[0].label, ErrorInfo(kind, message), threads=self.settings.threads
+                steps[0].label,
+                ErrorInfo(ErrorKind.CONNECTION, message),
+                threads=self.settings.threads,
             )
             with contextlib.suppress(OSError):
                 _send(conn, {"type": "died", "results": {steps[0].label: result.to_dict()}})

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.services._require import require_service
-from tests.services.postgres import postgres_unavailable_reason
-from tests.services.sshd import INSTALL_HINT, sshd_available
+from testbed._require import require_service
+from testbed.postgres import postgres_unavailable_reason
+from testbed.sshd import INSTALL_HINT, sshd_available
 
 REPO = Path(__file__).resolve().parent.parent
 

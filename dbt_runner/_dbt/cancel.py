@@ -19,14 +19,21 @@ in the main thread. A :class:`Cancellation` gets dbt there from any thread:
    process): the running statements end, their nodes end, dbt's main thread
    wakes, raises :class:`Stop` and goes through its own Ctrl-C path above.
 
-Two hooks close the windows that sequence leaves open (dbt's own Ctrl-C has
-them too): a statement about to be sent (``SQLConnectionManager.add_query``)
-and a connection just opened (``LazyHandle.resolve``) check the mark under the
-cancellation's lock, so no statement starts after the cancel pass (which
-kills every connection that was open when it began) — except the cancel
-statements themselves. DuckDB's interrupt only ends a statement that is
-running: one that begins in the instant between the check and the interrupt
-runs to its end (it is local, and reported as it ended).
+Hooks close the windows that sequence leaves open (dbt's own Ctrl-C has them
+too), each checking the mark under the cancellation's lock: a statement about
+to be sent (``SQLConnectionManager.add_query``) and a connection just opened
+(``LazyHandle.resolve``) are refused after the cancel, so no statement starts
+after the cancel pass (which kills every connection that was open when it
+began) — except the cancel statements themselves. And a node whose COMMIT
+began before the cancel (``SQLConnectionManager.commit``) is left alone by the
+cancel pass and by the guards: it committed, it finishes its clean-up, and it
+is reported as it ended; a COMMIT asked for after the cancel is refused (the
+node rolls back). For that, while one of our invocations is cancelled, dbt's
+``_cancel_connections`` runs this module's pass instead of
+``cancel_open_connections`` (the same statements, minus the committed). DuckDB's
+interrupt only ends a statement that is running: one that begins in the
+instant between the check and the interrupt runs to its end (it is local, and
+reported as it ended).
 
 The hooks are installed once, on first use, and do nothing unless an
 invocation of ours runs under :func:`active`. :data:`HOOK_POINTS` names every
@@ -40,7 +47,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from .adapters import adapters, is_cancelable
@@ -62,6 +69,8 @@ HOOK_POINTS: tuple[tuple[str, str, str], ...] = (
     ("dbt.task.runnable", "GraphRunnableTask", "_cancel_connections"),
     ("dbt.task.runnable", "GraphRunnableTask", "_raise_set_error"),
     ("dbt.adapters.sql.connections", "SQLConnectionManager", "add_query"),
+    ("dbt.adapters.sql.connections", "SQLConnectionManager", "commit"),
+    ("dbt.adapters.sql.connections", "SQLConnectionManager", "cancel"),
     ("dbt.adapters.contracts.connection", "LazyHandle", "resolve"),
 )
 
@@ -105,6 +114,9 @@ class Cancellation:
         self._tasks: list[Any] = []
         #: ``(unique_id, name, resource_type)`` of the nodes dbt selected (graph commands)
         self.selected: list[tuple[str, str, str]] = []
+        #: connection names (dbt names a node's connection by its unique_id) whose COMMIT
+        #: began before the cancel: left to finish
+        self.committed: set[str] = set()
 
     @property
     def requested(self) -> bool:
@@ -122,13 +134,25 @@ class Cancellation:
                 task._raise_next_tick = Stop(reason)
             return True
 
-    def check(self) -> None:
-        """Raise the statement's cancel error if cancelled (under the lock: see module doc)."""
+    def check(self, connection: str | None = None) -> None:
+        """Raise the statement's cancel error if cancelled (under the lock: see module doc);
+        a connection that committed before the cancel passes."""
         if getattr(_EXEMPT, "depth", 0):
             return
         with self._lock:
-            if self.reason is not None:
+            if self.reason is not None and connection not in self.committed:
                 raise _cancelled_error(self.reason)
+
+    def begin_commit(self, connection: str | None) -> None:
+        """A COMMIT is about to be sent on ``connection``: refused after the cancel, else
+        marked so that the cancel pass leaves it alone (atomic with :meth:`request`)."""
+        if getattr(_EXEMPT, "depth", 0):
+            return
+        with self._lock:
+            if self.reason is not None and connection not in self.committed:
+                raise _cancelled_error(self.reason)
+            if connection is not None:
+                self.committed.add(connection)
 
     def _attach(self, task: Any) -> None:
         with self._lock:
@@ -173,14 +197,19 @@ def _exempt() -> Iterator[None]:
         _EXEMPT.depth -= 1
 
 
-def cancel_on_server() -> list[str]:
+def cancel_on_server(skip: Collection[str] = ()) -> list[str]:
     """dbt's server-side cancel for every adapter of the process; the connections' names.
 
     The sequence of ``GraphRunnableTask._cancel_connections``: only adapters that
     say ``is_cancelable()``; the cancel statements run on a ``master`` connection
     of the calling thread (``connection_named``), which is opened for it and
-    closed after. Through a tunnel, the tunnel must still be open.
+    closed after; each open connection but the caller's gets the adapter's
+    ``cancel`` (PostgreSQL/Redshift: ``pg_terminate_backend``, DuckDB: interrupt),
+    as ``cancel_open_connections`` does — except those named in ``skip`` (nodes that
+    committed). Through a tunnel, the tunnel must still be open.
     """
+    from dbt.adapters.contracts.connection import ConnectionState
+
     names: list[str] = []
     with _exempt():
         for adapter in adapters():
@@ -188,7 +217,17 @@ def cancel_on_server() -> list[str]:
                 continue
             try:
                 with adapter.connection_named("master"):
-                    names += list(adapter.cancel_open_connections() or ())
+                    manager = adapter.connections
+                    this = manager.get_if_exists()
+                    with manager.lock:
+                        for connection in list(manager.thread_connections.values()):
+                            if connection is this or connection.name in skip:
+                                continue
+                            # state first: reading an unopened connection's handle opens it
+                            if connection.state == ConnectionState.OPEN and connection.handle:
+                                manager.cancel(connection)
+                            if connection.name is not None:
+                                names.append(str(connection.name))
             except Exception as exc:  # the caller escalates (closes the tunnel) if needed
                 log.warning(
                     "could not cancel the running statements on the server: %s: %s",
@@ -212,6 +251,7 @@ def install_hooks() -> None:
         _wrap(GraphRunnableTask, "run_queue", _run_queue)
         _wrap(GraphRunnableTask, "_cancel_connections", _cancel_connections)
         _wrap(SQLConnectionManager, "add_query", _add_query)
+        _wrap(SQLConnectionManager, "commit", _commit)
         _wrap(LazyHandle, "resolve", _resolve)
         _installed = True
 
@@ -245,20 +285,44 @@ def _run_queue(original: Any) -> Any:
 
 def _cancel_connections(original: Any) -> Any:
     def cancel_connections(self: Any, pool: Any) -> Any:
-        with _exempt():
-            return original(self, pool)
+        cancellation = _ACTIVE
+        if cancellation is None or not cancellation.requested:
+            with _exempt():  # dbt's own Ctrl-C, in its own words
+                return original(self, pool)
+        # ours: dbt's sequence, with the pass that leaves committed nodes alone
+        pool.close()
+        pool.terminate()
+        cancel_on_server(skip=set(cancellation.committed))
+        pool.join()
+        return None
 
     return cancel_connections
+
+
+def _connection_name(manager: Any) -> str | None:
+    connection = manager.get_if_exists()
+    name = getattr(connection, "name", None)
+    return str(name) if name is not None else None
 
 
 def _add_query(original: Any) -> Any:
     def add_query(self: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
         cancellation = _ACTIVE
         if cancellation is not None:
-            cancellation.check()
+            cancellation.check(_connection_name(self))
         return original(self, sql, *args, **kwargs)
 
     return add_query
+
+
+def _commit(original: Any) -> Any:
+    def commit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cancellation = _ACTIVE
+        if cancellation is not None:
+            cancellation.begin_commit(_connection_name(self))
+        return original(self, *args, **kwargs)
+
+    return commit
 
 
 def _resolve(original: Any) -> Any:
@@ -266,7 +330,9 @@ def _resolve(original: Any) -> Any:
         opened = original(self, connection)
         cancellation = _ACTIVE
         if cancellation is not None:
-            cancellation.check()  # opened during the cancel pass: not one it could see
+            # opened during the cancel pass: not one it could see
+            name = getattr(connection, "name", None)
+            cancellation.check(str(name) if name is not None else None)
         return opened
 
     return resolve

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, settings
 
 from dbt_runner import DbtSession, Settings
+from testbed.pg_fixtures import PgDatabase
 from tests import test_models_duckdb as cases
-from tests.services.pg_fixtures import PgDatabase
 
 
 @contextmanager

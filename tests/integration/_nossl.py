@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services._require import require_service
-from tests.services.pg_fixtures import PgDatabase, _database
-from tests.services.postgres import PostgresServer, postgres_unavailable_reason
+from testbed._require import require_service
+from testbed.pg_fixtures import PgDatabase, _database
+from testbed.postgres import PostgresServer, postgres_unavailable_reason
 
 
 @pytest.fixture(scope="module")

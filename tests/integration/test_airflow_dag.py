@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.services._require import require_service
+from testbed._require import require_service
 
 pytestmark = pytest.mark.integration
 

@@ -25,6 +25,9 @@ from collections.abc import Iterator
 import pytest
 
 from dbt_runner import DbtSession
+from testbed.pg_fixtures import PgDatabase, _database
+from testbed.postgres import PostgresServer
+from testbed.sshd import SshdServer
 from tests._differential import (
     POSTGRES_STEPS,
     TUNNEL_STEPS,
@@ -42,9 +45,6 @@ from tests._differential import (
     steps,
 )
 from tests.integration.test_session_tunnel import ssh_of, warehouse_of
-from tests.services.pg_fixtures import PgDatabase, _database
-from tests.services.postgres import PostgresServer
-from tests.services.sshd import SshdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 pytest_generate_tests = parametrize_keys

@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from dbt_runner import ErrorKind, Settings
 from dbt_runner._doctor import LAYERS, run_doctor
 from dbt_runner.cli import main
+from testbed.pg_fixtures import PgDatabase, RedshiftDatabase
+from testbed.postgres import PostgresServer
+from testbed.sshd import SshdServer, free_port
 from tests.integration._nossl import nossl_db, nossl_server  # noqa: F401 - fixtures
-from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
-from tests.services.postgres import PostgresServer
-from tests.services.sshd import SshdServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -46,11 +46,11 @@ from dbt_runner._classify import classify_exception
 from dbt_runner._retry import is_retryable
 from dbt_runner.cli import exit_code
 from dbt_runner.logging import EVENT_KEY
+from testbed.pg_fixtures import PgDatabase
+from testbed.postgres import PostgresServer, free_port
+from testbed.sshd import SshdServer
 from tests._projects import write_project
 from tests.integration._nossl import nossl_db, nossl_server  # noqa: F401 - fixtures
-from tests.services.pg_fixtures import PgDatabase
-from tests.services.postgres import PostgresServer, free_port
-from tests.services.sshd import SshdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -39,9 +39,9 @@ from dbt_runner import (
 from dbt_runner.cli import EXIT_CONFIG, EXIT_INFRA, exit_code
 from dbt_runner.logging import EVENT_KEY
 from dbt_runner.synthetic import create_raw_tables, load_batch
-from tests.services.pg_fixtures import PgDatabase
-from tests.services.postgres import PostgresServer
-from tests.services.sshd import SshdServer, wait_until
+from testbed.pg_fixtures import PgDatabase
+from testbed.postgres import PostgresServer
+from testbed.sshd import SshdServer, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
+from testbed.pg_fixtures import PgDatabase
 from tests import test_models_duckdb as cases
 from tests.integration._models_env import models_env, property_settings
-from tests.services.pg_fixtures import PgDatabase
 
 pytestmark = pytest.mark.integration
 

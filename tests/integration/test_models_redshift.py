@@ -1,6 +1,6 @@
 """The staging models through dbt-redshift, against the Redshift stand-in.
 
-The stand-in (tests/services: a wire-protocol proxy in front of PostgreSQL)
+The stand-in (testbed/: a wire-protocol proxy in front of PostgreSQL)
 lets dbt-redshift and redshift_connector run for real; the proxy strips the
 Redshift-only DDL clauses PostgreSQL cannot parse and records them, so the
 tests can assert what dbt asked Redshift for: each model's SORTKEY and
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
+from testbed.pg_fixtures import RedshiftDatabase
 from tests import test_models_duckdb as cases
 from tests.integration._models_env import models_env, property_settings
-from tests.services.pg_fixtures import RedshiftDatabase
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from dbt_runner.cli import main
 from dbt_runner.synthetic import RAW_TABLES, SAMPLE_BATCH_S, create_raw_tables, load_batch
-from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
-from tests.services.sshd import SshdServer
+from testbed.pg_fixtures import PgDatabase, RedshiftDatabase
+from testbed.sshd import SshdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from dbt_runner import ConfigurationError, DbtSession, RunResult, Settings
-from tests.services.pg_fixtures import PgDatabase
-from tests.services.sshd import SshdServer, wait_until
+from testbed.pg_fixtures import PgDatabase
+from testbed.sshd import SshdServer, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

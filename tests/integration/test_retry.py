@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from dbt_runner import DbtSession, ErrorKind, NodeEvent, Settings
+from testbed.pg_fixtures import PgDatabase
+from testbed.postgres import PostgresServer
+from testbed.sshd import wait_until
 from tests._projects import write_project
-from tests.services.pg_fixtures import PgDatabase
-from tests.services.postgres import PostgresServer
-from tests.services.sshd import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

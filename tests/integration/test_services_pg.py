@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
-from tests.services.postgres import PostgresServer
-from tests.services.redshift_proxy import RedshiftProxy, strip_redshift_ddl
+from testbed.pg_fixtures import PgDatabase, RedshiftDatabase
+from testbed.postgres import PostgresServer
+from testbed.redshift_proxy import RedshiftProxy, strip_redshift_ddl
 
 integration = pytest.mark.integration
 
@@ -158,7 +158,7 @@ def test_postgres_fixture_speaks_tls(pg_db: PgDatabase):
     """Production-shaped: the session is encrypted, and verify-full passes with the test CA."""
     import psycopg2
 
-    from tests.services.tls import test_pki
+    from testbed.tls import test_pki
 
     dsn = f"{pg_db.dsn} sslmode=verify-full sslrootcert={test_pki().ca_path}"
     conn = psycopg2.connect(dsn, connect_timeout=5)
@@ -183,7 +183,7 @@ def test_redshift_stand_in_speaks_tls_with_verified_certificate(redshift_db: Red
         assert cursor.fetchone()[0] == 0
     finally:
         conn.close()
-    from tests.services.tls import test_pki
+    from testbed.tls import test_pki
 
     dsn = f"{redshift_db.dsn} sslmode=verify-full sslrootcert={test_pki().ca_path}"
     conn = psycopg2.connect(dsn, connect_timeout=5)

@@ -31,8 +31,8 @@ import pytest
 from dbt_runner import DbtSession, RunResult, Settings
 from dbt_runner._ssh.tunnel import derive_local_port
 from dbt_runner.synthetic import create_raw_tables, load_batch
-from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
-from tests.services.sshd import SshdServer, free_port, wait_until
+from testbed.pg_fixtures import PgDatabase, RedshiftDatabase
+from testbed.sshd import SshdServer, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dbt_runner import DbtSession, Settings
-from tests.services._require import require_service
+from testbed._require import require_service
 
 pytestmark = pytest.mark.integration
 

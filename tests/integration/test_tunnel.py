@@ -25,8 +25,8 @@ import pytest
 
 from dbt_runner import HostKeyError, SSHAuthError, SSHSettings, TunnelError
 from dbt_runner._ssh.tunnel import PORT_RANGE, Tunnel, derive_local_port
-from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
-from tests.services.sshd import SshdServer, free_port, wait_until
+from testbed.pg_fixtures import PgDatabase, RedshiftDatabase
+from testbed.sshd import SshdServer, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

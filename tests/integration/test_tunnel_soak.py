@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from testbed.cpu_load import cpu_load
+from testbed.pg_fixtures import PgDatabase, RedshiftDatabase
+from testbed.soak import cycle_env, run_cycles
+from testbed.sshd import SshdServer
 from tests.integration.test_session_tunnel import load_raw, ssh_of, warehouse_of
-from tests.services.cpu_load import cpu_load
-from tests.services.pg_fixtures import PgDatabase, RedshiftDatabase
-from tests.services.soak import cycle_env, run_cycles
-from tests.services.sshd import SshdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 

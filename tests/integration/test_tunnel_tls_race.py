@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 
 from dbt_runner._ssh.tunnel import Tunnel
+from testbed.cpu_load import cpu_load
+from testbed.pg_fixtures import PgDatabase
+from testbed.sshd import SshdServer
 from tests.integration.test_tunnel import settings
-from tests.services.cpu_load import cpu_load
-from tests.services.pg_fixtures import PgDatabase
-from tests.services.sshd import SshdServer
 
 pytestmark = pytest.mark.integration
 

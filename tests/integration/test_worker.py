@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from dbt_runner import DbtSession, ErrorKind, RunResult, Settings, Step, WorkerClient
-from tests.services.soak import runner_env
-from tests.services.sshd import SshdServer, descendants, wait_until
+from testbed.soak import runner_env
+from testbed.sshd import SshdServer, descendants, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from tests.services.postgres import PostgresServer
+    from testbed.postgres import PostgresServer
 
 # ---------------------------------------------------------------------------
 # SQL rewriting
@@ -408,7 +408,7 @@ class RedshiftProxy:
     @classmethod
     def for_server(cls, server: PostgresServer, *, tls: bool = True) -> RedshiftProxy:
         """A stand-in in front of ``server``; TLS to clients unless ``tls=False``."""
-        from tests.services.tls import test_pki
+        from testbed.tls import test_pki
 
         return cls(server.host, server.port, tls=test_pki().server_context() if tls else None)
 

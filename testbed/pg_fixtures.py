@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from tests.services._require import require_service
-from tests.services.postgres import PostgresServer, postgres_unavailable_reason
-from tests.services.redshift_proxy import DdlEntry, RedshiftProxy, install_redshift_stubs
-from tests.services.tls import test_pki
+from testbed._require import require_service
+from testbed.postgres import PostgresServer, postgres_unavailable_reason
+from testbed.redshift_proxy import DdlEntry, RedshiftProxy, install_redshift_stubs
+from testbed.tls import test_pki
 
 _PG_FIXTURES = frozenset({"pg_server", "pg_db", "redshift_server", "redshift_db"})
 

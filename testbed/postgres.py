@@ -7,7 +7,7 @@ run as root, so when the tests run as root the binaries are run as the
 
 SSL is on by default, as on every production warehouse (``ssl=False`` for a
 test that needs a server without it): the certificate comes from
-:func:`tests.services.tls.test_pki`, and clients use ``sslmode=require``.
+:func:`testbed.tls.test_pki`, and clients use ``sslmode=require``.
 
 Passwords are stored MD5-encrypted (``password_encryption = md5``) because
 redshift_connector's SCRAM client fails against PostgreSQL 15 ("The mechanism
@@ -225,7 +225,7 @@ class PostgresServer:
 
     def _install_certificate(self) -> dict[str, str]:
         """Copy the test PKI's server certificate into the data dir; the settings for it."""
-        from tests.services.tls import test_pki
+        from testbed.tls import test_pki
 
         pki = test_pki()
         cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"

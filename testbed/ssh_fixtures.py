@@ -1,4 +1,4 @@
-"""pytest fixtures for a real OpenSSH bastion (see :mod:`tests.services.sshd`).
+"""pytest fixtures for a real OpenSSH bastion (see :mod:`testbed.sshd`).
 
 - ``sshd`` (session scope): one server for the whole test session. After each
   test that used it, it is resumed / restarted if the test paused or stopped
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services._require import require_service
-from tests.services.sshd import INSTALL_HINT, SshdServer, sshd_available
+from testbed._require import require_service
+from testbed.sshd import INSTALL_HINT, SshdServer, sshd_available
 
 __all__ = ["sshd", "sshd_fresh"]
 
