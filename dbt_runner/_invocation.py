@@ -98,6 +98,8 @@ class _DbtCall:
         self._after: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="dbt_runner-dbt", daemon=True)
+
+    def start(self) -> None:
         self.thread.start()
 
     def _run(self) -> None:
@@ -200,6 +202,7 @@ class Invocation:
         self._running = call
         try:
             try:
+                call.start()  # inside: an interrupt that arrives from now on cancels it
                 while not call.done.is_set() and self._cancel is None:
                     wake.wait()
                     if not call.done.is_set() and self._cancel is None:
@@ -207,13 +210,16 @@ class Invocation:
             except BaseException as exc:  # the caller's interrupt: a signal handler raised
                 self.interrupted = exc
                 self.cancel(ErrorKind.CANCELLED, f"interrupted ({type(exc).__name__})")
+            if call.thread.ident is None:  # interrupted before dbt started
+                return None
             if not call.done.is_set():
                 self._escalate(call)
             if not call.done.is_set():
                 return None
             return call.result()
         finally:
-            self._running = None if call.done.is_set() else call
+            started = call.thread.ident is not None
+            self._running = None if call.done.is_set() or not started else call
             self._join_canceller()
 
     def _escalate(self, call: _DbtCall) -> None:

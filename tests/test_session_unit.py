@@ -502,7 +502,7 @@ def test_watchdog_cancels_a_hung_invocation(
     make_settings: Callable[..., Settings], fake: FakeDbt, mocker: MockerFixture
 ) -> None:
     cancelled = threading.Event()
-    mocker.patch("dbt_runner._dbt.cancel_on_server", side_effect=cancelled.set)
+    mocker.patch("dbt_runner._dbt.cancel_on_server", side_effect=lambda **_: cancelled.set())
 
     def hung(call: Call) -> Any:
         # like a query blocked on a lock: returns only once its connection is cancelled
@@ -562,3 +562,129 @@ def test_the_relation_cache_flags_are_the_caller_s(session: DbtSession, fake: Fa
     assert "--no-populate-cache" not in default.args and "--populate-cache" not in default.args
     assert "--populate-cache" in on.args and "--no-populate-cache" not in on.args
     assert off.args.count("--no-populate-cache") == 1
+
+
+# ---------------------------------------------------------------------- the cancel path
+def _held_until_cancelled(cancelled: threading.Event, inside: threading.Event) -> Answer:
+    """A run whose statement returns only once the server cancelled it (like a lock wait)."""
+
+    def answer(call: Call) -> Any:
+        inside.set()
+        assert cancelled.wait(WAIT_S), "nobody cancelled on the server"
+        return nodes(part_2=("error", "terminating connection due to administrator command"))(call)
+
+    return answer
+
+
+def test_cancel_from_another_thread_returns_a_cancelled_result(
+    session: DbtSession, fake: FakeDbt, mocker: MockerFixture
+) -> None:
+    cancelled, inside = threading.Event(), threading.Event()
+    server = mocker.patch(
+        "dbt_runner._dbt.cancel_on_server", side_effect=lambda **_: cancelled.set()
+    )
+    fake.answers = [_held_until_cancelled(cancelled, inside)]
+    assert session.cancel() is False  # nothing runs yet
+    threading.Thread(target=lambda: inside.wait(WAIT_S) and session.cancel()).start()
+
+    result = session.run_staging()
+
+    server.assert_called_once()
+    assert not result.success and result.attempts == 1  # a cancel is never retried
+    assert result.error is not None and result.error.kind is ErrorKind.CANCELLED
+    assert result.exit_code == 130
+    by_name = {n.name: n for n in result.nodes}
+    assert by_name["part_2"].error is not None
+    assert by_name["part_2"].error.kind is ErrorKind.CANCELLED
+    assert by_name["part_1"].status == "success" and by_name["part_1"].error is None
+    assert session.run_staging().success  # the session goes on
+
+
+class Interrupted(BaseException):
+    """An orchestrator's exception raised from a signal handler."""
+
+
+def test_a_base_exception_in_the_wait_is_cancelled_then_re_raised_unchanged(
+    session: DbtSession, fake: FakeDbt, mocker: MockerFixture
+) -> None:
+    import signal
+
+    cancelled, inside = threading.Event(), threading.Event()
+    mocker.patch("dbt_runner._dbt.cancel_on_server", side_effect=lambda **_: cancelled.set())
+    fake.answers = [_held_until_cancelled(cancelled, inside)]
+    raised: list[BaseException] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        raised.append(Interrupted("task terminated"))
+        raise raised[-1]
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        threading.Thread(
+            target=lambda: inside.wait(WAIT_S) and os.kill(os.getpid(), signal.SIGALRM)
+        ).start()
+        with pytest.raises(Interrupted) as info:
+            session.invoke(["run", "--select", "tag:staging"])
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert info.value is raised[0]
+    assert cancelled.is_set()  # cancelled on the server before it reached the caller
+    assert session.run_staging().success
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3)])
+def test_a_base_exception_dbt_returns_reaches_the_caller(
+    session: DbtSession, fake: FakeDbt, mocker: MockerFixture, exc: BaseException
+) -> None:
+    """dbtRunner catches everything and returns it: a foreign BaseException is raised."""
+    mocker.patch("dbt_runner._dbt.cancel_on_server")
+    fake.answers = [raises(exc)]
+    with pytest.raises(type(exc)) as info:
+        session.run_staging()
+    assert info.value is exc
+    assert session.run_staging().success
+
+
+def test_the_truth_after_an_interruption() -> None:
+    """Ended before the cancel: as it ended; after it or never: the cancel's kind; the
+    selected nodes that never started: skipped with that kind."""
+    import time as _time
+
+    from dbt_runner._dbt.events import DbtEvent, NodeInfo
+    from dbt_runner._events import NodeEnded, NodeStarted, RelaySnapshot
+    from dbt_runner._invocation import interrupted_nodes
+    from dbt_runner._results import NodeResult
+
+    def info(name: str) -> NodeInfo:
+        return NodeInfo(f"model.p.{name}", name, "model")
+
+    def ended(name: str, status: str, at: float, message: str = "") -> NodeEnded:
+        event = DbtEvent("NodeFinished", node=info(name), status=status, message=message)
+        return NodeEnded(event, "Thread-1", "2026-01-01T00:00:00+00:00", at, 5)
+
+    cancelled_at = _time.monotonic()
+    seen = RelaySnapshot(
+        started={f"model.p.{n}": NodeStarted(info(n), "Thread-1", "t") for n in "abcd"},
+        finished={
+            "model.p.a": ended("a", "success", cancelled_at + 1),  # committed after the cancel
+            "model.p.b": ended("b", "error", cancelled_at - 1, "division by zero"),
+            "model.p.c": ended("c", "error", cancelled_at + 1, "terminating connection"),
+        },
+    )
+    reported = NodeResult("model.p.a", "a", "model", "success", None, None, 1.0, "T", 5, "OK")
+    out = {
+        n.name: n
+        for n in interrupted_nodes(
+            [reported],
+            seen,
+            [(f"model.p.{x}", x, "model") for x in "abcde"],
+            cancelled_at,
+            ErrorKind.CANCELLED,
+            1,
+        )
+    }
+    assert out["a"].status == "success" and out["a"].error is None
+    assert out["b"].error is not None and out["b"].error.kind is ErrorKind.MODEL_FAILURE
+    assert out["c"].error is not None and out["c"].error.kind is ErrorKind.CANCELLED
+    assert out["d"].status == "error" and out["d"].error.kind is ErrorKind.CANCELLED  # type: ignore[union-attr]
+    assert out["e"].status == "skipped" and out["e"].error.kind is ErrorKind.CANCELLED  # type: ignore[union-attr]

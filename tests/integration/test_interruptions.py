@@ -468,3 +468,72 @@ def test_ctrl_c_under_a_terminal_stops_the_demo(tmp_path: Path) -> None:
     assert status is not None and os.WIFEXITED(status), status
     assert os.WEXITSTATUS(status) == 130, output.decode(errors="replace")[-2000:]
     assert b"[3/4]" not in output  # the demo stopped; it did not go on to the next step
+
+
+# --------------------------------------------------------------------- the warm worker
+def _worker(bed: Bed, tmp_path: Path) -> tuple[Any, Settings]:
+    from tests.integration.test_worker import WorkerProcess
+
+    settings = make_settings(bed.db, None, tmp_path / "worker-state", wh_type=bed.wh_type)
+    return WorkerProcess(settings, tmp_path / "w.sock"), settings
+
+
+def test_sigterm_to_the_worker_cancels_its_child_and_the_client_gets_the_truth(
+    pg_bed: Bed, tmp_path: Path
+) -> None:
+    from dbt_runner import WorkerClient
+
+    first_build(pg_bed, tmp_path)
+    worker, settings = _worker(pg_bed, tmp_path)
+    try:
+        with pg_bed.holding() as held:
+            results: list[RunResult] = []
+            client = WorkerClient(worker.socket_path, settings=settings)
+            caller = threading.Thread(target=lambda: results.append(client.run_staging()))
+            caller.start()
+            assert wait_until(pg_bed.blocked_and_others_committed, DEADLINE_S)
+            worker.proc.send_signal(signal.SIGTERM)
+            assert worker.proc.wait(timeout=30) == 143, "".join(worker.output)[-3000:]
+            caller.join(DEADLINE_S)
+            assert held() and no_backend_left(pg_bed)
+        assert client.last_ran_in_worker and results
+        (result,) = results
+        assert result.error is not None and result.error.kind is ErrorKind.CANCELLED
+        blocked_and_committed(pg_bed, result, ErrorKind.CANCELLED)
+        assert not worker.socket_path.exists()
+    finally:
+        worker.stop()
+
+
+def test_an_interrupted_client_cancels_the_worker_s_child_and_re_raises(
+    pg_bed: Bed, tmp_path: Path
+) -> None:
+    from dbt_runner import WorkerClient
+
+    first_build(pg_bed, tmp_path)
+    worker, settings = _worker(pg_bed, tmp_path)
+    raised: list[BaseException] = []
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raised.append(OrchestratorTimeout("task timed out"))
+        raise raised[-1]
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        client = WorkerClient(worker.socket_path, settings=settings)
+        with pg_bed.holding() as held:
+            threading.Thread(
+                target=lambda: (
+                    wait_until(pg_bed.blocked_and_others_committed, DEADLINE_S)
+                    and os.kill(os.getpid(), signal.SIGALRM)
+                ),
+                daemon=True,
+            ).start()
+            with pytest.raises(OrchestratorTimeout) as info:
+                client.run_staging()
+            assert info.value is raised[0]
+            assert held() and no_backend_left(pg_bed)
+        assert client.run_staging().success and client.last_ran_in_worker  # it serves on
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        worker.stop()
