@@ -481,6 +481,8 @@ class WorkerClient:
         self._fallback = fallback
         #: True when the last request ran in the worker, False when in-process.
         self.last_ran_in_worker = False
+        self._sock: socket.socket | None = None  # the request in flight, for cancel()
+        self._session: DbtSession | None = None  # the in-process fallback's, for cancel()
 
     def run_staging(
         self,
@@ -541,6 +543,20 @@ class WorkerClient:
             self.run_steps(cycle_steps(threads=threads, select=select, build=build)).values()
         )
 
+    def cancel(self) -> bool:
+        """Cancel the request in flight (any thread, a signal handler too): the worker's
+        child cancels on the server and answers with what ran; True if one was running."""
+        sock, session = self._sock, self._session
+        if session is not None:
+            return session.cancel()
+        if sock is None:
+            return False
+        try:
+            _send(sock, {"type": "cancel"})
+        except OSError:
+            return False
+        return True
+
     def _one(self, step: Step) -> RunResult:
         return next(iter(self.run_steps([step]).values()))
 
@@ -565,6 +581,7 @@ class WorkerClient:
                 "fingerprint": settings_fingerprint(self.settings) if self.settings else None,
             }
             _send(sock, request)
+            self._sock = sock
             try:
                 outcome = self._receive(sock)
             except BaseException as exc:
@@ -572,6 +589,8 @@ class WorkerClient:
                     raise
                 self._cancel_child(sock, exc)
                 raise
+            finally:
+                self._sock = None
             if outcome is None:
                 return self._in_process(steps, "the worker closed the connection")
             if isinstance(outcome, str):
@@ -615,4 +634,8 @@ class WorkerClient:
             self._fallback() if self._fallback is not None else DbtSession(self.settings)
         )
         with session_cm as session:
-            return run_steps(session, steps)
+            self._session = session
+            try:
+                return run_steps(session, steps)
+            finally:
+                self._session = None

@@ -16,6 +16,15 @@ up by id.
   any of these, ``~/.ssh/known_hosts`` is used when it exists, as the SSH
   provider does.
 
+Interruptions: inside :func:`dbt_session` the session is cancelled on the
+server when Airflow stops the task. ``execution_timeout`` raises
+``AirflowTaskTimeout`` (a ``BaseException``) from its alarm handler: the
+session cancels, closes the tunnel and lets it through, unchanged. Marking a
+task failed or a worker's shutdown sends SIGTERM, on which Airflow calls the
+operator's ``on_kill`` (Airflow 3) and raises ``AirflowTaskTerminated``
+(Airflow 2): :func:`dbt_session` chains a SIGTERM handler in front of
+Airflow's that cancels the session first.
+
 Everything else (target schema, threads, retries, timeout, the raw schema and
 dbt vars: ``DBT_RUNNER_RAW_SCHEMA``, ``DBT_RUNNER_VARS``...) still comes from
 ``DBT_RUNNER_*`` environment variables or from keyword overrides, e.g.
@@ -34,11 +43,13 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ._events import NodeCallback
 from ._exceptions import ConfigurationError
@@ -46,7 +57,9 @@ from ._session import DbtSession
 from ._settings import Settings
 
 __all__ = [
+    "Cancellable",
     "ConnectionLike",
+    "cancel_on_sigterm",
     "cycle_is_due",
     "dbt_session",
     "get_connection",
@@ -56,6 +69,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("dbt_runner.airflow")
+
+C = TypeVar("C", bound="Cancellable")
 
 _WAREHOUSE_TYPES = {"redshift": "redshift", "postgres": "postgres", "postgresql": "postgres"}
 #: SSH provider extras that only tune its own paramiko client: nothing to map
@@ -312,8 +327,47 @@ def dbt_session(
             warehouse_conn_id, ssh_conn_id, warehouse_type=warehouse_type, **overrides
         ) as settings,
         DbtSession(settings, callbacks=callbacks) as session,
+        cancel_on_sigterm(session),
     ):
         yield session
+
+
+class Cancellable(Protocol):
+    """What :func:`cancel_on_sigterm` cancels: a session, or a :class:`~dbt_runner.WorkerClient`."""
+
+    def cancel(self) -> bool:
+        """Cancel what runs now; True if something was running."""
+        ...
+
+
+@contextlib.contextmanager
+def cancel_on_sigterm(session: C) -> Iterator[C]:
+    """Inside the block, SIGTERM first cancels ``session`` (a :class:`~dbt_runner.DbtSession`
+    or a :class:`~dbt_runner.WorkerClient`, on the server), then runs the
+    handler Airflow installed (``on_kill``; Airflow 2 then raises ``AirflowTaskTerminated``,
+    which the session lets through after its clean-up).
+
+    Only where a handler is installed to chain to, and only in the main thread (Python
+    runs signal handlers there); elsewhere it changes nothing.
+
+    >>> with DbtSession(settings) as s, cancel_on_sigterm(s):      # doctest: +SKIP
+    ...     s.run_staging()
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield session
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if session.cancel():
+            log.warning("SIGTERM: the dbt command of this task was cancelled on the server")
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield session
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cycle_is_due(when: datetime, every_minutes: int, cycle_minutes: int = 15) -> bool:

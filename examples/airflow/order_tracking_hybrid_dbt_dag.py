@@ -27,6 +27,13 @@ With the ``worker_socket`` param set, the same steps run in a warm
 is paid once, not every 15 minutes; with no worker answering, the task runs
 them itself as above.
 
+Interruptions: ``execution_timeout`` and Airflow stopping the task (marked
+failed, a worker shutting down: SIGTERM, ``on_kill``) cancel the running dbt
+command on the server, through the tunnel, and close the tunnel before the
+task ends (``dbt_runner.airflow.dbt_session`` and ``cancel_on_sigterm``); the
+task then fails without retries for a cancel, and Airflow's own
+``AirflowTaskTimeout`` / ``AirflowTaskTerminated`` is what it reports.
+
 Outcome: the task fails when a model or a test fails, with the node names and
 dbt's messages in the task log; model/test failures, compile errors and bad
 configuration fail it at once, while infrastructure failures (tunnel,
@@ -98,7 +105,7 @@ def order_tracking_hybrid_dbt_dag() -> None:
     def dbt_staging() -> dict[str, Any]:
         """Staging (+ tests and audit when due) in one session, one tunnel."""
         from dbt_runner import DbtRunnerError, Step, WorkerClient
-        from dbt_runner.airflow import cycle_is_due, dbt_session
+        from dbt_runner.airflow import cancel_on_sigterm, cycle_is_due, dbt_session
 
         context = get_current_context()
         params = context["params"]
@@ -124,7 +131,8 @@ def order_tracking_hybrid_dbt_dag() -> None:
         try:
             if params.get("worker_socket"):  # a warm `dbt-runner serve` worker runs them
                 client = WorkerClient(params["worker_socket"], fallback=session)
-                results = client.run_steps(steps)
+                with cancel_on_sigterm(client):  # on_kill: the worker's child cancels too
+                    results = client.run_steps(steps)
             else:
                 with session() as s:
                     results = s.run_steps(steps)

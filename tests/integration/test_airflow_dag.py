@@ -295,6 +295,88 @@ def test_infrastructure_failure_is_left_to_airflows_retry(
     assert pg_db.password not in output
 
 
+@pytest.mark.timeout(CHILD_TIMEOUT_S + VENV_TIMEOUT_S + 60)
+@pytest.mark.parametrize("stop", ["execution_timeout", "sigterm"])
+def test_airflow_stopping_the_task_cancels_dbt_on_the_server(
+    tmp_path: Path, pg_server: Any, pg_db: Any, airflow_python: str, stop: str
+) -> None:
+    """``execution_timeout`` (AirflowTaskTimeout from SIGALRM) and SIGTERM (a task marked
+    failed: on_kill, AirflowTaskTerminated on 2.10) while a model waits on a lock: the
+    task fails, and no backend of the task is left on the server while the lock is
+    still held (dbt did not wait for the blocker)."""
+    import signal
+
+    from testbed.sshd import wait_until
+    from tests.integration.test_interruptions import Bed, first_build, no_backend_left
+
+    bed = Bed(pg_server, pg_db, "postgres")
+    bed.load(T0, T0 + 7200, late_share=0.05)
+    first_build(bed, tmp_path)
+    warehouse = {
+        "conn_type": "postgres",
+        "host": pg_db.host,
+        "port": pg_db.port,
+        "login": pg_db.user,
+        "password": pg_db.password,
+        "schema": pg_db.dbname,
+        "extra": {"sslmode": pg_db.sslmode},
+    }
+    env = _airflow_env(
+        tmp_path,
+        AIRFLOW_CONN_DBT_WAREHOUSE=json.dumps(warehouse),
+        DBT_RUNNER_WAREHOUSE__SCHEMA="stg",
+        DBT_RUNNER_RETRY__ATTEMPTS="1",
+    )
+    spec: dict[str, Any] = {
+        "parse_only": False,
+        "retries": 0,
+        "cycles": [
+            {
+                "name": stop,
+                "logical_date": "2026-01-01T10:15:00+00:00",  # staging only
+                "run_conf": {"ssh_conn_id": ""},
+            }
+        ],
+    }
+    if stop == "execution_timeout":
+        spec["execution_timeout_s"] = 8
+    spec_path, out_path = tmp_path / "spec.json", tmp_path / "out.json"
+    spec_path.write_text(json.dumps(spec))
+    with bed.holding() as held:
+        proc = subprocess.Popen(
+            [
+                airflow_python,
+                "-m",
+                "tests.integration.test_airflow_dag",
+                str(spec_path),
+                str(out_path),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            if stop == "sigterm":
+                assert wait_until(bed.blocked_and_others_committed, CHILD_TIMEOUT_S)
+                proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=CHILD_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        (tmp_path / "child.log").write_text(output)
+        assert held() and no_backend_left(bed), output[-4000:]
+    assert proc.returncode == 0, output[-6000:]
+    [cycle] = json.loads(out_path.read_text())["cycles"]
+    assert cycle["task_states"] == {TASK_ID: "failed"}, output[-4000:]
+    # Airflow's own exception reached Airflow unchanged (2.10's dag.test re-raises it)
+    assert cycle["raised"] in (None, "AirflowTaskTimeout", "AirflowTaskTerminated"), cycle
+    assert "cancelled on the server" in output or "cancelling dbt run" in output, output[-4000:]
+    assert pg_db.password not in output
+
+
 # ---------------------------------------------------------------------- the child
 class _Gate:
     """A loopback port that refuses connections until :meth:`open`, then relays to a server."""
@@ -383,6 +465,10 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
 
     upgradedb()  # `airflow db migrate` on the test's own SQLite database
 
+    if spec.get("execution_timeout_s"):
+        task.execution_timeout = timedelta(seconds=spec["execution_timeout_s"])
+    if "retries" in spec:
+        task.retries = spec["retries"]
     gate = None
     if spec.get("gate"):
         gate = _Gate((spec["gate"]["host"], spec["gate"]["port"]))
@@ -409,10 +495,16 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
         kwargs: dict[str, Any] = {date_kw: datetime.fromisoformat(cycle["logical_date"])}
         if cycle.get("run_conf"):
             kwargs["run_conf"] = cycle["run_conf"]
-        dag_run = dag.test(**kwargs)
+        raised = None
+        try:
+            dag_run = dag.test(**kwargs)
+        except BaseException as exc:  # Airflow 2.10's dag.test re-raises AirflowTaskTimeout
+            raised = type(exc).__name__
+            dag_run = _latest_run(dag.dag_id)
         out["cycles"].append(
             {
                 "name": cycle["name"],
+                "raised": raised,
                 "gate_opened_on_retry": gate.opened.is_set() if gate else None,
                 "dag_run_state": str(getattr(dag_run.state, "value", dag_run.state)),
                 **_task_outcome(dag_run),
@@ -420,6 +512,16 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
             }
         )
     Path(out_path).write_text(json.dumps(out, default=str))
+
+
+def _latest_run(dag_id: str) -> Any:  # pragma: no cover - runs in the child
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter_by(dag_id=dag_id).order_by(DagRun.id.desc()).first()
+        session.expunge(run)
+        return run
 
 
 def _task_outcome(dag_run: Any) -> dict[str, Any]:  # pragma: no cover - runs in the child
