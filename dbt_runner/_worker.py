@@ -528,10 +528,17 @@ class WorkerClient:
         return self._one(Step("build_staging", kwargs))
 
     def invoke(
-        self, args: Sequence[str], *, threads: int | None = None, timeout_s: float | None = None
+        self,
+        args: Sequence[str],
+        *,
+        threads: int | None = None,
+        timeout_s: float | None = None,
+        writer_lock: bool = False,
     ) -> RunResult:
         """Like :meth:`DbtSession.invoke`, in the worker."""
         kwargs = _given(threads=threads, timeout_s=timeout_s)
+        if writer_lock:
+            kwargs["writer_lock"] = True
         return self._one(Step("invoke", kwargs, tuple(args)))
 
     def cycle(

@@ -17,11 +17,11 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, SecretStr
 
 from dbt_runner import Settings
-from dbt_runner._configdoc import SettingRow, render, setting_rows
+from tools.configdoc import SettingRow, render, setting_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "configuration.md"
-REGENERATE = "python -m dbt_runner._configdoc > docs/configuration.md"
+REGENERATE = "python -m tools.configdoc > docs/configuration.md"
 
 ROWS = setting_rows()
 
@@ -43,7 +43,7 @@ def test_doc_matches_the_settings_model() -> None:
 
 def test_module_entry_point_prints_the_doc() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "dbt_runner._configdoc"],
+        [sys.executable, "-m", "tools.configdoc"],
         capture_output=True,
         text=True,
         check=True,

@@ -154,8 +154,10 @@ def test_no_doc_or_example_imports_a_private_module() -> None:
     root = Path(__file__).resolve().parents[1]
     files = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
     files += sorted((root / "examples").rglob("*.py")) + sorted((root / "examples").glob("*.ipynb"))
-    private = re.compile(r"(from|import)\s+dbt_runner\._[a-z]")
-    offenders = [str(f.relative_to(root)) for f in files if private.search(f.read_text())]
+    private = re.compile(r"(from|import)\s+dbt_runner\._[a-z]|dbt_runner[/.]_[a-z]")
+    # the architecture page is for the next engineer: it names the private modules
+    users = [f for f in files if f.name != "architecture.md"]
+    offenders = [str(f.relative_to(root)) for f in users if private.search(f.read_text())]
     assert offenders == []
 
 
@@ -175,9 +177,12 @@ def test_worker_client_passes_only_the_arguments_given(tmp_path: Path) -> None:
 
     class Recorder:  # stands in for the session the in-process fallback opens
         def __getattr__(self, op: str) -> Callable[..., object]:
+            if op == "_writer_lock":  # held around writers: not an argument passed on
+                return lambda label: contextlib.nullcontext(None)
+
             def call(*args: object, **kwargs: object) -> object:
                 calls.append((op, kwargs))
-                return types.SimpleNamespace(success=True)
+                return types.SimpleNamespace(success=True, error=None)
 
             return call
 

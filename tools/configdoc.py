@@ -1,8 +1,9 @@
-"""The configuration reference (``docs/configuration.md``), generated from :class:`Settings`.
+"""The configuration reference (``docs/configuration.md``), generated from :class:`Settings`
+(a developer tool: not in the wheel).
 
 Regenerate it with::
 
-    python -m dbt_runner._configdoc > docs/configuration.md
+    python -m tools.configdoc > docs/configuration.md
 
 ``tests/test_configdoc.py`` fails when the file and the model disagree, and
 checks that every documented environment variable really is read.
@@ -28,12 +29,12 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from ._settings import ENV_PREFIX, Settings
+from dbt_runner._settings import ENV_PREFIX, Settings
 
 __all__ = ["SettingRow", "render", "setting_rows"]
 
 _DELIMITER = "__"
-_COMMAND = "python -m dbt_runner._configdoc > docs/configuration.md"
+_COMMAND = "python -m tools.configdoc > docs/configuration.md"
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ def _cell(text: str) -> str:
 
 
 def main() -> None:
-    """Print the reference (``python -m dbt_runner._configdoc > docs/configuration.md``)."""
+    """Print the reference (``python -m tools.configdoc > docs/configuration.md``)."""
     sys.stdout.write(render())
 
 
