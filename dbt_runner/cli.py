@@ -55,6 +55,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_TERMINATED",
+    "entry",
     "exit_code",
     "main",
 ]
@@ -68,7 +69,7 @@ def exit_code(*results: RunResult) -> int:
 
 
 @dataclass(frozen=True)
-class SessionOptions:
+class _SessionOptions:
     """The options every session command shares, as one value (see :func:`_session_options`)."""
 
     project_dir: Path | None = None
@@ -83,11 +84,11 @@ class SessionOptions:
 
 def _session_options(func: Callable[..., None]) -> Callable[..., None]:
     """Add the shared session options; the command receives them as one ``opts`` argument."""
-    names = [f.name for f in fields(SessionOptions)]
+    names = [f.name for f in fields(_SessionOptions)]
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> None:
-        opts = SessionOptions(**{name: kwargs.pop(name) for name in names})
+        opts = _SessionOptions(**{name: kwargs.pop(name) for name in names})
         func(opts, **kwargs)
 
     options = [
@@ -168,7 +169,7 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _settings(opts: SessionOptions) -> Settings:
+def _settings(opts: _SessionOptions) -> Settings:
     """Settings from DBT_RUNNER_* with the command line's options on top."""
     overrides: dict[str, Any] = {
         name: getattr(opts, name)
@@ -300,7 +301,7 @@ def _render_output(output: Any) -> str:
     return json.dumps(output, indent=2, default=str)
 
 
-def _run_steps(steps: list[Step], opts: SessionOptions, *, keyed: bool = False) -> None:
+def _run_steps(steps: list[Step], opts: _SessionOptions, *, keyed: bool = False) -> None:
     """Run ``steps`` in one session (one tunnel, one parse), report, exit with the code.
 
     A step after a failed one is skipped (tests do not run on failed staging).
@@ -423,7 +424,7 @@ def main() -> None:
 @click.option("--full-refresh", is_flag=True, help="Rebuild the incremental models from scratch.")
 @_vars_option
 def staging(
-    opts: SessionOptions,
+    opts: _SessionOptions,
     select: str | None,
     exclude: str | None,
     full_refresh: bool,
@@ -446,7 +447,7 @@ def staging(
 @_scope_option
 @_vars_option
 def test_(
-    opts: SessionOptions,
+    opts: _SessionOptions,
     select: str | None,
     exclude: str | None,
     scope: str,
@@ -477,7 +478,7 @@ def test_(
 @_scope_option
 @_vars_option
 def cycle(
-    opts: SessionOptions,
+    opts: _SessionOptions,
     select: str | None,
     exclude: str | None,
     tests: bool,
@@ -501,7 +502,7 @@ def cycle(
 @_session_options
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED, required=True)
 def dbt_(
-    opts: SessionOptions,
+    opts: _SessionOptions,
     dbt_args: tuple[str, ...],
 ) -> None:
     """Any dbt command through a session: dbt-runner dbt -- build --select tag:staging.
@@ -515,7 +516,7 @@ def dbt_(
 @main.command()
 @_session_options
 def deps(
-    opts: SessionOptions,
+    opts: _SessionOptions,
 ) -> None:
     """Install the project's packages (dbt deps), without parsing the project first."""
     _run_steps([Step("invoke", args=("deps",))], opts)
@@ -713,7 +714,7 @@ def doctor(
     _setup_logging(quiet)
     with _errors_to_exit_codes(as_json):
         settings = _settings(
-            SessionOptions(
+            _SessionOptions(
                 project_dir=project_dir, profiles_dir=profiles_dir, target=target, threads=threads
             )
         )
@@ -750,7 +751,7 @@ def serve(socket_path: Path | None, max_requests: int | None, quiet: bool) -> No
     _setup_logging(quiet)
     # SIGTERM/SIGINT: passed on to the running child, then the socket is removed (143 / 130)
     with _interruptions(["serving"]), _errors_to_exit_codes():
-        worker = Worker(_settings(SessionOptions()), socket_path)
+        worker = Worker(_settings(_SessionOptions()), socket_path)
         worker.serve_forever(max_requests=max_requests)
 
 

@@ -198,3 +198,28 @@ def test_worker_client_passes_only_the_arguments_given(tmp_path: Path) -> None:
         ("run_staging", {"threads": 2, "full_refresh": True}),
         ("invoke", {"timeout_s": 5.0}),
     ]
+
+
+PUBLIC_MODULES = ("cli", "airflow", "demo", "synthetic", "logging")
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_export_exactly_their_own_public_names(name: str) -> None:
+    """``dbt_runner.<module>.__all__`` lists every public function and class the module
+    defines, each documented; its plumbing is private (a leading underscore)."""
+    module = importlib.import_module(f"dbt_runner.{name}")
+    exported = list(module.__all__)
+    assert len(exported) == len(set(exported)), f"duplicates in dbt_runner.{name}.__all__"
+    own = {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(v) or inspect.isclass(v))
+        and getattr(v, "__module__", None) == module.__name__
+    }
+    assert own <= set(exported), f"public but not exported: {sorted(own - set(exported))}"
+    for export in exported:
+        value = getattr(module, export)  # importable
+        if inspect.isfunction(value) or inspect.isclass(value):
+            doc = value.__dict__.get("__doc__") if inspect.isclass(value) else value.__doc__
+            assert doc and doc.strip(), f"dbt_runner.{name}.{export} has no docstring"
