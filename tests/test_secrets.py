@@ -55,28 +55,36 @@ def test_failed_postgres_session_leaks_no_password(
         profile_dir = session._profiles_dir
         assert profile_dir is not None
         profile_text = (profile_dir / "profiles.yml").read_text()
-        result = session.run_staging()
+        # dbt itself connects (and fails) with the password: no writer lock in front
+        result = session.invoke(["run", "--select", "tag:staging"])
+        # the writer lock's own login fails first: dbt never gets the password
+        staging = session.run_staging()
         session_repr = repr(session)
 
     assert not result.success
     assert result.error is not None and result.error.kind is ErrorKind.CONNECTION
     assert result.attempts == 2  # a connection failure is transient: retried
+    assert not staging.success and staging.attempts == 0
+    assert staging.error is not None and staging.error.kind is ErrorKind.CONNECTION
+    assert "writer lock" in staging.error.message
+    assert any("writer lock: attempt 1 failed" in r.getMessage() for r in caplog.records)
     assert SECRET not in profile_text
     assert not profile_dir.exists()  # the generated profile is gone after close
     assert not any(SECRET in value for value in os.environ.values())
     leaks = {
         "repr(settings)": repr(settings) + str(settings),
         "repr(session)": session_repr,
-        "result json": result.to_json(),
+        "result json": result.to_json() + staging.to_json(),
         "logs": "\n".join(r.getMessage() for r in caplog.records),
         "stdout/stderr": "".join(capfd.readouterr()),
         "files left on disk": _tree_text(tmp_path),
     }
     for where, text in leaks.items():
         assert SECRET not in text, f"password leaked into {where}"
-    with pytest.raises(Exception) as info:
-        result.raise_for_status()
-    assert SECRET not in str(info.value) and SECRET not in repr(info.value)
+    for failed in (result, staging):
+        with pytest.raises(Exception) as info:
+            failed.raise_for_status()
+        assert SECRET not in str(info.value) and SECRET not in repr(info.value)
 
 
 def test_invalid_settings_error_does_not_echo_secrets(tmp_path: Path) -> None:

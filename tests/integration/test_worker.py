@@ -200,7 +200,7 @@ def test_no_worker_runs_in_process_and_says_so(
     with caplog.at_level(logging.INFO, logger="dbt_runner.worker"):
         result = client.run_staging(threads=3)
     assert result.success and not client.last_ran_in_worker
-    assert any("running run_staging in-process" in r.getMessage() for r in caplog.records)
+    assert any("running staging in-process" in r.getMessage() for r in caplog.records)
 
 
 def test_a_client_without_settings_uses_the_worker_s_and_falls_back_to_its_own(
