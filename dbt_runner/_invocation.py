@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _dbt
+from . import _dbt, _signals
 from ._classify import classify_message, diagnose, text_of
 from ._events import RelaySnapshot
 from ._exceptions import ErrorKind, TunnelError
@@ -204,7 +204,7 @@ class Invocation:
             try:
                 call.start()  # inside: an interrupt that arrives from now on cancels it
                 while not call.done.is_set() and self._cancel is None:
-                    wake.wait()
+                    _signals.wait(wake)
                     if not call.done.is_set() and self._cancel is None:
                         wake.clear()  # a spurious wake-up; re-check before sleeping again
             except BaseException as exc:  # the caller's interrupt: a signal handler raised
@@ -224,7 +224,7 @@ class Invocation:
 
     def _escalate(self, call: _DbtCall) -> None:
         """dbt was cancelled and has not stopped: grace, then cut the tunnel, then give up."""
-        if call.done.wait(CANCEL_GRACE_S):
+        if _signals.wait(call.done, CANCEL_GRACE_S):
             return
         tunnel = self._session.tunnel
         if tunnel is not None:
@@ -234,7 +234,7 @@ class Invocation:
             )
             tunnel.close()
             wait = self._session.settings.warehouse.connect_timeout_s + CANCEL_GRACE_S
-            if call.done.wait(wait):
+            if _signals.wait(call.done, wait):
                 return
         log.error(
             "dbt did not stop after the cancel; it goes on in the background and this "
@@ -244,7 +244,8 @@ class Invocation:
     def _join_canceller(self) -> None:
         canceller = self._canceller
         if canceller is not None:
-            canceller.join(self._session.settings.warehouse.connect_timeout_s + CANCEL_GRACE_S)
+            wait = self._session.settings.warehouse.connect_timeout_s + CANCEL_GRACE_S
+            _signals.join(canceller, wait)
 
     def after_dbt(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once no dbt call of this invocation is running (now if none)."""
@@ -322,7 +323,7 @@ class Invocation:
 
     def _sleep(self, seconds: float) -> None:
         """The back-off between attempts; a cancel ends it at once."""
-        self._wake.wait(seconds)
+        _signals.wait(self._wake, seconds)
 
     def _attempt(self, number: int, args: list[str], threads: int | None) -> Attempt:
         started_at = utc_now_iso()

@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any
 
+from . import _signals
 from ._classify import diagnose, text_of
 from ._exceptions import ErrorKind
 from ._results import ErrorInfo
@@ -97,16 +98,16 @@ class WriterLock:
         waiter.start()
         try:
             while waiter.is_alive() and not abort.is_set():
-                waiter.join(0.05)
+                _signals.join(waiter, _signals.HANDLER_SLICE_S)
         except BaseException:
             abort.set()  # the caller's interrupt: stop waiting on the server too
             self._interrupt()
-            waiter.join(self._settings.warehouse.connect_timeout_s)
+            _signals.join(waiter, self._settings.warehouse.connect_timeout_s)
             self.release()
             raise
         if abort.is_set() and waiter.is_alive():
             self._interrupt()
-            waiter.join(self._settings.warehouse.connect_timeout_s)
+            _signals.join(waiter, self._settings.warehouse.connect_timeout_s)
         if not outcome or abort.is_set():
             self.release()
             return ErrorInfo(ErrorKind.CANCELLED, "cancelled while waiting for the writer lock")
@@ -230,7 +231,7 @@ class WriterLock:
                     raise
                 if time.monotonic() >= deadline:
                     return self._busy(timeout_s)
-                if abort.wait(_DUCKDB_POLL_S):
+                if _signals.wait(abort, _DUCKDB_POLL_S):
                     return ErrorInfo(ErrorKind.CANCELLED, "cancelled while waiting for the lock")
                 continue
             with self._lock:

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _dbt
+from . import _dbt, _signals
 from ._events import EventRelay, NodeCallback
 from ._exceptions import (
     ConfigurationError,
@@ -527,7 +527,7 @@ class DbtSession:
                         error.kind.value,
                         wait,
                     )
-                    if abort.wait(wait):
+                    if _signals.wait(abort, wait):
                         return ErrorInfo(ErrorKind.CANCELLED, "cancelled while waiting")
             return error
         finally:

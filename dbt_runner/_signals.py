@@ -14,7 +14,13 @@ While :func:`handled_signals` is active (in the main thread):
   (``os._exit(128 + signal)``), whatever is still running.
 
 Library code never installs these handlers: a process that embeds dbt_runner
-(Airflow, a notebook) keeps its own.
+(Airflow, a notebook) keeps its own. What library code owes every handler is to
+let it run: CPython runs a signal's Python handler in the main thread, between
+two bytecodes; when another thread of the process took the signal at the C
+level, a main thread blocked in an untimed ``Event.wait()`` or ``join()`` is not
+woken, and the handler (Airflow's timeout, a Ctrl-C) waits until that wait ends
+on its own. :func:`wait` and :func:`join` wait in slices of
+:data:`HANDLER_SLICE_S` instead, so that a handler runs within one slice.
 """
 
 from __future__ import annotations
@@ -24,12 +30,43 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
 from ._exceptions import EXIT_INTERRUPTED, EXIT_TERMINATED
 
-__all__ = ["Terminated", "exit_code_of", "handled_signals", "signal_name"]
+__all__ = ["Terminated", "exit_code_of", "handled_signals", "join", "signal_name", "wait"]
+
+#: the longest one blocking call of a wait lasts (the delay a signal's handler may see)
+HANDLER_SLICE_S = 0.05
+
+
+def wait(event: threading.Event, timeout: float | None = None) -> bool:
+    """``event.wait(timeout)``, in slices during which a signal's handler may run.
+
+    >>> ready = threading.Event()
+    >>> wait(ready, 0.01), (ready.set(), wait(ready))[1]
+    (False, True)
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = HANDLER_SLICE_S if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            return event.is_set()
+        if event.wait(min(left, HANDLER_SLICE_S)):
+            return True
+
+
+def join(thread: threading.Thread, timeout: float | None = None) -> bool:
+    """``thread.join(timeout)`` the same way; True once the thread has ended."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while thread.is_alive():
+        left = HANDLER_SLICE_S if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            return False
+        thread.join(min(left, HANDLER_SLICE_S))
+    return True
 
 
 class Terminated(BaseException):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -604,28 +606,54 @@ class Interrupted(BaseException):
     """An orchestrator's exception raised from a signal handler."""
 
 
+def _main_thread_waits_in(function: str) -> bool:
+    """Wait (bounded) until the main thread blocks in a wait called from ``function``."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(threading.main_thread().ident or 0)
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if names and names[0] == "wait" and function in names:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("taken_by", ["main thread", "another thread"])
 def test_a_base_exception_in_the_wait_is_cancelled_then_re_raised_unchanged(
-    session: DbtSession, fake: FakeDbt, mocker: MockerFixture
+    session: DbtSession, fake: FakeDbt, mocker: MockerFixture, taken_by: str
 ) -> None:
+    """A process-directed signal may be taken by any thread at the C level; its Python
+    handler runs in the main thread only when that thread runs, so the wait must not
+    block it (an untimed wait held it until dbt ended on its own)."""
     import signal
 
     cancelled, inside = threading.Event(), threading.Event()
     mocker.patch("dbt_runner._dbt.cancel_on_server", side_effect=lambda **_: cancelled.set())
     fake.answers = [_held_until_cancelled(cancelled, inside)]
     raised: list[BaseException] = []
+    alarm = {signal.SIGALRM}
 
     def handler(signum: int, frame: Any) -> None:
         raised.append(Interrupted("task terminated"))
         raise raised[-1]
 
+    def send() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, alarm)  # this thread may take it
+        if inside.wait(WAIT_S) and _main_thread_waits_in("_call"):
+            os.kill(os.getpid(), signal.SIGALRM)
+
     previous = signal.signal(signal.SIGALRM, handler)
+    if taken_by == "another thread":  # the main thread and the threads it starts block it
+        signal.pthread_sigmask(signal.SIG_BLOCK, alarm)
     try:
-        threading.Thread(
-            target=lambda: inside.wait(WAIT_S) and os.kill(os.getpid(), signal.SIGALRM)
-        ).start()
+        threading.Thread(target=send).start()
         with pytest.raises(Interrupted) as info:
             session.invoke(["run", "--select", "tag:staging"])
     finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, alarm)
         signal.signal(signal.SIGALRM, previous)
     assert info.value is raised[0]
     assert cancelled.is_set()  # cancelled on the server before it reached the caller
