@@ -81,7 +81,7 @@ ALL_CONTENDERS = (
 )
 #: the prefect contender's interpreter: a venv with prefect-dbt (benchmarks/README.md)
 PREFECT_PYTHON = Path(
-    os.environ.get("DBT_RUNNER_BENCH_PREFECT_PYTHON")
+    os.environ.get("BENCH_PREFECT_PYTHON")
     or Path(__file__).resolve().parent.parent / ".cache" / "prefect-venv" / "bin" / "python"
 )
 SESSION_STEPS = ("open", "staging", "tests", "close")
@@ -1174,7 +1174,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             f"skipping the prefect contender: no prefect-dbt interpreter at {PREFECT_PYTHON} "
             "(python3 -m venv .cache/prefect-venv && .cache/prefect-venv/bin/pip install "
             "prefect-dbt 'dbt-core>=1.10,<1.12' dbt-postgres; or set "
-            "DBT_RUNNER_BENCH_PREFECT_PYTHON)",
+            "BENCH_PREFECT_PYTHON)",
             file=sys.stderr,
         )
         a.contenders.remove("prefect")

@@ -203,6 +203,14 @@ _COMPILATION_TYPES = frozenset(
 )
 #: dbt errors that say the project's setup is incomplete: fixed by configuration, not code
 _CONFIGURATION_TYPES: dict[str, Verdict] = {
+    # profiles.yml / dbt_project.yml: an unknown target, bad YAML, a missing field (plain
+    # dbt exits 2 on these)
+    "DbtConfigError": Verdict(
+        _K.CONFIGURATION, "fix the profile or project the message names (target, YAML, keys)"
+    ),
+    "EnvVarMissingError": Verdict(
+        _K.CONFIGURATION, "set the environment variable the message names (env_var())"
+    ),
     "UninstalledPackagesFoundError": Verdict(
         _K.CONFIGURATION,
         "install the packages: `dbt-runner deps`, or DBT_RUNNER_INSTALL_DEPS=auto (the "

@@ -7,7 +7,10 @@ fix, before anything connects; secret values never appear in that message.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +34,11 @@ ENV_PREFIX = "DBT_RUNNER_"
 WarehouseType = Literal["duckdb", "postgres", "redshift"]
 InstallDeps = Literal["auto", "always", "never"]
 SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+#: variables with the prefix that dbt_runner reads outside :class:`Settings`
+OTHER_VARIABLES = {f"{ENV_PREFIX}LOG_FORMAT": "the CLI's --log-format"}
+#: the warehouse fields that mean something on the embedded DuckDB
+_DUCKDB_FIELDS = frozenset({"type", "path", "schema_", "connect_timeout_s"})
 
 _DEFAULT_PORTS = {"postgres": 5432, "redshift": 5439}
 # Secure by default: both verify-ca choices work through a tunnel (the bastion
@@ -102,6 +110,16 @@ class WarehouseSettings(_Section):
     @model_validator(mode="after")
     def _network_fields(self) -> WarehouseSettings:
         if self.type == "duckdb":
+            stray = sorted(self.model_fields_set - _DUCKDB_FIELDS)
+            if stray:
+                names = ", ".join(f"{ENV_PREFIX}WAREHOUSE__{f.upper()}" for f in stray)
+                if "type" in self.model_fields_set:
+                    raise ValueError(f"WAREHOUSE__TYPE=duckdb takes no {names}: unset it")
+                # a warehouse's fields without its type: never fall back to DuckDB
+                raise ValueError(
+                    f"{names} set without {ENV_PREFIX}WAREHOUSE__TYPE: set it to postgres or "
+                    "redshift (unset, the embedded DuckDB is used, which takes none of these)"
+                )
             return self
         missing = [name for name in ("host", "user", "dbname") if not getattr(self, name)]
         if missing:
@@ -289,12 +307,15 @@ class Settings(BaseSettings):
     lock: LockSettings = Field(default_factory=LockSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
+        unknown = unknown_variables(os.environ)
+        if unknown:
+            raise ConfigurationError("invalid dbt_runner settings:\n  " + "\n  ".join(unknown))
         try:
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(_describe(exc)) from None
         except SettingsError as exc:  # an env var pydantic-settings cannot decode (bad JSON)
-            raise ConfigurationError(f"invalid dbt_runner settings:\n  {exc}") from None
+            raise ConfigurationError(_undecodable(exc)) from None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -364,3 +385,56 @@ def _describe(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field}: {msg}")
     return "invalid dbt_runner settings:\n  " + "\n  ".join(lines)
+
+
+def known_variables() -> set[str]:
+    """Every ``DBT_RUNNER_*`` name dbt_runner reads: the settings (a section also as one
+    JSON object) and :data:`OTHER_VARIABLES`.
+
+    >>> {"DBT_RUNNER_THREADS", "DBT_RUNNER_SSH", "DBT_RUNNER_SSH__HOST"} <= known_variables()
+    True
+    """
+    names = set(OTHER_VARIABLES)
+    for name, field in Settings.model_fields.items():
+        top = ENV_PREFIX + name.upper()
+        names.add(top)
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for sub, subfield in section.model_fields.items():
+                names.add(f"{top}__{(subfield.alias or sub).upper()}")
+    return names
+
+
+def unknown_variables(environ: Any) -> list[str]:
+    """One line per ``DBT_RUNNER_*`` variable in ``environ`` that is no setting, with the
+    closest known name (names only: values may be secrets).
+
+    >>> unknown_variables({"DBT_RUNNER_SSH_HOST": "bastion", "DBT_RUNNER_THREADS": "3"})
+    ['DBT_RUNNER_SSH_HOST is not a dbt_runner setting: did you mean DBT_RUNNER_SSH__HOST?']
+    """
+    known = known_variables()
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads them case-insensitively
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md"
+        lines.append(f"{name} is not a dbt_runner setting: {hint}")
+    return lines
+
+
+_UNDECODABLE = re.compile(r'error parsing value for field "(?P<field>[^"]+)"')
+
+
+def _undecodable(exc: SettingsError) -> str:
+    """pydantic-settings' "error parsing value for field" as the variable and the JSON
+    error's position (not the value: it may hold a secret)."""
+    match = _UNDECODABLE.search(str(exc))
+    name = ENV_PREFIX + match["field"].upper() if match else "a DBT_RUNNER_* variable"
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        why = f"not valid JSON: {cause.msg} at line {cause.lineno} column {cause.colno}"
+    else:
+        why = f"cannot be decoded ({type(cause).__name__ if cause else exc})"
+    return f"invalid dbt_runner settings:\n  {name}: {why} (it takes a JSON object)"

@@ -177,8 +177,8 @@ def _settings(opts: _SessionOptions) -> Settings:
         if getattr(opts, name) is not None
     }
     settings = Settings(**overrides)
-    if _embedded_by_default(settings):
-        log.info(
+    if _embedded_by_default(settings):  # a warning: shown with -q too
+        log.warning(
             "no DBT_RUNNER_WAREHOUSE__TYPE: using the embedded DuckDB file %s",
             _shown_path(settings.warehouse.path),
         )

@@ -2,8 +2,10 @@
 
 A test that needs a real service (PostgreSQL, sshd, ...) skips with a reason
 naming what to install when the service is unavailable, unless the
-environment variable ``DBT_RUNNER_REQUIRE_INTEGRATION`` is set to ``1`` (CI
-sets it): then the missing service is a test failure instead.
+environment variable ``TESTBED_REQUIRE_INTEGRATION`` is set to ``1`` (CI
+sets it): then the missing service is a test failure instead. (The test bed's
+variables do not start with ``DBT_RUNNER_``: every variable that does must be
+a dbt_runner setting, or the library refuses to start.)
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 
 import pytest
 
-REQUIRE_INTEGRATION_ENV = "DBT_RUNNER_REQUIRE_INTEGRATION"
+REQUIRE_INTEGRATION_ENV = "TESTBED_REQUIRE_INTEGRATION"
 
 
 def integration_required() -> bool:

@@ -11,7 +11,7 @@ Both speak TLS, as production warehouses do: ``pg_db`` connects with
   the Redshift catalog stubs installed -> :class:`RedshiftDatabase`.
 
 Without PostgreSQL binaries the tests using them skip, or fail when
-``DBT_RUNNER_REQUIRE_INTEGRATION=1``. Tests using these fixtures are marked
+``TESTBED_REQUIRE_INTEGRATION=1``. Tests using these fixtures are marked
 ``integration`` automatically.
 """
 

@@ -38,7 +38,7 @@ _POSTGRES_USER_MISSING_REASON = (
 _PSYCOPG2_MISSING_REASON = "psycopg2 is not installed: pip install psycopg2-binary"
 
 #: Environment variable that points at a directory holding initdb and pg_ctl.
-PG_BIN_ENV = "DBT_RUNNER_PG_BIN"
+PG_BIN_ENV = "TESTBED_PG_BIN"
 
 _START_ATTEMPTS = 5
 _PG_CTL_TIMEOUT_S = 30
@@ -54,7 +54,7 @@ def _version_key(path: Path) -> tuple[int, ...]:
 def postgres_bin_dir() -> Path | None:
     """The directory holding ``initdb`` and ``pg_ctl``, or None when not installed.
 
-    Looks at ``$DBT_RUNNER_PG_BIN``, then the newest ``/usr/lib/postgresql/*/bin``
+    Looks at ``$TESTBED_PG_BIN``, then the newest ``/usr/lib/postgresql/*/bin``
     (Debian/Ubuntu layout), then ``PATH``.
     """
 

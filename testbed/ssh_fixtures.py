@@ -6,7 +6,7 @@
 - ``sshd_fresh`` (function scope): a server of its own (new port, keys and
   log) for a destructive test.
 
-Both skip (or fail, with ``DBT_RUNNER_REQUIRE_INTEGRATION=1``) when the
+Both skip (or fail, with ``TESTBED_REQUIRE_INTEGRATION=1``) when the
 OpenSSH server is not installed.
 """
 

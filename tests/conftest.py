@@ -3,7 +3,7 @@
 Real services (PostgreSQL, the Redshift stand-in, OpenSSH sshd) are started by
 fixture plugins in ``testbed/``. When a service's binaries are missing
 the tests that need it skip with a reason naming what to install, unless
-``DBT_RUNNER_REQUIRE_INTEGRATION=1`` (set by ``.ci/run``), which turns every
+``TESTBED_REQUIRE_INTEGRATION=1`` (set by ``.ci/run``), which turns every
 such skip into a failure.
 """
 

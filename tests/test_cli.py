@@ -218,7 +218,7 @@ def test_no_settings_says_what_it_uses_and_points_to_the_demo(tmp_path: Path) ->
     """A newcomer's first command: no DBT_RUNNER_* at all, the bundled project, no raw data."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "dbt_runner.cli", "cycle"],
+        [sys.executable, "-m", "dbt_runner.cli", "cycle", "-q"],  # -q shows the notice too
         cwd=tmp_path,
         env={**env, "DBT_RUNNER_STATE_DIR": str(tmp_path / "state")},
         capture_output=True,
@@ -237,6 +237,71 @@ def test_no_settings_says_what_it_uses_and_points_to_the_demo(tmp_path: Path) ->
     assert hint.startswith("hint: the raw tables are missing from ./dbt_runner.duckdb")
     assert "`dbt-runner demo`" in hint
     assert "hint" not in proc.stdout  # stdout is the result only
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        (
+            {"DBT_RUNNER_WAREHOUS__TYPE": "postgres", "DBT_RUNNER_WAREHOUSE__HOST": "db.example"},
+            "DBT_RUNNER_WAREHOUS__TYPE is not a dbt_runner setting: "
+            "did you mean DBT_RUNNER_WAREHOUSE__TYPE?",
+        ),
+        (
+            {"DBT_RUNNER_SSH_HOST": "bastion.example"},
+            "DBT_RUNNER_SSH_HOST is not a dbt_runner setting: did you mean DBT_RUNNER_SSH__HOST?",
+        ),
+        (
+            {"DBT_RUNNER_WAREHOUSE__HOST": "db.example"},
+            "DBT_RUNNER_WAREHOUSE__HOST set without DBT_RUNNER_WAREHOUSE__TYPE",
+        ),
+    ],
+    ids=["misspelled-section", "one-underscore", "host-without-type"],
+)
+def test_a_setting_that_is_not_one_exits_2_before_anything_runs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    named: str,
+) -> None:
+    """Never the embedded DuckDB by accident: nothing is created, the variable is named."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["staging"], env=variables)
+    assert result.exit_code == 2, result.output
+    assert named in result.stderr
+    assert "using the embedded DuckDB" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no ./dbt_runner.duckdb, no state
+
+
+@pytest.mark.parametrize(
+    ("target", "named"),
+    [("prodd", "does not have a target named 'prodd'"), ("envy", "NOPE_UNSET_VARIABLE")],
+)
+def test_an_own_profile_s_configuration_error_exits_2_as_in_plain_dbt(
+    env: dict[str, str], tmp_path: Path, target: str, named: str
+) -> None:
+    """The target given to dbt itself (not our setting), a missing env_var(): exit 2."""
+    own = tmp_path / "own_profiles"
+    own.mkdir()
+    (own / "profiles.yml").write_text(
+        "mini:\n  target: dev\n  outputs:\n"
+        f"    dev:\n      type: duckdb\n      path: '{tmp_path / 'own.duckdb'}'\n"
+        "    envy:\n      type: duckdb\n      path: \"{{ env_var('NOPE_UNSET_VARIABLE') }}\"\n"
+    )
+    result = run_cli(
+        env,
+        "dbt",
+        "--profiles-dir",
+        str(own),
+        "--project-dir",
+        str(MINI),
+        "--",
+        "run",
+        "--target",
+        target,
+    )
+    assert result.exit_code == 2, result.output
+    assert "[configuration]" in result.output and named in result.output
 
 
 def test_a_chosen_warehouse_gets_no_default_notice(env: dict[str, str], tmp_path: Path) -> None:

@@ -31,4 +31,4 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     _, tests = _readme_commands()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci, "the README's test command must appear verbatim in .ci/run"
-    assert "export DBT_RUNNER_REQUIRE_INTEGRATION=1" in ci
+    assert "export TESTBED_REQUIRE_INTEGRATION=1" in ci

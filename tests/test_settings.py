@@ -96,7 +96,8 @@ def test_undecodable_env_json_is_a_configuration_error(monkeypatch: pytest.Monke
     monkeypatch.setenv("DBT_RUNNER_WAREHOUSE", '{"type": "redshift", "password": "' + PASSWORD)
     with pytest.raises(ConfigurationError) as info:
         Settings()
-    assert "warehouse" in str(info.value)
+    assert "DBT_RUNNER_WAREHOUSE: not valid JSON" in str(info.value)
+    assert "line 1 column" in str(info.value)  # where the JSON breaks, not the value
     assert PASSWORD not in str(info.value)
 
 
@@ -336,3 +337,44 @@ def test_own_profiles_need_no_password_setting(tmp_path: Path) -> None:
     (tmp_path / "profiles.yml").write_text("x: {}\n")
     without = {k: v for k, v in REDSHIFT.items() if k != "password"}
     assert Settings(warehouse=without, profiles_dir=tmp_path).warehouse.password is None
+
+
+# ---------------------------------------------------------------------- misspellings
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("DBT_RUNNER_WAREHOUS__TYPE", "DBT_RUNNER_WAREHOUSE__TYPE"),
+        ("DBT_RUNNER_SSH_HOST", "DBT_RUNNER_SSH__HOST"),  # one underscore
+        ("DBT_RUNNER_THREAD", "DBT_RUNNER_THREADS"),
+        ("dbt_runner_warehouse__hots", "DBT_RUNNER_WAREHOUSE__HOST"),  # read case-blind
+    ],
+)
+def test_an_unknown_variable_is_an_error_naming_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, meant: str
+) -> None:
+    monkeypatch.setenv(name, PASSWORD)
+    with pytest.raises(ConfigurationError) as info:
+        Settings(warehouse={"type": "duckdb"})  # keywords do not excuse the environment
+    assert f"{name} is not a dbt_runner setting: did you mean {meant}?" in str(info.value)
+    assert PASSWORD not in str(info.value)  # names only: a value may be a secret
+
+
+@pytest.mark.parametrize(
+    ("warehouse", "message"),
+    [
+        (
+            {"host": "db.example.com"},
+            "DBT_RUNNER_WAREHOUSE__HOST set without DBT_RUNNER_WAREHOUSE__TYPE",
+        ),
+        (
+            {"user": "dbt", "dbname": "analytics"},
+            "DBT_RUNNER_WAREHOUSE__DBNAME, DBT_RUNNER_WAREHOUSE__USER set without",
+        ),
+        ({"type": "duckdb", "port": 5439}, "WAREHOUSE__TYPE=duckdb takes no"),
+    ],
+)
+def test_a_warehouse_field_without_its_type_is_an_error_never_duckdb(
+    warehouse: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings(warehouse=warehouse)

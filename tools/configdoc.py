@@ -194,6 +194,13 @@ settings = Settings(
   results, exceptions, or in files left on disk after a session.
 - Bad values raise `dbt_runner.ConfigurationError` before anything connects, naming the
   variable (never its secret value) and the fix.
+- **No unknown names**: every variable that begins with `{ENV_PREFIX}` must be one of the
+  settings below (a section may also be given whole, as one JSON object:
+  `{ENV_PREFIX}WAREHOUSE='{{"type": "postgres", ...}}'`) or `{ENV_PREFIX}LOG_FORMAT` (the
+  CLI's `--log-format`). Any other one is a configuration error (exit 2) naming it and the
+  closest setting: `{ENV_PREFIX}WAREHOUS__TYPE` → "did you mean
+  `{ENV_PREFIX}WAREHOUSE__TYPE`?". A warehouse field without `{ENV_PREFIX}WAREHOUSE__TYPE`
+  (`HOST` alone, say) is an error too, never the embedded DuckDB.
 - **dbt vars**: `{ENV_PREFIX}VARS` (a JSON object) and `{ENV_PREFIX}RAW_SCHEMA` are passed to
   every dbt command as `--vars`, merged under the vars the command itself is given (those win,
   key by key: `run_staging(vars=...)`, `invoke([..., "--vars", ...])`, the CLI's `--vars`).
@@ -212,6 +219,7 @@ _SECTION_TITLES = {
     "warehouse": "Warehouse",
     "ssh": "SSH bastion",
     "retry": "Retries",
+    "lock": "Writer lock",
 }
 
 
