@@ -33,7 +33,29 @@ SLOW_MODULES = (
 )
 
 
+#: unit modules left out of the fast tier (``-m "not slow"``) besides tests/integration/:
+#: each runs real dbt many times (tens of CPU-seconds or more in a CI run)
+SLOW_UNIT_MODULES = frozenset(
+    {
+        "test_models_duckdb.py",
+        "test_outputs_duckdb.py",
+        "test_differential_duckdb.py",
+        "test_session_duckdb.py",
+        "test_benchmarks_smoke.py",
+        "test_cli.py",
+        "test_deps.py",
+        "test_session_args.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(items: list[Any]) -> None:
-    """Slow modules first (their own test order unchanged: the sort is stable)."""
+    """Mark the slow tier; slow modules first (their own test order unchanged: the sort
+    is stable)."""
+    import pytest
+
+    for item in items:
+        if item.path.parent.name == "integration" or item.path.name in SLOW_UNIT_MODULES:
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(SLOW_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES)))
