@@ -19,17 +19,21 @@ pytest_plugins = [
 #: workers in collection order, so running these first keeps the run from ending on one
 #: long module while the other worker idles
 SLOW_MODULES = (
-    "test_models_redshift.py",
-    "test_faults.py",
-    "test_differential_duckdb.py",
-    "test_models_duckdb.py",
+    "test_interruptions.py",
     "test_differential_postgres.py",
-    "test_benchmarks_smoke.py",
     "test_tunnel_soak.py",
+    "test_airflow_dag.py",
+    "test_differential_duckdb.py",
+    "test_models_redshift.py",
+    "test_benchmarks_smoke.py",
     "test_models_postgres.py",
-    "test_models_sample_data.py",
-    "test_retry.py",
+    "test_outputs_duckdb.py",
+    "test_models_duckdb.py",
+    "test_failure_table.py",
+    "test_faults.py",
     "test_worker.py",
+    "test_models_sample_data.py",
+    "test_progress.py",
 )
 
 
@@ -40,11 +44,7 @@ SLOW_UNIT_MODULES = frozenset(
         "test_models_duckdb.py",
         "test_outputs_duckdb.py",
         "test_differential_duckdb.py",
-        "test_session_duckdb.py",
         "test_benchmarks_smoke.py",
-        "test_cli.py",
-        "test_deps.py",
-        "test_session_args.py",
     }
 )
 
