@@ -20,7 +20,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stdout, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,14 @@ _RAW_MISSING = re.compile(
 )
 
 
+def _remove_embedded(path: Path) -> None:
+    """A failed run leaves no DuckDB file nobody asked for (the default one it created)."""
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        with suppress(FileNotFoundError):
+            leftover.unlink()
+    log.info("removed %s: this failed run created it", _shown_path(path))
+
+
 def _hint_missing_raw(settings: Settings, results: dict[str, RunResult]) -> None:
     """On DuckDB, a run that failed for want of raw tables says how to get sample data."""
     if settings.warehouse.type != "duckdb":
@@ -329,10 +337,15 @@ def _run_steps(steps: list[Step], opts: _SessionOptions, *, keyed: bool = False)
     with _interruptions(where, cancel_running) as received:
         with _errors_to_exit_codes(), display, dbt_console_to_log():
             settings = _settings(opts)
-            with DbtSession(settings, callbacks=display.callbacks) as session:
-                running.append(session)
-                run_steps(session, steps, each=each, results=results)
-                running.clear()
+            created = _embedded_by_default(settings) and not settings.warehouse.path.exists()
+            try:
+                with DbtSession(settings, callbacks=display.callbacks) as session:
+                    running.append(session)
+                    run_steps(session, steps, each=each, results=results)
+                    running.clear()
+            finally:
+                if created and not all(r.success for r in results.values()):
+                    _remove_embedded(settings.warehouse.path)
         _report(results, opts.as_json, keyed=keyed, display=display)
         if settings is not None:
             _hint_missing_raw(settings, results)

@@ -60,3 +60,28 @@ def test_demo_runs_two_cycles_and_can_run_again(tmp_path: Path) -> None:
         assert dupes == 0
     finally:
         con.close()
+
+
+def test_the_readme_tour_runs_as_written_after_the_demo(tmp_path: Path) -> None:
+    """A newcomer's first hour: the demo, then the README's tour pasted into Python."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    tour = readme.split("## A tour", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    demo = subprocess.run(
+        [sys.executable, "-m", "dbt_runner.cli", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", tour + "\nprint('TOUR', staging.success, tests.success)\n"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "<DbtSession open duckdb dbt_runner_demo.duckdb>" in proc.stdout  # which warehouse
+    assert "TOUR True True" in proc.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.duckdb")) == ["dbt_runner_demo.duckdb"]
