@@ -401,6 +401,7 @@ def known_variables() -> set[str]:
         section = field.annotation
         if isinstance(section, type) and issubclass(section, BaseModel):
             for sub, subfield in section.model_fields.items():
+                names.add(f"{top}__{sub.upper()}")  # schema_ as well as its alias
                 names.add(f"{top}__{(subfield.alias or sub).upper()}")
     return names
 
