@@ -12,6 +12,7 @@ from typing import Any
 pytest_plugins = [
     "testbed.pg_fixtures",
     "testbed.ssh_fixtures",
+    "testbed.aws_fixtures",
 ]
 
 #: modules that take minutes each, longest first (module totals of a CI run): pytest-xdist
