@@ -53,20 +53,18 @@ def connect(settings: Settings, *, application_name: str = "dbt-runner doctor") 
     else:
         import psycopg2
 
-        extra: dict[str, Any] = {}
+        params: dict[str, Any] = {"host": host, "port": port}
+        params.update(_dbt.libpq_address(host, port))  # hostaddr + the tunnel's port if routed
         if wh.sslrootcert is not None:
-            extra["sslrootcert"] = str(wh.sslrootcert.expanduser())
+            params["sslrootcert"] = str(wh.sslrootcert.expanduser())
         conn = psycopg2.connect(
-            host=host,
-            port=port,
             user=wh.user,
             password=password,
             dbname=wh.dbname,
             sslmode=sslmode,
             connect_timeout=wh.connect_timeout_s,
             application_name=application_name,
-            **extra,
-            **_dbt.libpq_address(host, port),  # hostaddr + the tunnel's port when routed
+            **params,
         )
     conn.autocommit = True
     return conn
