@@ -303,8 +303,8 @@ class Settings(BaseSettings):
     profiles_dir: Path | None = Field(
         None,
         description="use this profiles.yml; unset = generate one from WAREHOUSE__*. With "
-        "SSH__HOST the session tunnels a private copy in which only the target's host/port "
-        "point at the tunnel",
+        "SSH__HOST dbt reads it as it is and the session routes the target's host/port "
+        "through the tunnel",
     )
     target: str = Field(
         "dev",

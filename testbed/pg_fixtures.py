@@ -161,16 +161,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def started_server(**options: Any) -> Iterator[PostgresServer]:
+    """A started :class:`PostgresServer` (``options`` as its keywords), closed after; skips
+    (or fails with ``TESTBED_REQUIRE_INTEGRATION=1``) without PostgreSQL."""
     reason = postgres_unavailable_reason()
     require_service(reason is None, reason or "")
-    server = PostgresServer()
+    server = PostgresServer(**options)
     try:
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with started_server() as server:
+        yield server
 
 
 @contextlib.contextmanager
@@ -230,14 +238,8 @@ def redshift_db(
 @pytest.fixture(scope="session")
 def named_pg_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server presenting the certificate for ``warehouse.test`` only."""
-    reason = postgres_unavailable_reason()
-    require_service(reason is None, reason or "")
-    server = PostgresServer(named=True)
-    try:
-        server.start()
+    with started_server(named=True) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
