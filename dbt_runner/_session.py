@@ -37,7 +37,7 @@ from ._exceptions import (
 from ._invocation import NO_PREPARSE, Invocation, parse_error
 from ._lock import WriterLock
 from ._manifests import ManifestCache
-from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, tunnel_target
+from ._profile import GeneratedProfile, ProfileTarget, project_profile_name, tunnel_target
 from ._results import ErrorInfo, RunResult
 from ._retry import build_retrying, is_retryable
 from ._settings import Settings
@@ -92,7 +92,10 @@ class DbtSession:
         self._relay = EventRelay(callbacks)
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
-        self._own_profile: TunnelledProfile | None = None  # the user's, with the tunnel
+        self._own_target: ProfileTarget | None = None  # the user's target, with the tunnel
+        #: while the tunnel is open: dbt's (and our) connections to the warehouse's
+        #: host:port go to the tunnel's local end (dbt_runner._dbt.routes)
+        self._route: _dbt.Route | None = None
         self._profiles_dir: Path | None = None
         #: the invocation running now (what cancel() stops); re-entrant: cancel() may run
         #: in a signal handler of the thread that holds it
@@ -125,7 +128,10 @@ class DbtSession:
         """The session's SSH tunnel (:class:`~dbt_runner.Tunnel`), when a bastion is configured.
 
         ``tunnel.local_host``/``tunnel.local_port`` is where the warehouse answers for
-        your own connections in this session; the session opens and closes it.
+        your own connections in this session; the session opens and closes it. dbt
+        itself connects by the warehouse's name (its certificate's), routed there: for
+        ``sslmode=verify-full`` of your own libpq connection, give ``host`` = the
+        warehouse's name and ``hostaddr``/``port`` = the tunnel's local end.
         """
         return self._tunnel
 
@@ -135,8 +141,8 @@ class DbtSession:
         where = f"{wh.type} {where}"
         if self.settings.profiles_dir is not None:  # the warehouse is the user's profile's
             where = f"profiles {self.settings.profiles_dir}"
-            if self._own_profile is not None:
-                t = self._own_profile.target
+            if self._own_target is not None:
+                t = self._own_target
                 where += f" target {t.target} {t.type} {t.host}:{t.port}"
         via = f" via {self.settings.ssh.host}" if self.settings.ssh.enabled else ""
         return f"<DbtSession {self._state.value} {where}{via}>"
@@ -166,29 +172,31 @@ class DbtSession:
             if not s.ssh.enabled:
                 self._profiles_dir = s.profiles_dir.resolve()
                 return
-            # the user's profiles.yml, copied with only the session's target tunnelled
-            from ._ssh import Tunnel
-
+            # the user's profiles.yml as it is: its target's host:port go through the tunnel
             target = tunnel_target(s.profiles_dir.resolve(), self.project_dir, s.chosen_target)
-            self._own_profile = TunnelledProfile(target)
-            self._tunnel = Tunnel(s.ssh, target.host, target.port)
-            self._open_tunnel(self._tunnel)
-            self._profiles_dir = self._own_profile.write(
-                self._tunnel.local_host, self._tunnel.local_port
-            )
+            self._own_target = target
+            self._tunnel_to(target.host, target.port, target.type)
+            self._profiles_dir = s.profiles_dir.resolve()
             return
         self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
         if s.ssh.enabled:
-            from ._ssh import Tunnel
+            wh = s.warehouse
+            assert wh.host is not None and wh.effective_port is not None
+            self._tunnel_to(wh.host, wh.effective_port, wh.type)
+        self._profiles_dir = self._profile.write()
 
-            assert s.warehouse.host is not None and s.warehouse.effective_port is not None
-            self._tunnel = Tunnel(s.ssh, s.warehouse.host, s.warehouse.effective_port)
-            self._open_tunnel(self._tunnel)
-            self._profiles_dir = self._profile.write(
-                self._tunnel.local_host, self._tunnel.local_port
-            )
-        else:
-            self._profiles_dir = self._profile.write()
+    def _tunnel_to(self, host: str, port: int, kind: str) -> None:
+        """Open the tunnel to the warehouse ``host:port`` (the bastion connects to
+        ``SSH__REMOTE_HOST`` instead when set) and route that address through it."""
+        from ._ssh import Tunnel
+
+        if kind not in ("postgres", "redshift"):  # the settings/profile checks prevent it
+            raise ConfigurationError(f"a {kind} target cannot be tunnelled")
+        self._tunnel = Tunnel(self.settings.ssh, *self.settings.ssh.remote_end(host, port))
+        self._open_tunnel(self._tunnel)
+        self._route = _dbt.add_route(
+            host, port, self._tunnel, driver="postgres" if kind == "postgres" else "redshift"
+        )
 
     def _open_tunnel(self, tunnel: Tunnel) -> None:
         """Open the tunnel under the session's retry policy (transient failures only).
@@ -225,15 +233,16 @@ class DbtSession:
         self.manifests.clear()
         if self.settings.warehouse.type == "duckdb":
             _dbt.release_duckdb()
+        if self._route is not None:
+            self._route.remove()
+            self._route = None
         if self._tunnel is not None:
             self._tunnel.close()
             self._tunnel = None
         if self._profile is not None:
             self._profile.close()
             self._profile = None
-        if self._own_profile is not None:
-            self._own_profile.close()
-            self._own_profile = None
+        self._own_target = None
 
     def __enter__(self) -> DbtSession:
         return self.open()
@@ -514,8 +523,6 @@ class DbtSession:
                 except TunnelError as exc:
                     error = ErrorInfo(exc.kind, str(exc))
                 else:
-                    if self._tunnel is not None:
-                        lock.move(self._tunnel.local_host, self._tunnel.local_port)
                     error = lock.acquire(self.settings.lock_timeout_s, abort)
                 if error is None or not is_retryable(error.kind, policy):
                     return error
@@ -553,10 +560,7 @@ class DbtSession:
         if other is not None:
             log.info("no writer lock for %s: dbt_runner knows no lock of that type", other)
             return None
-        wh = target.warehouse
-        if self._tunnel is not None:
-            return WriterLock(target, self._tunnel.local_host, self._tunnel.local_port)
-        return WriterLock(target, wh.host, wh.effective_port)
+        return WriterLock(target)  # through the tunnel, by the session's route
 
     def _not_run(self, command: str, error: ErrorInfo) -> RunResult:
         """The result of a command the writer lock kept from running."""
@@ -596,20 +600,20 @@ class DbtSession:
                 "(DBT_RUNNER_SSH__HOST): the session's own profile points dbt at the tunnel; "
                 "set DBT_RUNNER_PROFILES_DIR instead"
             )
-        own = self._own_profile
+        own = self._own_target
         if own is None:
             return
         target = _option_value(args, _TARGET_FLAGS) or _short_target(args)
-        if target is not None and target != own.target.target:
+        if target is not None and target != own.target:
             raise ConfigurationError(
-                f"--target {target}: this session tunnels target {own.target.target!r} of "
-                f"profile {own.target.profile!r} only (DBT_RUNNER_SSH__HOST); open a session "
+                f"--target {target}: this session tunnels target {own.target!r} of "
+                f"profile {own.profile!r} only (DBT_RUNNER_SSH__HOST); open a session "
                 f"with DBT_RUNNER_TARGET={target} to run it through the tunnel"
             )
         profile = _option_value(args, ("--profile",))
-        if profile is not None and profile != own.target.profile:
+        if profile is not None and profile != own.profile:
             raise ConfigurationError(
-                f"--profile {profile}: this session tunnels profile {own.target.profile!r} "
+                f"--profile {profile}: this session tunnels profile {own.profile!r} "
                 "only (DBT_RUNNER_SSH__HOST); set DBT_PROFILE for the session instead"
             )
 
@@ -635,9 +639,10 @@ class DbtSession:
     def open_for_parsing(self) -> DbtSession:
         """Open without a tunnel, only to parse (the warm worker's parent, before it forks).
 
-        The generated profile points where this session's tunnel would listen (its
-        derived local port), so dbt's partial-parse state stays valid for the forked
-        children that open the real tunnel. No connection is opened, and no thread
+        The generated profile is the one a tunnelled session writes (the warehouse's
+        own host/port: the tunnel is a route, not a profile change), so dbt's
+        partial-parse state stays valid for the forked children that open the real
+        tunnel. No connection is opened, and no thread
         outlives a call: a manifest parsed here (:meth:`prepare`, :attr:`manifests`)
         is safe to inherit across ``fork``.
         """
@@ -649,18 +654,7 @@ class DbtSession:
             self._profiles_dir = s.profiles_dir.resolve()
         else:
             self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
-            if s.ssh.enabled:
-                from ._ssh import LOCAL_HOST, derive_local_port
-
-                wh = s.warehouse
-                assert s.ssh.host is not None and wh.host is not None
-                assert wh.effective_port is not None
-                port = s.ssh.local_port or derive_local_port(
-                    s.ssh.host, s.ssh.port, s.ssh.user or "", wh.host, wh.effective_port
-                )
-                self._profiles_dir = self._profile.write(LOCAL_HOST, port)
-            else:
-                self._profiles_dir = self._profile.write()
+            self._profiles_dir = self._profile.write()
         self._state = SessionState.OPEN
         return self
 
@@ -719,8 +713,8 @@ class DbtSession:
         ]
         # a generated profile has exactly the target of the settings; a user's own
         # profiles.yml keeps its default target unless DBT_RUNNER_TARGET is set
-        if self._own_profile is not None:  # the one target the tunnel serves
-            defaults.append(("--target", self._own_profile.target.target))
+        if self._own_target is not None:  # the one target the tunnel serves
+            defaults.append(("--target", self._own_target.target))
         elif self._profile is not None or "target" in self.settings.model_fields_set:
             defaults.append(("--target", self.settings.target))
         if threads is not None:
@@ -747,13 +741,9 @@ class DbtSession:
         )
 
     def _ensure_tunnel(self) -> None:
-        if self._tunnel is None:
-            return
-        port_before = self._tunnel.local_port
-        if self._tunnel.ensure_open() and self._tunnel.local_port != port_before:
-            profile = self._own_profile or self._profile
-            assert profile is not None
-            profile.write(self._tunnel.local_host, self._tunnel.local_port)
+        """Re-open the tunnel if it died; the route follows its (new) local port."""
+        if self._tunnel is not None:
+            self._tunnel.ensure_open()
 
 
 class _TunnelRetry(Exception):

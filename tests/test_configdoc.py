@@ -108,6 +108,10 @@ def _sample(row: SettingRow, tmp: Path) -> tuple[str, Any]:
         return str(value), kind(value)
     if kind is SecretStr:
         return "s3cret-sample", "s3cret-sample"
+    if kind is Path and row.path in _FILE_SAMPLES:  # a setting that takes a file
+        path = tmp / _FILE_SAMPLES[row.path]
+        path.write_text("sample\n")
+        return str(path), path
     if kind is Path:
         return str(tmp), tmp
     if kind is str:
@@ -139,13 +143,18 @@ def _get(settings: Settings, path: str) -> Any:
 
 
 #: other settings a sample needs to be valid (e.g. a bastion host needs a user and a key)
-_COMPANIONS = {
-    "ssh.host": {
-        "DBT_RUNNER_SSH__USER": "tunnel",
-        "DBT_RUNNER_SSH__ALLOW_AGENT": "true",
-        "DBT_RUNNER_SSH__INSECURE_SKIP_HOST_KEY_CHECK": "true",
-    },
+_BASTION = {
+    "DBT_RUNNER_SSH__USER": "tunnel",
+    "DBT_RUNNER_SSH__ALLOW_AGENT": "true",
+    "DBT_RUNNER_SSH__INSECURE_SKIP_HOST_KEY_CHECK": "true",
 }
+_COMPANIONS = {
+    "ssh.host": _BASTION,
+    "ssh.remote_host": {"DBT_RUNNER_SSH__HOST": "bastion.example.com", **_BASTION},
+    "warehouse.sslrootcert": {"DBT_RUNNER_WAREHOUSE__TYPE": "postgres"},  # a libpq setting
+}
+#: Path settings that take a file (the sample for other paths is a directory)
+_FILE_SAMPLES = {"warehouse.sslrootcert": "ca.crt"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.env_var for r in ROWS])
