@@ -96,6 +96,8 @@ class DbtSession:
         #: while the tunnel is open: dbt's (and our) connections to the warehouse's
         #: host:port go to the tunnel's local end (dbt_runner._dbt.routes)
         self._route: _dbt.Route | None = None
+        #: the generated Redshift profile's connect timeout bounds connecting only
+        self._connect_only: _dbt.Registration | None = None
         self._profiles_dir: Path | None = None
         #: the invocation running now (what cancel() stops); re-entrant: cancel() may run
         #: in a signal handler of the thread that holds it
@@ -179,8 +181,11 @@ class DbtSession:
             self._profiles_dir = s.profiles_dir.resolve()
             return
         self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
+        wh = s.warehouse
+        if wh.type == "redshift":  # CONNECT_TIMEOUT_S bounds the connect, not each read
+            assert wh.host is not None and wh.effective_port is not None
+            self._connect_only = _dbt.connect_only(wh.host, wh.effective_port)
         if s.ssh.enabled:
-            wh = s.warehouse
             assert wh.host is not None and wh.effective_port is not None
             self._tunnel_to(wh.host, wh.effective_port, wh.type)
         self._profiles_dir = self._profile.write()
@@ -236,6 +241,9 @@ class DbtSession:
         if self._route is not None:
             self._route.remove()
             self._route = None
+        if self._connect_only is not None:
+            self._connect_only.remove()
+            self._connect_only = None
         if self._tunnel is not None:
             self._tunnel.close()
             self._tunnel = None

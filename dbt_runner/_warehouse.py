@@ -50,6 +50,8 @@ def connect(settings: Settings, *, application_name: str = "dbt-runner doctor") 
             timeout=wh.connect_timeout_s,
             application_name=application_name,
         )
+        # its timeout bounded the connect; a statement (the writer lock's wait) runs on
+        _dbt.clear_read_timeout(conn)
     else:
         import psycopg2
 

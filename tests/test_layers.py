@@ -71,13 +71,25 @@ def test_every_dbt_internal_the_cancel_hooks_wrap_exists() -> None:
         assert callable(getattr(owner, attribute, None)), f"{module}.{cls}.{attribute}"
 
 
-def test_every_driver_internal_the_routes_replace_exists() -> None:
+@pytest.mark.parametrize("hooks", ["routes", "connect_timeout"])
+def test_every_driver_internal_the_driver_hooks_replace_exists(hooks: str) -> None:
     """The routes (``_dbt.routes``) replace a name of dbt-postgres and a method of
-    redshift_connector: a release that moves one fails here, not in a tunnelled run."""
-    from dbt_runner._dbt.routes import HOOK_POINTS
-
-    for module, owner, attribute in HOOK_POINTS:
+    redshift_connector, ``_dbt.connect_timeout`` wraps redshift_connector's connection:
+    a release that moves one fails here, not in a tunnelled or long run."""
+    points = importlib.import_module(f"dbt_runner._dbt.{hooks}").HOOK_POINTS
+    for module, owner, attribute in points:
         target = importlib.import_module(module)
         if owner:
             target = getattr(target, owner)
         assert hasattr(target, attribute), f"{module}.{owner}.{attribute}"
+
+
+def test_redshift_connector_keeps_its_timeout_on_the_socket_the_hook_clears() -> None:
+    """``_dbt.connect_timeout`` clears ``Connection._usock``'s timeout, which
+    redshift_connector sets from its ``timeout`` parameter."""
+    import inspect
+
+    import redshift_connector.core
+
+    # the module's text: once a session installed the hook, __init__ is the wrapper
+    assert "self._usock.settimeout(timeout)" in inspect.getsource(redshift_connector.core)

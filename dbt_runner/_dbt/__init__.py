@@ -23,6 +23,8 @@ module             what of dbt it owns
 ``profile``        rendering a profile value with dbt's renderer
 ``routes``         address overrides: dbt-postgres' and redshift_connector's
                    connections to a warehouse's name go to the tunnel's local end
+``connect_timeout`` redshift_connector's ``timeout`` bounding the connect only, for the
+                   generated profile and dbt_runner's own connections
 =================  ==============================================================
 """
 
@@ -36,6 +38,7 @@ from .adapters import (
 )
 from .args import accepts, given, with_defaults
 from .cancel import Cancellation, Stop, active, cancel_on_server
+from .connect_timeout import Registration, clear_read_timeout, connect_only
 from .events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
 from .manifest import node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
@@ -51,6 +54,7 @@ __all__ = [
     "DbtEvent",
     "DbtReturn",
     "NodeInfo",
+    "Registration",
     "Route",
     "Stop",
     "accepts",
@@ -59,8 +63,10 @@ __all__ = [
     "add_route",
     "cancel_on_server",
     "capture_macro_return",
+    "clear_read_timeout",
     "clear_relation_caches",
     "command_output",
+    "connect_only",
     "drop_connections",
     "entries",
     "given",
