@@ -24,12 +24,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _dbt, _signals
 from ._events import EventRelay, NodeCallback
 from ._exceptions import (
     ConfigurationError,
+    CredentialsError,
     ErrorKind,
     SessionStateError,
     TunnelError,
@@ -41,8 +42,10 @@ from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, 
 from ._results import ErrorInfo, RunResult
 from ._retry import build_retrying, is_retryable
 from ._settings import Settings
+from .logging import event_extra
 
 if TYPE_CHECKING:
+    from ._aws import Login
     from ._ssh import Tunnel
     from ._steps import Step
 
@@ -94,6 +97,9 @@ class DbtSession:
         self._profile: GeneratedProfile | None = None
         self._own_profile: TunnelledProfile | None = None  # the user's, with the tunnel
         self._profiles_dir: Path | None = None
+        #: Redshift IAM (METHOD=iam, generated profile): the temporary login from AWS that
+        #: dbt (through the profile's secret variable) and our own connections use
+        self._login: Login | None = None
         #: the invocation running now (what cancel() stops); re-entrant: cancel() may run
         #: in a signal handler of the thread that holds it
         self._current: Invocation | None = None
@@ -162,6 +168,10 @@ class DbtSession:
     def _open(self) -> None:
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if s.profiles_dir is None and s.warehouse.is_iam:
+            # once per session (and again before a command when half its life is gone, or
+            # after the tunnel re-opened): every connection of the session uses it
+            self._login = self._retried(self._fetch_login)
         if s.profiles_dir is not None:
             if not s.ssh.enabled:
                 self._profiles_dir = s.profiles_dir.resolve()
@@ -177,7 +187,7 @@ class DbtSession:
                 self._tunnel.local_host, self._tunnel.local_port
             )
             return
-        self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
+        self._profile = GeneratedProfile(self._logged_in(s), project_profile_name(self.project_dir))
         if s.ssh.enabled:
             from ._ssh import Tunnel
 
@@ -196,18 +206,56 @@ class DbtSession:
         A host-key or SSH-auth failure (``auth``) is raised at once; an unreachable
         bastion is tried ``RETRY__ATTEMPTS`` times in all before its error is raised.
         """
+        self._retried(tunnel.open)
+
+    def _retried(self, call: Callable[[], _T]) -> _T:
+        """``call()`` under the session's retry policy: a transient :class:`TunnelError` or
+        :class:`CredentialsError` is tried ``RETRY__ATTEMPTS`` times in all before it is
+        raised; any other failure (``auth``) at once."""
         policy = self.settings.retry
         try:
             for retry_state in build_retrying(policy, retry_on=_TunnelRetry):
                 with retry_state:
                     try:
-                        tunnel.open()
-                    except TunnelError as exc:
+                        result = call()
+                    except (TunnelError, CredentialsError) as exc:
                         if not is_retryable(exc.kind, policy):
                             raise
                         raise _TunnelRetry(exc) from exc
         except _TunnelRetry as last:
             raise last.error  # noqa: B904 - the tunnel's own error, with its cause
+        return result
+
+    # ------------------------------------------------------------------ Redshift IAM
+    def _fetch_login(self) -> Login:
+        """A temporary login from AWS for the warehouse (``METHOD=iam``)."""
+        from ._warehouse import fetch_login
+
+        login = fetch_login(self.settings)
+        log.info(
+            "Redshift IAM: temporary login for %s until %s",
+            login.user,
+            login.expiration.isoformat(timespec="seconds"),
+            extra=event_extra("iam_login", db_user=login.user),
+        )
+        return login
+
+    def _logged_in(self, settings: Settings) -> Settings:
+        """``settings`` with the session's temporary login, when it has one (IAM)."""
+        if self._login is None or not settings.warehouse.is_iam:
+            return settings
+        from ._warehouse import with_login
+
+        return with_login(settings, self._login)
+
+    def _ensure_login(self, reopened: bool) -> None:
+        """Before a command: a new login when the tunnel was re-opened or less than half the
+        login's life is left (raises :class:`CredentialsError`: the attempt's outcome)."""
+        if self._login is None or not (reopened or self._login.needs_refresh()):
+            return
+        self._login = self._fetch_login()
+        if self._profile is not None and self._profile.relogin(self._logged_in(self.settings)):
+            self._write_profile()
 
     def close(self) -> None:
         """Close the tunnel and remove the generated profile. Safe to call twice."""
@@ -511,7 +559,7 @@ class DbtSession:
             for number in range(1, policy.attempts + 1):
                 try:
                     self._ensure_tunnel()
-                except TunnelError as exc:
+                except (TunnelError, CredentialsError) as exc:
                     error = ErrorInfo(exc.kind, str(exc))
                 else:
                     if self._tunnel is not None:
@@ -553,6 +601,7 @@ class DbtSession:
         if other is not None:
             log.info("no writer lock for %s: dbt_runner knows no lock of that type", other)
             return None
+        target = self._logged_in(target)  # IAM: the session's temporary login
         wh = target.warehouse
         if self._tunnel is not None:
             return WriterLock(target, self._tunnel.local_host, self._tunnel.local_port)
@@ -648,7 +697,11 @@ class DbtSession:
         if s.profiles_dir is not None:
             self._profiles_dir = s.profiles_dir.resolve()
         else:
-            self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
+            if s.warehouse.is_iam:  # the profile's user (part of dbt's parse state) is AWS's
+                self._login = self._retried(self._fetch_login)
+            self._profile = GeneratedProfile(
+                self._logged_in(s), project_profile_name(self.project_dir)
+            )
             if s.ssh.enabled:
                 from ._ssh import LOCAL_HOST, derive_local_port
 
@@ -747,19 +800,33 @@ class DbtSession:
         )
 
     def _ensure_tunnel(self) -> None:
-        if self._tunnel is None:
-            return
-        port_before = self._tunnel.local_port
-        if self._tunnel.ensure_open() and self._tunnel.local_port != port_before:
-            profile = self._own_profile or self._profile
-            assert profile is not None
+        """Before a command: the tunnel is open (re-opened if it died), and a Redshift IAM
+        login is fresh (:meth:`_ensure_login`)."""
+        reopened = False
+        if self._tunnel is not None:
+            port_before = self._tunnel.local_port
+            reopened = self._tunnel.ensure_open()
+            if reopened and self._tunnel.local_port != port_before:
+                self._write_profile()
+        self._ensure_login(reopened)
+
+    def _write_profile(self) -> None:
+        """Rewrite the session's profile (pointing at the tunnel when there is one)."""
+        profile = self._own_profile or self._profile
+        assert profile is not None
+        if self._tunnel is not None:
             profile.write(self._tunnel.local_host, self._tunnel.local_port)
+        elif self._profile is not None:
+            self._profile.write()
+
+
+_T = TypeVar("_T")
 
 
 class _TunnelRetry(Exception):
-    """Carries a transient TunnelError through tenacity."""
+    """Carries a transient TunnelError (or CredentialsError) through tenacity."""
 
-    def __init__(self, error: TunnelError) -> None:
+    def __init__(self, error: TunnelError | CredentialsError) -> None:
         super().__init__(str(error))
         self.error = error
 
