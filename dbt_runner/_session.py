@@ -562,6 +562,7 @@ class DbtSession:
                 except (TunnelError, CredentialsError) as exc:
                     error = ErrorInfo(exc.kind, str(exc))
                 else:
+                    lock.relogin(self._logged_in(lock.settings))  # IAM: the newest login
                     if self._tunnel is not None:
                         lock.move(self._tunnel.local_host, self._tunnel.local_port)
                     error = lock.acquire(self.settings.lock_timeout_s, abort)

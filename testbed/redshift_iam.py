@@ -11,7 +11,10 @@ Two halves, both real parts:
   PostgreSQL 15), valid until the answer's expiration, and joins the ``DbGroups``
   asked for. Auto-create (``IAMA:``) and Serverless create a missing role; without it a
   missing role stays missing, so the login fails as on Redshift. Any other password is
-  then refused by PostgreSQL itself. The hook reads the admin connection from a JSON
+  then refused by PostgreSQL itself. One difference, stricter than Redshift: a role has
+  one password, so a new login for the same user ends the previous one's validity for
+  new connections (on Redshift each stays valid until its own expiration); open
+  connections are not affected on either. The hook reads the admin connection from a JSON
   file (:class:`IamWarehouse` writes it); without that file it does nothing.
 - :class:`IamWarehouse` (the ``redshift_iam`` fixture of :mod:`testbed.aws_fixtures`)
   sets a test up: the cluster and the Serverless workgroup in moto, a database group
@@ -123,6 +126,7 @@ class IamWarehouse:
     cluster_id: str = "analytics"
     workgroup: str = "analytics-wg"
     region: str = "us-east-1"
+    _seen: int = 0
 
     @property
     def db_user(self) -> str:
@@ -143,6 +147,7 @@ class IamWarehouse:
     def setup(self) -> IamWarehouse:
         import boto3
 
+        self._seen = len(self._records())  # the server's record is the whole session's
         self.config_path.write_text(json.dumps({"admin": self._admin()}))
         boto3.client("redshift", region_name=self.region).create_cluster(
             ClusterIdentifier=self.cluster_id,
@@ -220,13 +225,17 @@ class IamWarehouse:
             )
         return {**output, **extra}
 
-    def calls(self, action: str, status: int = 200) -> int:
-        """How many ``action`` requests the moto server answered with ``status`` so far."""
+    def _records(self) -> list[dict[str, Any]]:
         try:
             lines = self.actions_path.read_text().splitlines()
         except FileNotFoundError:
-            return 0
-        records = [json.loads(line) for line in lines if line]
+            return []
+        return [json.loads(line) for line in lines if line]
+
+    def calls(self, action: str, status: int = 200) -> int:
+        """How many ``action`` requests the moto server answered with ``status`` since
+        :meth:`setup`."""
+        records = self._records()[self._seen :]
         return sum(1 for r in records if r["action"] == action and r["status"] == status)
 
     def roles(self) -> dict[str, str | None]:
