@@ -62,6 +62,28 @@ _DBNAME_HINT = (
     "profiles.yml)"
 )
 _LOGIN_HINT = "check DBT_RUNNER_WAREHOUSE__USER and DBT_RUNNER_WAREHOUSE__PASSWORD"
+#: ``{cert}`` / ``{host}`` are filled from the driver's message (a rule's named groups)
+_WRONG_NAME = (
+    "set DBT_RUNNER_WAREHOUSE__HOST (or host in your profiles.yml) to the name the "
+    "certificate is for and, through a bastion, DBT_RUNNER_SSH__REMOTE_HOST to the address "
+    "the bastion reaches (sslmode=verify-ca would check the CA only)"
+)
+_WRONG_NAME_HINT = (
+    "the server's certificate is for {cert}, not WAREHOUSE__HOST={host}: " + _WRONG_NAME
+)
+_WRONG_NAME_PY_HINT = "the server's certificate is not for WAREHOUSE__HOST={host}: " + _WRONG_NAME
+_UNKNOWN_CA_HINT = (
+    "the server's certificate is not signed by a CA this client trusts: PostgreSQL: set "
+    "DBT_RUNNER_WAREHOUSE__SSLROOTCERT (or sslrootcert in your profiles.yml) to the CA file "
+    "that signed it; Redshift: redshift_connector trusts its bundled Redshift CAs and the "
+    "system's trust store (SSL_CERT_FILE); else you reached another server than you meant"
+)
+_NO_ROOT_HINT = (
+    "libpq needs the CA that signed the server's certificate to verify it (sslmode "
+    "verify-full, the default, or verify-ca): set DBT_RUNNER_WAREHOUSE__SSLROOTCERT (or "
+    "sslrootcert in your profiles.yml) to that CA's file, or choose "
+    "DBT_RUNNER_WAREHOUSE__SSLMODE=require to encrypt without verifying the server"
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,29 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str], str | None], ...] = tuple(
         (_K.CONFLICT, r'duplicate key value violates unique constraint "pg_type_typname_nsp', None),
         # --- configuration-shaped: deterministic, the message names the setting
         (_K.CONFIGURATION, r"server does not support SSL, but SSL was required", _SSL_HINT),
+        # TLS verification (before the connection faults: redshift_connector reports it
+        # as a "communication error"): a certificate for another name, an unknown CA
+        (
+            _K.CONFIGURATION,
+            r'server certificate for (?P<cert>"[^"]*"(?: \(and \d+ other names?\))?) does not '
+            r'match host name (?P<host>"[^"]*")',
+            _WRONG_NAME_HINT,
+        ),
+        (
+            _K.CONFIGURATION,
+            r"(?:\('communication error', SSLCertVerificationError\(\d+, [\"'])?"
+            r"\[SSL: CERTIFICATE_VERIFY_FAILED\] certificate verify failed: Hostname mismatch, "
+            r"certificate is not valid for (?P<host>'[^']*')",
+            _WRONG_NAME_PY_HINT,
+        ),
+        (
+            _K.CONFIGURATION,
+            r"(?:\('communication error', SSLCertVerificationError\(\d+, [\"'])?"
+            r"\[SSL: CERTIFICATE_VERIFY_FAILED\] certificate verify failed: ",
+            _UNKNOWN_CA_HINT,
+        ),
+        (_K.CONFIGURATION, r"SSL error: certificate verify failed", _UNKNOWN_CA_HINT),
+        (_K.CONFIGURATION, r'root certificate file "[^"]*" does not exist', _NO_ROOT_HINT),
         (_K.CONFIGURATION, r"fe_sendauth: no password supplied", _PASSWORD_HINT),
         (_K.CONFIGURATION, _FATAL + r'database "[^"]*" does not exist$', _DBNAME_HINT),
         # --- authentication
@@ -321,8 +366,10 @@ def diagnose_message(message: str, default: ErrorKind) -> Verdict:
         if not line:
             continue
         for kind, pattern, hint in RULES:
-            if pattern.match(line):
-                return Verdict(kind, hint)
+            match = pattern.match(line)
+            if match:
+                found = match.groupdict()
+                return Verdict(kind, hint.format(**found) if hint and found else hint)
     return Verdict(default)
 
 

@@ -55,6 +55,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -64,6 +65,7 @@ from ._exceptions import ConfigurationError, CredentialsError, ErrorKind, Tunnel
 from ._settings import ENV_PREFIX, Settings, SSHSettings
 from ._warehouse import as_warehouse as _as_warehouse
 from ._warehouse import connect as connect_warehouse
+from ._warehouse import routed as _warehouse_routed
 
 __all__ = ["LAYERS", "ConnectionCheck", "DoctorReport", "LayerCheck", "run_doctor"]
 
@@ -309,7 +311,8 @@ class _Probe(threading.Thread):
                 self._host, self._port, self._settings.warehouse.connect_timeout_s, self._tunnelled
             )
             self.reached, self.stage = "tcp", "auth"
-            self.conn = connect_warehouse(self._settings, self._host, self._port)
+            # by the warehouse's name (TLS verifies it), through the route when tunnelled
+            self.conn = connect_warehouse(self._settings)
             self.reached, self.stage = "auth", "query"
             _scalar(self.conn, "select 1")
             self.reached = "query"
@@ -390,13 +393,14 @@ def _host_key_check(settings: Settings) -> str:
 
 def _open_tunnel(settings: Settings) -> tuple[Any, LayerCheck, LayerCheck]:
     """Open the session's tunnel: (tunnel or None, ssh_session check, channel_open check)."""
-    from ._ssh import Tunnel
+    from ._warehouse import tunnel as warehouse_tunnel
 
     ssh, wh = settings.ssh, settings.warehouse
     assert wh.host is not None and wh.effective_port is not None
     bastion = f"{ssh.user}@{ssh.host}:{ssh.port}"
-    remote = f"{wh.host}:{wh.effective_port}"
-    tunnel = Tunnel(ssh, wh.host, wh.effective_port)
+    remote_host, remote_port = ssh.remote_end(wh.host, wh.effective_port)
+    remote = f"{remote_host}:{remote_port}"
+    tunnel = warehouse_tunnel(settings)
     t0 = time.monotonic()
     try:
         tunnel.open()
@@ -507,6 +511,7 @@ def _settings_that_matter(settings: Settings, n: int) -> dict[str, Any]:
             "dbname": wh.dbname,
             "user": wh.user,
             "sslmode": wh.effective_sslmode,
+            "sslrootcert": str(wh.sslrootcert) if wh.sslrootcert is not None else None,
             "connect_timeout_s": wh.connect_timeout_s,
         },
         "timeout_s": s.timeout_s if s.timeout_s is not None else "none (no watchdog)",
@@ -536,6 +541,7 @@ def _settings_that_matter(settings: Settings, n: int) -> dict[str, Any]:
             "host": ssh.host,
             "port": ssh.port,
             "user": ssh.user,
+            "remote_host": ssh.remote_host or wh.host,
             "host_key_check": _host_key_check(settings),
             "connect_timeout_s": ssh.connect_timeout_s,
             "keepalive_s": ssh.keepalive_s,
@@ -693,7 +699,9 @@ def _connection_report(
     failures_before = len(tunnel.channel_failures) if tunnel is not None else 0
     probes: list[_Probe] = []
     try:
-        _run_probes(settings, host, port, tunnel is not None, n, hold_s, info, probes)
+        # the probes connect by the warehouse's name, as dbt does; the bytes take the tunnel
+        with _warehouse_routed(settings, tunnel) if tunnel is not None else nullcontext():
+            _run_probes(settings, host, port, tunnel is not None, n, hold_s, info, probes)
         checks = tuple(p.check() for p in probes)
         refused = tunnel.channel_failures[failures_before:] if tunnel is not None else []
     finally:

@@ -65,11 +65,10 @@ def _ident(name: str) -> str:
 class WriterLock:
     """The writer lock of one target; ``acquire`` then ``release`` (idempotent)."""
 
-    def __init__(self, settings: Settings, host: str | None, port: int | None) -> None:
-        """``settings``' warehouse is the target (:func:`~._warehouse.as_warehouse`);
-        ``host``/``port`` where to connect (the tunnel's local end, or the warehouse)."""
+    def __init__(self, settings: Settings) -> None:
+        """``settings``' warehouse is the target (:func:`~._warehouse.as_warehouse`); the
+        lock connects to its host/port (through the session's tunnel by its route)."""
         self._settings = settings
-        self._host, self._port = host, port
         self._conn: Any = None
         self._lock = threading.Lock()
         wh = settings.warehouse
@@ -139,10 +138,6 @@ class WriterLock:
         except Exception:
             return False
 
-    def move(self, host: str | None, port: int | None) -> None:
-        """Connect to ``host:port`` next time (a tunnel that re-opened on another port)."""
-        self._host, self._port = host, port
-
     def release(self) -> None:
         """Give the lock back (close its connection); safe to call twice."""
         with self._lock:
@@ -171,8 +166,7 @@ class WriterLock:
                 return self._acquire_duckdb(timeout_s, abort)
             from ._warehouse import connect
 
-            assert self._host is not None and self._port is not None
-            conn = connect(self._settings, self._host, self._port, application_name=_APPLICATION)
+            conn = connect(self._settings, application_name=_APPLICATION)
             with self._lock:
                 self._conn = conn
             if kind == "postgres":
@@ -185,10 +179,11 @@ class WriterLock:
             verdict = diagnose(exc, default=ErrorKind.CONNECTION)
             if verdict.kind in (ErrorKind.CONFLICT, ErrorKind.TIMEOUT):  # the wait ran out
                 return self._busy(timeout_s)
+            fix = f"\nfix: {verdict.hint}" if verdict.hint else ""
             return ErrorInfo(
                 verdict.kind,
                 f"could not take the writer lock ({self.describe}): "
-                f"{type(exc).__name__}: {text_of(exc)}",
+                f"{type(exc).__name__}: {text_of(exc)}{fix}",
             )
 
     def _acquire_postgres(self, conn: Any, timeout_s: float) -> ErrorInfo | None:

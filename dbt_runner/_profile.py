@@ -1,22 +1,20 @@
 """The session's ``profiles.yml``: private (0700 dir, 0600 file), removed on close.
 
-Two kinds:
+:class:`GeneratedProfile` is made from ``DBT_RUNNER_WAREHOUSE__*``. The password
+never touches the file: the profile reads it with ``env_var('DBT_ENV_SECRET_…')`` —
+dbt scrubs values of ``DBT_ENV_SECRET_*`` variables from its logs — and the variable
+exists only while the session is open.
 
-- :class:`GeneratedProfile` — made from ``DBT_RUNNER_WAREHOUSE__*``. The
-  password never touches the file: the profile reads it with
-  ``env_var('DBT_ENV_SECRET_…')`` — dbt scrubs values of ``DBT_ENV_SECRET_*``
-  variables from its logs — and the variable exists only while the session is
-  open.
-- :class:`TunnelledProfile` — the user's own ``profiles.yml``
-  (``DBT_RUNNER_PROFILES_DIR``) with an SSH tunnel: a copy in which only the
-  session's target has its ``host``/``port`` pointed at the tunnel's local end.
-  Everything else is the user's YAML re-dumped as parsed: values verbatim,
-  ``{{ env_var(...) }}`` left unrendered (secrets stay in the environment),
-  anchors expanded, comments dropped.
+A user's own ``profiles.yml`` (``DBT_RUNNER_PROFILES_DIR``) is used as it is, with or
+without a tunnel. Through a bastion, both keep the warehouse's own ``host``/``port``:
+the session routes that address to the tunnel's local end
+(:mod:`dbt_runner._dbt.routes`), so TLS verifies the warehouse's name and the profile
+(and with it dbt's partial parse) never changes with the tunnel's port.
 
-The tunnel's remote end is the target's own ``host``/``port``
-(:func:`tunnel_target`); when they are jinja (``{{ env_var('PGHOST') }}``)
-just those two values are rendered, with dbt's own profile renderer.
+The tunnel's remote end for a user's profile is the target's own ``host``/``port``
+(:func:`tunnel_target`, or ``SSH__REMOTE_HOST``); when they are jinja
+(``{{ env_var('PGHOST') }}``) just those two values are rendered, with dbt's own
+profile renderer.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = [
     "GeneratedProfile",
     "ProfileTarget",
-    "TunnelledProfile",
     "project_profile_name",
     "render_target",
     "tunnel_target",
@@ -89,9 +86,14 @@ class GeneratedProfile:
         self._settings = settings
         return changed
 
-    def write(self, host: str | None = None, port: int | None = None) -> Path:
-        """(Re)write the profile, pointing at ``host:port`` when given (a tunnel)."""
-        output = self._output(host, port)
+    def write(self) -> Path:
+        """Write the profile; returns its directory.
+
+        Its ``host``/``port`` are the warehouse's own, with or without a tunnel (the
+        session routes them through it), so the file is the same in every session of
+        the same settings.
+        """
+        output = self._output()
         document = {
             self._profile_name: {
                 "target": self._settings.target,
@@ -106,7 +108,7 @@ class GeneratedProfile:
         os.replace(tmp, path)
         return self.dir
 
-    def _output(self, host: str | None, port: int | None) -> dict[str, Any]:
+    def _output(self) -> dict[str, Any]:
         s = self._settings
         wh = s.warehouse
         if wh.type == "duckdb":
@@ -118,8 +120,8 @@ class GeneratedProfile:
             }
         output: dict[str, Any] = {
             "type": wh.type,
-            "host": host or wh.host,
-            "port": port or wh.effective_port,
+            "host": wh.host,
+            "port": wh.effective_port,
             "user": wh.user,
             "password": (
                 f"{{{{ env_var('{self._secret_env}') }}}}" if wh.password is not None else ""
@@ -132,6 +134,8 @@ class GeneratedProfile:
             # dbt's own connection retries stay short: our tenacity policy is the retry layer
             "retries": 1,
         }
+        if wh.sslrootcert is not None:  # postgres only (checked by the settings)
+            output["sslrootcert"] = str(wh.sslrootcert.expanduser().resolve())
         if wh.type == "redshift":
             output["method"] = "database"
             output["ra3_node"] = True
@@ -155,7 +159,8 @@ class ProfileTarget:
     profile: str
     target: str
     type: str
-    #: the tunnel's remote end: the target's ``host``/``port`` (rendered when jinja)
+    #: the target's ``host``/``port`` (rendered when jinja): the name dbt connects to and
+    #: TLS verifies; the tunnel forwards to it (or to ``SSH__REMOTE_HOST``)
     host: str
     port: int
 
@@ -233,7 +238,9 @@ def tunnel_target(profiles_dir: Path, project_dir: Path, target: str | None) -> 
     """The target a session with ``DBT_RUNNER_SSH__HOST`` tunnels to, checked.
 
     Raises :class:`ConfigurationError` naming the setting when the profile or the
-    target is missing, or the target has no host (e.g. DuckDB) or no port.
+    target is missing, the target has no host (e.g. DuckDB) or no port, or is of a
+    type whose connections dbt_runner cannot route through the tunnel (only postgres
+    and redshift: :mod:`dbt_runner._dbt.routes`).
     """
     path, _, profile, name, output = _chosen(profiles_dir, project_dir, target)
     kind = str(output.get("type", "?"))
@@ -243,6 +250,12 @@ def tunnel_target(profiles_dir: Path, project_dir: Path, target: str | None) -> 
         raise ConfigurationError(
             f"{_ENV}SSH__HOST is set but {where} (type {kind}) has no host to tunnel to: "
             f"unset {_ENV}SSH__HOST or choose a target with a host ({_ENV}TARGET)"
+        )
+    if kind not in _DEFAULT_PORTS:
+        raise ConfigurationError(
+            f"{_ENV}SSH__HOST is set but {where} is of type {kind}: dbt_runner tunnels "
+            "postgres and redshift targets only; unset SSH__HOST (and run your own tunnel) "
+            f"or choose such a target ({_ENV}TARGET)"
         )
     try:
         host = _render(raw_host, ("outputs", name, "host"))
@@ -265,59 +278,3 @@ def tunnel_target(profiles_dir: Path, project_dir: Path, target: str | None) -> 
     if not host or not isinstance(host, str) or not 0 < port < 65536:
         raise ConfigurationError(f"{where}: host/port {host!r}:{port!r} are not usable")
     return ProfileTarget(path, profile, name, kind, host, port)
-
-
-class _NoAliases(yaml.SafeDumper):
-    """Every node written out in full: no ``&anchor``/``*alias`` in the copy."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-class TunnelledProfile:
-    """A private copy of the user's ``profiles.yml`` (0700 dir, 0600 file).
-
-    Only the session's target differs from the user's file: its ``host`` and
-    ``port`` are the tunnel's local end. The copy's contents change only with
-    that port, so dbt's partial parse (which hashes the connection) stays valid
-    from session to session.
-    """
-
-    def __init__(self, target: ProfileTarget) -> None:
-        self.target = target
-        _, self._document = _read_profiles(target.path.parent)
-        self.dir = Path(tempfile.mkdtemp(prefix="dbt_runner_profile_"))
-        os.chmod(self.dir, 0o700)
-
-    def __repr__(self) -> str:
-        t = self.target
-        return (
-            f"TunnelledProfile(dir={str(self.dir)!r}, profile={t.profile!r}, target={t.target!r})"
-        )
-
-    def render(self, host: str, port: int) -> str:
-        """The copy's text with the target pointing at ``host:port``."""
-        document = dict(self._document)
-        entry = dict(document[self.target.profile])
-        outputs = dict(entry["outputs"])
-        # a new mapping: an aliased (shared) output elsewhere in the file stays as it was
-        outputs[self.target.target] = {**outputs[self.target.target], "host": host, "port": port}
-        entry["outputs"] = outputs
-        document[self.target.profile] = entry
-        return yaml.dump(
-            document, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=1000
-        )
-
-    def write(self, host: str, port: int) -> Path:
-        """(Re)write the copy pointing at the tunnel's ``host:port``; returns its dir."""
-        path = self.dir / "profiles.yml"
-        tmp = self.dir / "profiles.yml.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.render(host, port))
-        os.replace(tmp, path)
-        return self.dir
-
-    def close(self) -> None:
-        """Remove the copy (idempotent)."""
-        shutil.rmtree(self.dir, ignore_errors=True)

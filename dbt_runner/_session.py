@@ -38,7 +38,7 @@ from ._exceptions import (
 from ._invocation import NO_PREPARSE, Invocation, parse_error
 from ._lock import WriterLock
 from ._manifests import ManifestCache
-from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, tunnel_target
+from ._profile import GeneratedProfile, ProfileTarget, project_profile_name, tunnel_target
 from ._results import ErrorInfo, RunResult
 from ._retry import build_retrying, is_retryable
 from ._settings import Settings
@@ -95,7 +95,10 @@ class DbtSession:
         self._relay = EventRelay(callbacks)
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
-        self._own_profile: TunnelledProfile | None = None  # the user's, with the tunnel
+        self._own_target: ProfileTarget | None = None  # the user's target, with the tunnel
+        #: while the tunnel is open: dbt's (and our) connections to the warehouse's
+        #: host:port go to the tunnel's local end (dbt_runner._dbt.routes)
+        self._route: _dbt.Route | None = None
         self._profiles_dir: Path | None = None
         #: Redshift IAM (METHOD=iam, generated profile): the temporary login from AWS that
         #: dbt (through the profile's secret variable) and our own connections use
@@ -131,7 +134,10 @@ class DbtSession:
         """The session's SSH tunnel (:class:`~dbt_runner.Tunnel`), when a bastion is configured.
 
         ``tunnel.local_host``/``tunnel.local_port`` is where the warehouse answers for
-        your own connections in this session; the session opens and closes it.
+        your own connections in this session; the session opens and closes it. dbt
+        itself connects by the warehouse's name (its certificate's), routed there: for
+        ``sslmode=verify-full`` of your own libpq connection, give ``host`` = the
+        warehouse's name and ``hostaddr``/``port`` = the tunnel's local end.
         """
         return self._tunnel
 
@@ -141,8 +147,8 @@ class DbtSession:
         where = f"{wh.type} {where}"
         if self.settings.profiles_dir is not None:  # the warehouse is the user's profile's
             where = f"profiles {self.settings.profiles_dir}"
-            if self._own_profile is not None:
-                t = self._own_profile.target
+            if self._own_target is not None:
+                t = self._own_target
                 where += f" target {t.target} {t.type} {t.host}:{t.port}"
         via = f" via {self.settings.ssh.host}" if self.settings.ssh.enabled else ""
         return f"<DbtSession {self._state.value} {where}{via}>"
@@ -176,29 +182,32 @@ class DbtSession:
             if not s.ssh.enabled:
                 self._profiles_dir = s.profiles_dir.resolve()
                 return
-            # the user's profiles.yml, copied with only the session's target tunnelled
-            from ._ssh import Tunnel
-
+            # the user's profiles.yml as it is: its target's host:port go through the tunnel
             target = tunnel_target(s.profiles_dir.resolve(), self.project_dir, s.chosen_target)
-            self._own_profile = TunnelledProfile(target)
-            self._tunnel = Tunnel(s.ssh, target.host, target.port)
-            self._open_tunnel(self._tunnel)
-            self._profiles_dir = self._own_profile.write(
-                self._tunnel.local_host, self._tunnel.local_port
-            )
+            self._own_target = target
+            self._tunnel_to(target.host, target.port, target.type)
+            self._profiles_dir = s.profiles_dir.resolve()
             return
-        self._profile = GeneratedProfile(self._logged_in(s), project_profile_name(self.project_dir))
+        name = project_profile_name(self.project_dir)
+        self._profile = GeneratedProfile(self._logged_in(s), name)
         if s.ssh.enabled:
-            from ._ssh import Tunnel
+            wh = s.warehouse
+            assert wh.host is not None and wh.effective_port is not None
+            self._tunnel_to(wh.host, wh.effective_port, wh.type)
+        self._profiles_dir = self._profile.write()
 
-            assert s.warehouse.host is not None and s.warehouse.effective_port is not None
-            self._tunnel = Tunnel(s.ssh, s.warehouse.host, s.warehouse.effective_port)
-            self._open_tunnel(self._tunnel)
-            self._profiles_dir = self._profile.write(
-                self._tunnel.local_host, self._tunnel.local_port
-            )
-        else:
-            self._profiles_dir = self._profile.write()
+    def _tunnel_to(self, host: str, port: int, kind: str) -> None:
+        """Open the tunnel to the warehouse ``host:port`` (the bastion connects to
+        ``SSH__REMOTE_HOST`` instead when set) and route that address through it."""
+        from ._ssh import Tunnel
+
+        if kind not in ("postgres", "redshift"):  # the settings/profile checks prevent it
+            raise ConfigurationError(f"a {kind} target cannot be tunnelled")
+        self._tunnel = Tunnel(self.settings.ssh, *self.settings.ssh.remote_end(host, port))
+        self._open_tunnel(self._tunnel)
+        self._route = _dbt.add_route(
+            host, port, self._tunnel, driver="postgres" if kind == "postgres" else "redshift"
+        )
 
     def _open_tunnel(self, tunnel: Tunnel) -> None:
         """Open the tunnel under the session's retry policy (transient failures only).
@@ -255,7 +264,7 @@ class DbtSession:
             return
         self._login = self._fetch_login()
         if self._profile is not None and self._profile.relogin(self._logged_in(self.settings)):
-            self._write_profile()
+            self._profile.write()  # another user (it does not change for one identity)
 
     def close(self) -> None:
         """Close the tunnel and remove the generated profile. Safe to call twice."""
@@ -273,15 +282,16 @@ class DbtSession:
         self.manifests.clear()
         if self.settings.warehouse.type == "duckdb":
             _dbt.release_duckdb()
+        if self._route is not None:
+            self._route.remove()
+            self._route = None
         if self._tunnel is not None:
             self._tunnel.close()
             self._tunnel = None
         if self._profile is not None:
             self._profile.close()
             self._profile = None
-        if self._own_profile is not None:
-            self._own_profile.close()
-            self._own_profile = None
+        self._own_target = None
 
     def __enter__(self) -> DbtSession:
         return self.open()
@@ -563,8 +573,6 @@ class DbtSession:
                     error = ErrorInfo(exc.kind, str(exc))
                 else:
                     lock.relogin(self._logged_in(lock.settings))  # IAM: the newest login
-                    if self._tunnel is not None:
-                        lock.move(self._tunnel.local_host, self._tunnel.local_port)
                     error = lock.acquire(self.settings.lock_timeout_s, abort)
                 if error is None or not is_retryable(error.kind, policy):
                     return error
@@ -602,11 +610,8 @@ class DbtSession:
         if other is not None:
             log.info("no writer lock for %s: dbt_runner knows no lock of that type", other)
             return None
-        target = self._logged_in(target)  # IAM: the session's temporary login
-        wh = target.warehouse
-        if self._tunnel is not None:
-            return WriterLock(target, self._tunnel.local_host, self._tunnel.local_port)
-        return WriterLock(target, wh.host, wh.effective_port)
+        # through the tunnel, by the session's route; IAM: the session's temporary login
+        return WriterLock(self._logged_in(target))
 
     def _not_run(self, command: str, error: ErrorInfo) -> RunResult:
         """The result of a command the writer lock kept from running."""
@@ -646,20 +651,20 @@ class DbtSession:
                 "(DBT_RUNNER_SSH__HOST): the session's own profile points dbt at the tunnel; "
                 "set DBT_RUNNER_PROFILES_DIR instead"
             )
-        own = self._own_profile
+        own = self._own_target
         if own is None:
             return
         target = _option_value(args, _TARGET_FLAGS) or _short_target(args)
-        if target is not None and target != own.target.target:
+        if target is not None and target != own.target:
             raise ConfigurationError(
-                f"--target {target}: this session tunnels target {own.target.target!r} of "
-                f"profile {own.target.profile!r} only (DBT_RUNNER_SSH__HOST); open a session "
+                f"--target {target}: this session tunnels target {own.target!r} of "
+                f"profile {own.profile!r} only (DBT_RUNNER_SSH__HOST); open a session "
                 f"with DBT_RUNNER_TARGET={target} to run it through the tunnel"
             )
         profile = _option_value(args, ("--profile",))
-        if profile is not None and profile != own.target.profile:
+        if profile is not None and profile != own.profile:
             raise ConfigurationError(
-                f"--profile {profile}: this session tunnels profile {own.target.profile!r} "
+                f"--profile {profile}: this session tunnels profile {own.profile!r} "
                 "only (DBT_RUNNER_SSH__HOST); set DBT_PROFILE for the session instead"
             )
 
@@ -685,9 +690,10 @@ class DbtSession:
     def open_for_parsing(self) -> DbtSession:
         """Open without a tunnel, only to parse (the warm worker's parent, before it forks).
 
-        The generated profile points where this session's tunnel would listen (its
-        derived local port), so dbt's partial-parse state stays valid for the forked
-        children that open the real tunnel. No connection is opened, and no thread
+        The generated profile is the one a tunnelled session writes (the warehouse's
+        own host/port: the tunnel is a route, not a profile change), so dbt's
+        partial-parse state stays valid for the forked children that open the real
+        tunnel. No connection is opened, and no thread
         outlives a call: a manifest parsed here (:meth:`prepare`, :attr:`manifests`)
         is safe to inherit across ``fork``.
         """
@@ -700,21 +706,9 @@ class DbtSession:
         else:
             if s.warehouse.is_iam:  # the profile's user (part of dbt's parse state) is AWS's
                 self._login = self._retried(self._fetch_login)
-            self._profile = GeneratedProfile(
-                self._logged_in(s), project_profile_name(self.project_dir)
-            )
-            if s.ssh.enabled:
-                from ._ssh import LOCAL_HOST, derive_local_port
-
-                wh = s.warehouse
-                assert s.ssh.host is not None and wh.host is not None
-                assert wh.effective_port is not None
-                port = s.ssh.local_port or derive_local_port(
-                    s.ssh.host, s.ssh.port, s.ssh.user or "", wh.host, wh.effective_port
-                )
-                self._profiles_dir = self._profile.write(LOCAL_HOST, port)
-            else:
-                self._profiles_dir = self._profile.write()
+            name = project_profile_name(self.project_dir)
+            self._profile = GeneratedProfile(self._logged_in(s), name)
+            self._profiles_dir = self._profile.write()
         self._state = SessionState.OPEN
         return self
 
@@ -773,8 +767,8 @@ class DbtSession:
         ]
         # a generated profile has exactly the target of the settings; a user's own
         # profiles.yml keeps its default target unless DBT_RUNNER_TARGET is set
-        if self._own_profile is not None:  # the one target the tunnel serves
-            defaults.append(("--target", self._own_profile.target.target))
+        if self._own_target is not None:  # the one target the tunnel serves
+            defaults.append(("--target", self._own_target.target))
         elif self._profile is not None or "target" in self.settings.model_fields_set:
             defaults.append(("--target", self.settings.target))
         if threads is not None:
@@ -801,24 +795,10 @@ class DbtSession:
         )
 
     def _ensure_tunnel(self) -> None:
-        """Before a command: the tunnel is open (re-opened if it died), and a Redshift IAM
-        login is fresh (:meth:`_ensure_login`)."""
-        reopened = False
-        if self._tunnel is not None:
-            port_before = self._tunnel.local_port
-            reopened = self._tunnel.ensure_open()
-            if reopened and self._tunnel.local_port != port_before:
-                self._write_profile()
+        """Before a command: the tunnel is open (re-opened if it died: the route follows its
+        new local port), and a Redshift IAM login is fresh (:meth:`_ensure_login`)."""
+        reopened = self._tunnel.ensure_open() if self._tunnel is not None else False
         self._ensure_login(reopened)
-
-    def _write_profile(self) -> None:
-        """Rewrite the session's profile (pointing at the tunnel when there is one)."""
-        profile = self._own_profile or self._profile
-        assert profile is not None
-        if self._tunnel is not None:
-            profile.write(self._tunnel.local_host, self._tunnel.local_port)
-        elif self._profile is not None:
-            self._profile.write()
 
 
 _T = TypeVar("_T")

@@ -62,9 +62,12 @@ _IAM_FIELDS = (
 )
 
 _DEFAULT_PORTS = {"postgres": 5432, "redshift": 5439}
-# Secure by default: both verify-ca choices work through a tunnel (the bastion
-# forwards to 127.0.0.1, which a verify-full host-name check would reject).
-_DEFAULT_SSLMODE: dict[str, SSLMode] = {"postgres": "require", "redshift": "verify-ca"}
+# Secure by default: the server's certificate is verified, host name included, also
+# through a bastion (the drivers connect by the warehouse's name and the tunnel carries
+# the bytes: dbt_runner._dbt.routes). redshift_connector verifies against the Redshift
+# CAs it bundles plus the system's trust store; libpq needs a CA file
+# (WAREHOUSE__SSLROOTCERT or its own ~/.postgresql/root.crt), or fails naming it.
+_DEFAULT_SSLMODE: dict[str, SSLMode] = {"postgres": "verify-full", "redshift": "verify-full"}
 
 
 def bundled_project_dir() -> Path:
@@ -106,7 +109,15 @@ class WarehouseSettings(_Section):
         "staging", alias="schema", description="schema the staging models are built in"
     )
     sslmode: SSLMode | None = Field(
-        None, description="sslmode (default verify-ca on redshift, require on postgres)"
+        None,
+        description="sslmode (default verify-full: the certificate and its host name "
+        "WAREHOUSE__HOST are verified; PostgreSQL needs a CA for it, see SSLROOTCERT)",
+    )
+    sslrootcert: Path | None = Field(
+        None,
+        description="CA file the server's certificate is verified against (postgres: libpq's "
+        "sslrootcert; must exist). Redshift: unset, redshift_connector trusts its bundled "
+        "Redshift CAs and the system's trust store",
     )
     path: Path = Field(Path("dbt_runner.duckdb"), description="DuckDB database file")
     connect_timeout_s: int = Field(10, ge=1, description="seconds to wait for a connection")
@@ -261,11 +272,37 @@ class WarehouseSettings(_Section):
             )
 
 
+def _check_sslrootcert(kind: str, path: Path, sslmode: SSLMode | None) -> None:
+    name = f"{ENV_PREFIX}WAREHOUSE__SSLROOTCERT"
+    if kind == "redshift":
+        # neither dbt-redshift nor redshift_connector takes a CA file
+        raise ValueError(
+            f"{name} is for postgres: redshift_connector (dbt-redshift's driver) takes no CA "
+            "file, it verifies against the Redshift CAs it bundles plus the system's trust "
+            "store. Unset it; for a private CA, add it to the system's trust store (or point "
+            "OpenSSL's SSL_CERT_FILE at a bundle that includes it)"
+        )
+    if sslmode == "disable":
+        raise ValueError(
+            f"{name} is set but {ENV_PREFIX}WAREHOUSE__SSLMODE=disable uses no TLS: unset one"
+        )
+    if not path.expanduser().is_file():
+        raise ValueError(
+            f"{name} file {path} does not exist (the CA that signed the server's certificate, PEM)"
+        )
+
+
 class SSHSettings(_Section):
     """The SSH bastion: ``DBT_RUNNER_SSH__*``. The tunnel is used only when HOST is set."""
 
     host: str | None = Field(None, description="bastion host; unset = connect directly")
     port: int = Field(22, ge=1, le=65535, description="bastion SSH port")
+    remote_host: str | None = Field(
+        None,
+        description="where the bastion connects, when that differs from the name the "
+        "warehouse's certificate is for (default: WAREHOUSE__HOST; with PROFILES_DIR: the "
+        "target's host). dbt still connects by that name, and TLS verifies it",
+    )
     user: str | None = Field(None, description="bastion user")
     private_key: Path | None = Field(None, description="private key file (mode 0600)")
     private_key_passphrase: SecretStr | None = Field(
@@ -295,9 +332,24 @@ class SSHSettings(_Section):
         """True when a bastion is configured."""
         return bool(self.host)
 
+    def remote_end(self, host: str, port: int) -> tuple[str, int]:
+        """Where the bastion forwards connections for the warehouse ``host:port``.
+
+        >>> SSHSettings(host="b", user="u", remote_host="10.0.0.5",
+        ...             insecure_skip_host_key_check=True, allow_agent=True).remote_end(
+        ...     "warehouse.example.com", 5439)
+        ('10.0.0.5', 5439)
+        """
+        return (self.remote_host or host, port)
+
     @model_validator(mode="after")
     def _check(self) -> SSHSettings:
         if not self.host:
+            if self.remote_host:
+                raise ValueError(
+                    f"{ENV_PREFIX}SSH__REMOTE_HOST is set but {ENV_PREFIX}SSH__HOST is not: "
+                    "it says where the bastion connects; set SSH__HOST too, or unset it"
+                )
             return self
         if not self.user:
             raise ValueError(f"SSH__HOST is set: {ENV_PREFIX}SSH__USER is required too")
@@ -384,8 +436,8 @@ class Settings(BaseSettings):
     profiles_dir: Path | None = Field(
         None,
         description="use this profiles.yml; unset = generate one from WAREHOUSE__*. With "
-        "SSH__HOST the session tunnels a private copy in which only the target's host/port "
-        "point at the tunnel",
+        "SSH__HOST dbt reads it as it is and the session routes the target's host/port "
+        "through the tunnel",
     )
     target: str = Field(
         "dev",
@@ -471,6 +523,14 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}WAREHOUSE__PASSWORD (or use {iam}your own profiles.yml with "
                 f"{ENV_PREFIX}PROFILES_DIR)"
             )
+        if wh.sslrootcert is not None:
+            if self.profiles_dir is not None:
+                raise ValueError(
+                    f"{ENV_PREFIX}WAREHOUSE__SSLROOTCERT is for the generated profile: with "
+                    f"{ENV_PREFIX}PROFILES_DIR, your target's own sslrootcert applies (set it "
+                    "there)"
+                )
+            _check_sslrootcert(wh.type, wh.sslrootcert, wh.effective_sslmode)
         if self.ssh.enabled and self.profiles_dir is not None:
             # the tunnel's remote end is the chosen target's own host/port
             from ._profile import tunnel_target

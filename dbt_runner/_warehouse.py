@@ -3,12 +3,16 @@
 The one place outside dbt that connects to PostgreSQL or Redshift: ``dbt-runner
 doctor``'s probes, ``dbt-runner sample-data`` and the writer lock
 (:mod:`dbt_runner._lock`) use psycopg2 / redshift_connector with the settings dbt's
-profile gets (sslmode, timeouts), through the session's tunnel when there is one.
+profile gets (sslmode, CA, timeouts). They connect by the warehouse's own name, as
+dbt does; through a bastion the route of the tunnel (:func:`tunnel` here, or the
+session's) sends the bytes to its local end (:mod:`dbt_runner._dbt.routes`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr, ValidationError
 
@@ -17,8 +21,9 @@ from ._settings import ENV_PREFIX, Settings, WarehouseSettings
 
 if TYPE_CHECKING:
     from ._aws import Login
+    from ._ssh import Tunnel
 
-__all__ = ["as_warehouse", "connect", "fetch_login", "with_login"]
+__all__ = ["as_warehouse", "connect", "fetch_login", "routed", "tunnel", "with_login"]
 
 
 def fetch_login(settings: Settings) -> Login:
@@ -38,23 +43,23 @@ def with_login(settings: Settings, login: Login) -> Settings:
     return settings.model_copy(update={"warehouse": wh})
 
 
-def connect(
-    settings: Settings, host: str, port: int, *, application_name: str = "dbt-runner doctor"
-) -> Any:
-    """A driver connection the way dbt makes it (psycopg2 / redshift_connector), autocommit.
+def connect(settings: Settings, *, application_name: str = "dbt-runner doctor") -> Any:
+    """A driver connection the way dbt makes it (psycopg2 / redshift_connector), autocommit,
+    to the warehouse's host/port (through a tunnel when a route for it is registered)."""
+    from . import _dbt
 
-    ``host``/``port``: where to connect (the tunnel's local end, or the warehouse).
-    """
     if settings.warehouse.is_iam and settings.warehouse.password is None:
         # Redshift IAM outside a session (doctor, sample-data): a login of its own
         settings = with_login(settings, fetch_login(settings))
     wh = settings.warehouse
+    host, port = wh.host, wh.effective_port
     password = wh.password.get_secret_value() if wh.password is not None else None
     sslmode = wh.effective_sslmode
     if wh.type == "redshift":
         import redshift_connector
 
-        # dbt-redshift's translation: anything but disable means TLS, verified
+        # dbt-redshift's translation: anything but disable means TLS, verified (the
+        # route's hook in redshift_connector picks the address, the name stays for TLS)
         conn = redshift_connector.connect(
             host=host,
             port=port,
@@ -69,18 +74,43 @@ def connect(
     else:
         import psycopg2
 
+        params: dict[str, Any] = {"host": host, "port": port}
+        params.update(_dbt.libpq_address(host, port))  # hostaddr + the tunnel's port if routed
+        if wh.sslrootcert is not None:
+            params["sslrootcert"] = str(wh.sslrootcert.expanduser())
         conn = psycopg2.connect(
-            host=host,
-            port=port,
             user=wh.user,
             password=password,
             dbname=wh.dbname,
             sslmode=sslmode,
             connect_timeout=wh.connect_timeout_s,
             application_name=application_name,
+            **params,
         )
     conn.autocommit = True
     return conn
+
+
+def tunnel(settings: Settings) -> Tunnel:
+    """The (unopened) tunnel to ``settings``' warehouse: the bastion connects to
+    ``SSH__REMOTE_HOST`` when set, else to the warehouse's host."""
+    from ._ssh import Tunnel
+
+    wh = settings.warehouse
+    assert wh.host is not None and wh.effective_port is not None
+    return Tunnel(settings.ssh, *settings.ssh.remote_end(wh.host, wh.effective_port))
+
+
+@contextlib.contextmanager
+def routed(settings: Settings, through: Tunnel) -> Iterator[None]:
+    """While the block runs, connections to ``settings``' warehouse go through ``through``."""
+    from . import _dbt
+
+    wh = settings.warehouse
+    assert wh.host is not None and wh.effective_port is not None
+    driver: Literal["postgres", "redshift"] = "redshift" if wh.type == "redshift" else "postgres"
+    with _dbt.add_route(wh.host, wh.effective_port, through, driver=driver):
+        yield
 
 
 def as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
@@ -118,7 +148,9 @@ def as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
                 "password": str(password) if password is not None else None,
                 "dbname": output.get("dbname") or output.get("database"),
                 "schema": output.get("schema") or "public",
-                "sslmode": output.get("sslmode"),
+                # unset in the profile: the adapters' own default (both: prefer)
+                "sslmode": output.get("sslmode") or "prefer",
+                "sslrootcert": output.get("sslrootcert"),
                 "connect_timeout_s": timeout if isinstance(timeout, int) and timeout >= 1 else 10,
             }
             method = str(output.get("method") or "database") if kind == "redshift" else None

@@ -16,9 +16,10 @@ run in a **forked child**:
 - fork safety: the parent never starts a thread (it checks before each fork)
   and never opens a tunnel or a warehouse connection: each child opens its own
   :class:`~dbt_runner.DbtSession` (tunnel included) and closes it before
-  replying. The parent parses without a tunnel, with a profile pointing at the
-  tunnel's derived local port, so dbt's partial-parse state (in the state dir)
-  stays valid for both; parsing starts no thread and opens no connection.
+  replying. The parent parses without a tunnel, with the profile a child writes
+  (the warehouse's own host/port: a child's tunnel is a route, not a profile
+  change), so dbt's partial-parse state (in the state dir) stays valid for both;
+  parsing starts no thread and opens no connection.
 
 Requests are served one at a time (dbt state dirs and DuckDB files are not
 meant for concurrent runs). A request is a list of :class:`~dbt_runner.Step`

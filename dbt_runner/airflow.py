@@ -7,7 +7,7 @@ up by id.
 * the **warehouse** connection is a ``redshift`` or ``postgres`` connection:
   host, port, login, password, and *Schema* as the database name (that is how
   Airflow's Redshift and PostgreSQL connections use it); extras ``sslmode``,
-  ``connect_timeout``.
+  ``sslrootcert`` (postgres: the CA file, as libpq takes it), ``connect_timeout``.
 * the **bastion** is an ``ssh`` connection: host, port, login, and the extras
   of Airflow's SSH provider: ``key_file`` (a path on the worker) or
   ``private_key`` (the key text), ``private_key_passphrase``, ``host_key``
@@ -152,6 +152,8 @@ def warehouse_values(conn: ConnectionLike, *, warehouse_type: str | None = None)
         values["sslmode"] = str(extra["sslmode"])
     elif "ssl" in extra and not _truthy(extra["ssl"]):  # redshift_connector's ssl=False
         values["sslmode"] = "disable"
+    if extra.get("sslrootcert"):  # libpq's CA file (WAREHOUSE__SSLROOTCERT)
+        values["sslrootcert"] = str(extra["sslrootcert"])
     if extra.get("connect_timeout") not in (None, ""):
         values["connect_timeout_s"] = _int(extra["connect_timeout"], name, "connect_timeout")
     missing = [label for key, label in _REQUIRED_WAREHOUSE if key not in values]

@@ -718,16 +718,12 @@ def _warehouse_connection(settings: Settings) -> Iterator[tuple[Any, Dialect]]:
             conn.close()
         return
     from ._warehouse import connect as connect_warehouse
+    from ._warehouse import routed, tunnel
 
-    assert wh.host is not None and wh.effective_port is not None  # validated by Settings
     with contextlib.ExitStack() as stack:
-        host, port = wh.host, wh.effective_port
-        if settings.ssh.enabled:
-            from ._ssh import Tunnel
-
-            tunnel = stack.enter_context(Tunnel(settings.ssh, host, port))
-            host, port = tunnel.local_host, tunnel.local_port
-        conn = connect_warehouse(settings, host, port, application_name="dbt-runner sample-data")
+        if settings.ssh.enabled:  # by the warehouse's name, the bytes through the tunnel
+            stack.enter_context(routed(settings, stack.enter_context(tunnel(settings))))
+        conn = connect_warehouse(settings, application_name="dbt-runner sample-data")
         stack.callback(conn.close)
         conn.autocommit = False
         yield conn, "postgres"

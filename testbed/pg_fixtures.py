@@ -10,6 +10,15 @@ Both speak TLS, as production warehouses do: ``pg_db`` connects with
 * ``redshift_db`` (function): like ``pg_db``, reached through the proxy, with
   the Redshift catalog stubs installed -> :class:`RedshiftDatabase`.
 
+The ``named_*`` twins serve the certificate for ``warehouse.test`` (and no other
+name) from 127.0.0.1, for ``sslmode=verify-full`` through a bastion: their
+databases' ``server_name`` is that name, ``host`` the address to connect to.
+
+* ``named_pg_server`` (session, started on first use): a PostgreSQL server of its own;
+* ``named_pg_db`` (function) -> :class:`PgDatabase` with ``sslmode=verify-full``;
+* ``named_redshift_server`` (session): a stand-in in front of ``pg_server``;
+* ``named_redshift_db`` (function) -> :class:`RedshiftDatabase`, ``verify-full``.
+
 Without PostgreSQL binaries the tests using them skip, or fail when
 ``TESTBED_REQUIRE_INTEGRATION=1``. Tests using these fixtures are marked
 ``integration`` automatically.
@@ -28,9 +37,20 @@ import pytest
 from testbed._require import require_service
 from testbed.postgres import PostgresServer, postgres_unavailable_reason
 from testbed.redshift_proxy import DdlEntry, RedshiftProxy, install_redshift_stubs
-from testbed.tls import test_pki
+from testbed.tls import WAREHOUSE_NAME, test_pki
 
-_PG_FIXTURES = frozenset({"pg_server", "pg_db", "redshift_server", "redshift_db"})
+_PG_FIXTURES = frozenset(
+    {
+        "pg_server",
+        "pg_db",
+        "redshift_server",
+        "redshift_db",
+        "named_pg_server",
+        "named_pg_db",
+        "named_redshift_server",
+        "named_redshift_db",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -44,12 +64,18 @@ class PgDatabase:
     dbname: str
     #: ``require`` against the SSL-on fixture server (production's shape).
     sslmode: str = field(default="require", kw_only=True)
+    #: the name the server's certificate is for, when it is not ``host`` (the named
+    #: fixtures: ``warehouse.test``); ``host`` is then only where to connect
+    server_name: str | None = field(default=None, kw_only=True)
 
     @property
     def dsn(self) -> str:
         """libpq keyword/value DSN (names and passwords here never need quoting)."""
+        where = f"host={self.host}"
+        if self.server_name is not None:  # TLS verifies the name, the socket goes to host
+            where = f"host={self.server_name} hostaddr={self.host}"
         dsn = (
-            f"host={self.host} port={self.port} user={self.user} "
+            f"{where} port={self.port} user={self.user} "
             f"password={self.password} dbname={self.dbname} sslmode={self.sslmode}"
         )
         if self.sslmode.startswith("verify"):
@@ -135,16 +161,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def started_server(**options: Any) -> Iterator[PostgresServer]:
+    """A started :class:`PostgresServer` (``options`` as its keywords), closed after; skips
+    (or fails with ``TESTBED_REQUIRE_INTEGRATION=1``) without PostgreSQL."""
     reason = postgres_unavailable_reason()
     require_service(reason is None, reason or "")
-    server = PostgresServer()
+    server = PostgresServer(**options)
     try:
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with started_server() as server:
+        yield server
 
 
 @contextlib.contextmanager
@@ -197,4 +231,58 @@ def redshift_db(
             password,
             dbname,
             proxy=redshift_server,
+        )
+
+
+# ------------------------------------------------------------ the certificate for a name
+@pytest.fixture(scope="session")
+def named_pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server presenting the certificate for ``warehouse.test`` only."""
+    with started_server(named=True) as server:
+        yield server
+
+
+@pytest.fixture
+def named_pg_db(named_pg_server: PostgresServer) -> Iterator[PgDatabase]:
+    with _database(named_pg_server, "dbr_tls") as (user, password, dbname):
+        yield PgDatabase(
+            named_pg_server.host,
+            named_pg_server.port,
+            user,
+            password,
+            dbname,
+            sslmode="verify-full",
+            server_name=WAREHOUSE_NAME,
+        )
+
+
+@pytest.fixture(scope="session")
+def named_redshift_server(pg_server: PostgresServer) -> Iterator[RedshiftProxy]:
+    """A Redshift stand-in presenting the certificate for ``warehouse.test`` only."""
+    proxy = RedshiftProxy.for_server(pg_server, named=True)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def named_redshift_db(
+    pg_server: PostgresServer,
+    named_redshift_server: RedshiftProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RedshiftDatabase]:
+    # redshift_connector trusts the default store (plus its Redshift CAs): the test CA
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_pki().bundle_path))
+    with _database(pg_server, "dbr_tlsrs") as (user, password, dbname):
+        install_redshift_stubs(pg_server, dbname)
+        yield RedshiftDatabase(
+            named_redshift_server.host,
+            named_redshift_server.port,
+            user,
+            password,
+            dbname,
+            proxy=named_redshift_server,
+            sslmode="verify-full",
+            server_name=WAREHOUSE_NAME,
         )

@@ -7,7 +7,9 @@ run as root, so when the tests run as root the binaries are run as the
 
 SSL is on by default, as on every production warehouse (``ssl=False`` for a
 test that needs a server without it): the certificate comes from
-:func:`testbed.tls.test_pki`, and clients use ``sslmode=require``.
+:func:`testbed.tls.test_pki`, and clients use ``sslmode=require``. ``named=True``
+presents the certificate for ``warehouse.test`` instead of the loopback one (for
+``verify-full`` through a bastion).
 
 Passwords are stored MD5-encrypted (``password_encryption = md5``) because
 redshift_connector's SCRAM client fails against PostgreSQL 15 ("The mechanism
@@ -125,7 +127,12 @@ class PostgresServer:
     superuser: str = "postgres"
 
     def __init__(
-        self, *, max_connections: int = 50, bin_dir: Path | None = None, ssl: bool = True
+        self,
+        *,
+        max_connections: int = 50,
+        bin_dir: Path | None = None,
+        ssl: bool = True,
+        named: bool = False,
     ) -> None:
         found = bin_dir or postgres_bin_dir()
         if found is None:
@@ -133,6 +140,8 @@ class PostgresServer:
         self.bin_dir: Path = found
         self.max_connections = max_connections
         self.ssl = ssl
+        #: present the certificate for testbed.tls.WAREHOUSE_NAME (not 127.0.0.1)
+        self.named = named
         self.superuser_password: str = secrets.token_hex(16)
         self.port: int = 0
         self._run_as: pwd.struct_passwd | None = None
@@ -229,8 +238,8 @@ class PostgresServer:
 
         pki = test_pki()
         cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
-        cert.write_bytes(pki.cert_pem)
-        key.write_bytes(pki.key_pem)
+        cert.write_bytes(pki.named_cert_pem if self.named else pki.cert_pem)
+        key.write_bytes(pki.named_key_pem if self.named else pki.key_pem)
         key.chmod(0o600)  # PostgreSQL refuses a key others can read
         for path in (cert, key):
             self._chown(path)

@@ -406,11 +406,15 @@ class RedshiftProxy:
         self._accept_thread.start()
 
     @classmethod
-    def for_server(cls, server: PostgresServer, *, tls: bool = True) -> RedshiftProxy:
-        """A stand-in in front of ``server``; TLS to clients unless ``tls=False``."""
+    def for_server(
+        cls, server: PostgresServer, *, tls: bool = True, named: bool = False
+    ) -> RedshiftProxy:
+        """A stand-in in front of ``server``; TLS to clients unless ``tls=False``, with the
+        certificate for ``warehouse.test`` instead of the loopback one when ``named``."""
         from testbed.tls import test_pki
 
-        return cls(server.host, server.port, tls=test_pki().server_context() if tls else None)
+        context = test_pki().server_context(named=named) if tls else None
+        return cls(server.host, server.port, tls=context)
 
     # -- ddl log -----------------------------------------------------------
 

@@ -34,6 +34,7 @@ SLOW_MODULES = (
     "test_faults.py",
     "test_worker.py",
     "test_models_sample_data.py",
+    "test_tls_bastion.py",
     "test_progress.py",
 )
 

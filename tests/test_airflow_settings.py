@@ -139,6 +139,15 @@ def test_redshift_connector_ssl_false_means_sslmode_disable() -> None:
     assert "sslmode" not in warehouse_values(redshift(extra={"ssl": True}))
 
 
+def test_postgres_sslrootcert_extra_is_the_ca_file(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    conn = redshift(conn_type="postgres", extra={"sslmode": "verify-full", "sslrootcert": str(ca)})
+    with settings_from_connections(conn) as settings:
+        assert settings.warehouse.sslrootcert == ca
+        assert settings.warehouse.effective_sslmode == "verify-full"
+
+
 @pytest.mark.parametrize(
     ("conn", "needle"),
     [

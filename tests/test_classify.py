@@ -18,10 +18,29 @@ from dbt_runner._classify import (
     _driver_lines,
     classify_exception,
     classify_message,
+    diagnose,
     diagnose_message,
 )
 
 K = ErrorKind
+
+WRONG_NAME_LIBPQ = (
+    'connection to server at "127.0.0.1", port 37931 failed: server certificate for '
+    '"127.0.0.1" (and 1 other name) does not match host name "warehouse.test"\n'
+)
+WRONG_NAME_REDSHIFT = (
+    "('communication error', SSLCertVerificationError(1, \"[SSL: CERTIFICATE_VERIFY_FAILED] "
+    "certificate verify failed: Hostname mismatch, certificate is not valid for "
+    "'warehouse.test'. (_ssl.c:1006)\"))"
+)
+WRONG_NAME_PYTHON_SSL = (
+    "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, "
+    "certificate is not valid for 'warehouse.test'. (_ssl.c:1006)"
+)
+UNKNOWN_CA_REDSHIFT = (
+    "('communication error', SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] "
+    "certificate verify failed: unable to get local issuer certificate (_ssl.c:1006)'))"
+)
 
 #: (source, message, expected kind)
 CASES: list[tuple[str, str, ErrorKind]] = [
@@ -135,6 +154,26 @@ CASES: list[tuple[str, str, ErrorKind]] = [
         K.CONFIGURATION,
     ),
     ("psycopg2", 'FATAL:  database "analytcs" does not exist', K.CONFIGURATION),
+    # --- TLS verification (captured from libpq 17 / redshift_connector 2.1 against the
+    # test bed's servers; tests/integration/test_tls_bastion.py makes them for real)
+    ("libpq 17, verify-full, another name", WRONG_NAME_LIBPQ, K.CONFIGURATION),
+    ("redshift_connector, verify-full, another name", WRONG_NAME_REDSHIFT, K.CONFIGURATION),
+    ("Python ssl, verify-full, another name", WRONG_NAME_PYTHON_SSL, K.CONFIGURATION),
+    ("redshift_connector, an unknown CA", UNKNOWN_CA_REDSHIFT, K.CONFIGURATION),
+    (
+        "libpq 17, an unknown CA",
+        'connection to server at "127.0.0.1", port 37931 failed: SSL error: certificate verify '
+        "failed\n",
+        K.CONFIGURATION,
+    ),
+    (
+        "libpq 17, verify-full without a CA file",
+        'connection to server at "127.0.0.1", port 37931 failed: root certificate file '
+        '"/root/.postgresql/root.crt" does not exist\nEither provide the file, use the '
+        "system's trusted roots with sslrootcert=system, or change sslmode to disable server "
+        "certificate verification.\n",
+        K.CONFIGURATION,
+    ),
     (
         "Redshift IAM (boto3)",
         "An error occurred (InvalidClientTokenId) when calling the GetClusterCredentials "
@@ -257,6 +296,27 @@ def test_configuration_shaped_failures_name_the_setting() -> None:
     assert ssl.kind is K.CONFIGURATION and "DBT_RUNNER_WAREHOUSE__SSLMODE" in (ssl.hint or "")
     missing = diagnose_message("fe_sendauth: no password supplied", K.MODEL_FAILURE)
     assert "DBT_RUNNER_WAREHOUSE__PASSWORD" in (missing.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("message", "names"),
+    [
+        (WRONG_NAME_LIBPQ, ['is for "127.0.0.1" (and 1 other name)', 'HOST="warehouse.test"']),
+        (WRONG_NAME_REDSHIFT, ["is not for WAREHOUSE__HOST='warehouse.test'"]),
+    ],
+)
+def test_a_certificate_for_another_name_says_the_fix_and_is_never_retried(
+    message: str, names: list[str]
+) -> None:
+    from dbt.adapters.exceptions import FailedToConnectError
+
+    verdict = diagnose(FailedToConnectError(message))  # as dbt raises it
+    assert verdict.kind is K.CONFIGURATION
+    hint = verdict.hint or ""
+    for name in names:
+        assert name in hint
+    assert "set DBT_RUNNER_WAREHOUSE__HOST" in hint and "DBT_RUNNER_SSH__REMOTE_HOST" in hint
+    assert not verdict.kind.is_transient and verdict.kind.exit_code == 2
 
 
 @pytest.mark.parametrize("message", UNMATCHED)

@@ -108,6 +108,10 @@ def _sample(row: SettingRow, tmp: Path) -> tuple[str, Any]:
         return str(value), kind(value)
     if kind is SecretStr:
         return "s3cret-sample", "s3cret-sample"
+    if kind is Path and row.path in _FILE_SAMPLES:  # a setting that takes a file
+        path = tmp / _FILE_SAMPLES[row.path]
+        path.write_text("sample\n")
+        return str(path), path
     if kind is Path:
         return str(tmp), tmp
     if kind is str:
@@ -149,12 +153,12 @@ _IAM: dict[str, str | None] = {
 }
 _PROVISIONED = {**_IAM, f"{_W}CLUSTER_ID": "analytics", f"{_W}DB_USER": "dbt"}
 #: other settings a sample needs to be valid (e.g. a bastion host needs a user and a key)
+_BASTION = {
+    "DBT_RUNNER_SSH__USER": "tunnel",
+    "DBT_RUNNER_SSH__ALLOW_AGENT": "true",
+    "DBT_RUNNER_SSH__INSECURE_SKIP_HOST_KEY_CHECK": "true",
+}
 _COMPANIONS: dict[str, dict[str, str | None]] = {
-    "ssh.host": {
-        "DBT_RUNNER_SSH__USER": "tunnel",
-        "DBT_RUNNER_SSH__ALLOW_AGENT": "true",
-        "DBT_RUNNER_SSH__INSECURE_SKIP_HOST_KEY_CHECK": "true",
-    },
     "warehouse.method": _PROVISIONED,
     "warehouse.cluster_id": _PROVISIONED,
     "warehouse.workgroup": _IAM,
@@ -163,7 +167,12 @@ _COMPANIONS: dict[str, dict[str, str | None]] = {
     "warehouse.db_groups": _PROVISIONED,
     "warehouse.auto_create": _PROVISIONED,
     "warehouse.iam_profile": _PROVISIONED,
+    "ssh.host": _BASTION,
+    "ssh.remote_host": {"DBT_RUNNER_SSH__HOST": "bastion.example.com", **_BASTION},
+    "warehouse.sslrootcert": {"DBT_RUNNER_WAREHOUSE__TYPE": "postgres"},  # a libpq setting
 }
+#: Path settings that take a file (the sample for other paths is a directory)
+_FILE_SAMPLES = {"warehouse.sslrootcert": "ca.crt"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.env_var for r in ROWS])

@@ -73,3 +73,15 @@ def test_every_dbt_internal_the_cancel_hooks_wrap_exists() -> None:
     for module, cls, attribute in HOOK_POINTS:
         owner = getattr(importlib.import_module(module), cls)
         assert callable(getattr(owner, attribute, None)), f"{module}.{cls}.{attribute}"
+
+
+def test_every_driver_internal_the_routes_replace_exists() -> None:
+    """The routes (``_dbt.routes``) replace a name of dbt-postgres and a method of
+    redshift_connector: a release that moves one fails here, not in a tunnelled run."""
+    from dbt_runner._dbt.routes import HOOK_POINTS
+
+    for module, owner, attribute in HOOK_POINTS:
+        target = importlib.import_module(module)
+        if owner:
+            target = getattr(target, owner)
+        assert hasattr(target, attribute), f"{module}.{owner}.{attribute}"

@@ -1,25 +1,22 @@
-"""A user's own profiles.yml with the SSH tunnel: the private copy and the checks in Settings.
+"""A user's own profiles.yml with the SSH tunnel: the tunnel's remote end and the checks in
+Settings.
 
-Only the session's target points at the tunnel; everything else is the user's YAML, with
-its ``env_var`` jinja unrendered, so no secret is ever written. The real tunnel run is in
+dbt reads the user's file as it is (nothing is copied or written): the session routes the
+target's host:port through the tunnel. The real tunnel run is in
 ``tests/integration/test_own_profile_tunnel.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextvars
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dbt_runner import ConfigurationError, Settings
-from dbt_runner._profile import TunnelledProfile, tunnel_target
+from dbt_runner._profile import tunnel_target
 
 MINI = Path(__file__).parent / "fixtures" / "mini_project"
 PASSWORD = "pw-Ow3!never-in-the-copy"
@@ -97,16 +94,6 @@ def _settings(profiles_dir: Path, ssh: dict[str, Any], **extra: Any) -> Settings
     return Settings(project_dir=MINI, profiles_dir=profiles_dir, ssh=ssh, **extra)
 
 
-def _copy(profiles_dir: Path, target: str | None = None, port: int = 41234) -> dict[str, Any]:
-    profile = TunnelledProfile(tunnel_target(profiles_dir, MINI, target))
-    try:
-        directory = profile.write("127.0.0.1", port)
-        document: dict[str, Any] = yaml.safe_load((directory / "profiles.yml").read_text())
-    finally:
-        profile.close()
-    return document
-
-
 # ------------------------------------------------------------------ the tunnel's remote end
 def test_remote_end_is_the_default_targets_rendered_host_and_port(profiles_dir: Path) -> None:
     target = tunnel_target(profiles_dir, MINI, None)
@@ -130,98 +117,48 @@ def test_a_target_without_port_gets_the_adapters_default(tmp_path: Path) -> None
     assert tunnel_target(tmp_path, MINI, None).port == 5439
 
 
-# ------------------------------------------------------------------ the copy
-def test_only_the_chosen_target_points_at_the_tunnel(profiles_dir: Path) -> None:
-    original = yaml.safe_load(PROFILES)
-    copy = _copy(profiles_dir)
-
-    dev = copy["mini"]["outputs"]["dev"]
-    assert (dev["host"], dev["port"]) == ("127.0.0.1", 41234)
-    # the rest of the target is the user's, secrets as env_var references
-    expected_dev = {**original["mini"]["outputs"]["dev"], "host": "127.0.0.1", "port": 41234}
-    assert dev == expected_dev
-    # every other target and profile exactly as the user wrote them (anchors resolved)
-    for name in ("ci", "ci_alias", "local"):
-        assert copy["mini"]["outputs"][name] == original["mini"]["outputs"][name]
-    assert copy["other_team"] == original["other_team"]
-    assert copy["_base"] == original["_base"]
-    assert copy["mini"]["target"] == "dev"
+def test_a_target_dbt_runner_cannot_route_is_refused(tmp_path: Path) -> None:
+    """Only postgres and redshift connections are routed through the tunnel."""
+    (tmp_path / "profiles.yml").write_text(
+        "mini:\n  target: dev\n  outputs:\n"
+        "    dev: {type: sqlserver, host: mssql.internal, port: 1433}\n"
+    )
+    with pytest.raises(ConfigurationError, match=r"type sqlserver: dbt_runner tunnels postgres"):
+        tunnel_target(tmp_path, MINI, None)
 
 
-def test_an_aliased_target_is_tunnelled_alone(profiles_dir: Path) -> None:
-    """``ci_alias: *ci`` shares ``ci``'s mapping in YAML: tunnelling ci leaves the alias be."""
-    copy = _copy(profiles_dir, "ci")
-    assert copy["mini"]["outputs"]["ci"]["host"] == "127.0.0.1"
-    assert copy["mini"]["outputs"]["ci_alias"]["host"] == "ci-db.internal"
-    assert copy["mini"]["outputs"]["dev"]["host"] == "{{ env_var('OWN_PROFILE_TEST_HOST') }}"
-
-
-def test_copy_is_private_secret_free_and_removed_on_close(profiles_dir: Path) -> None:
-    profile = TunnelledProfile(tunnel_target(profiles_dir, MINI, None))
-    directory = profile.write("127.0.0.1", 41234)
-    path = directory / "profiles.yml"
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    text = path.read_text()
-    assert PASSWORD not in text
-    dev = yaml.safe_load(text)["mini"]["outputs"]["dev"]
-    assert dev["password"] == "{{ env_var('OWN_PROFILE_TEST_PASSWORD') }}"
-    assert PASSWORD not in repr(profile)
-    assert "&" not in text and "*" not in text  # no anchors to share a tunnelled mapping
-
-    profile.close()
-    assert not directory.exists()
-    profile.close()  # idempotent
-
-
-def test_copy_changes_only_with_the_port(profiles_dir: Path) -> None:
-    """Two sessions on the same port write the same bytes: dbt's partial parse stays valid."""
-    texts = []
-    for _ in range(2):
-        profile = TunnelledProfile(tunnel_target(profiles_dir, MINI, None))
-        texts.append(profile.render("127.0.0.1", 41234))
-        profile.close()
-    assert texts[0] == texts[1]
-    other = TunnelledProfile(tunnel_target(profiles_dir, MINI, None))
-    try:
-        assert other.render("127.0.0.1", 41235) != texts[0]
-    finally:
-        other.close()
-
-
-def test_dbt_reads_the_copy_as_the_users_profile(
-    profiles_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_remote_host_is_where_the_bastion_connects_the_name_stays(
+    profiles_dir: Path, ssh: dict[str, Any]
 ) -> None:
-    """dbt's own profile loader renders the copy: tunnel endpoint, the user's secret from env."""
-    from dbt.config.profile import Profile, read_profile
-    from dbt.config.renderer import ProfileRenderer
-    from dbt_common.context import set_invocation_context
-
-    # what a dbt invocation sets up first, kept to this test
-    monkeypatch.setattr(
-        "dbt.config.profile.get_flags", lambda: argparse.Namespace(LOG_CACHE_EVENTS=False)
+    """SSH__REMOTE_HOST applies to a user's own target too: the bastion connects there,
+    while dbt connects (and TLS verifies) by the target's own host."""
+    settings = _settings(profiles_dir, {**ssh, "remote_host": "10.1.2.3"})
+    target = tunnel_target(profiles_dir, MINI, None)
+    assert (target.host, target.port) == ("dev-db.internal", 5433)
+    assert settings.ssh.remote_end(target.host, target.port) == ("10.1.2.3", 5433)
+    assert _settings(profiles_dir, ssh).ssh.remote_end(target.host, target.port) == (
+        "dev-db.internal",
+        5433,
     )
 
-    def load(directory: Path) -> Any:
-        set_invocation_context(os.environ)
-        raw = read_profile(str(directory))
-        return Profile.from_raw_profiles(raw, "mini", ProfileRenderer({}), None)
 
-    profile = TunnelledProfile(tunnel_target(profiles_dir, MINI, None))
-    try:
-        directory = profile.write("127.0.0.1", 41234)
-        loaded = contextvars.copy_context().run(load, directory)
-    finally:
-        profile.close()
-    creds: Any = loaded.credentials
-    assert (creds.host, creds.port, creds.database, creds.schema) == (
-        "127.0.0.1",
-        41234,
-        "analytics",
-        "stg",
-    )
-    assert creds.password == PASSWORD  # rendered by dbt at run time, never written
-    assert loaded.threads == 2
+def test_warehouse_sslrootcert_is_refused_with_an_own_profile(
+    profiles_dir: Path, ssh: dict[str, Any], tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigurationError, match=r"your target's own sslrootcert applies"):
+        _settings(
+            profiles_dir,
+            ssh,
+            warehouse={
+                "type": "postgres",
+                "host": "h",
+                "user": "u",
+                "dbname": "d",
+                "sslrootcert": ca,
+            },
+        )
 
 
 # ------------------------------------------------------------------ Settings
@@ -277,5 +214,4 @@ def test_settings_and_logs_never_show_the_password(
     caplog.set_level(logging.DEBUG)
     settings = _settings(profiles_dir, ssh)
     assert PASSWORD not in repr(settings)
-    _copy(profiles_dir)
     assert PASSWORD not in caplog.text

@@ -78,12 +78,36 @@ def test_password_is_an_env_reference_only_while_open(made: list[GeneratedProfil
     profile.close()  # idempotent
 
 
-def test_rewrite_for_a_tunnel_points_at_the_local_port(made: list[GeneratedProfile]) -> None:
-    profile = _profile(made, {"type": "redshift", **NETWORK})
-    profile.write()
-    output = _output(profile.write("127.0.0.1", 40123))
-    assert (output["host"], output["port"]) == ("127.0.0.1", 40123)
-    assert not (profile.dir / "profiles.yml.tmp").exists()
+def test_the_profile_names_the_warehouse_itself_with_or_without_a_tunnel(
+    made: list[GeneratedProfile], tmp_path: Path
+) -> None:
+    """A tunnel is a route, not a profile change: the file is the same for the same settings
+    (dbt's partial parse stays valid whatever port the tunnel gets), and it names the
+    host TLS verifies."""
+    key, known_hosts = tmp_path / "key", tmp_path / "known_hosts"
+    key.write_text("k")
+    key.chmod(0o600)
+    known_hosts.write_text("")
+    ssh = {"host": "bastion", "user": "u", "private_key": key, "known_hosts": known_hosts}
+    direct = _profile(made, {"type": "redshift", **NETWORK})
+    tunnelled = GeneratedProfile(
+        Settings(
+            project_dir=MINI,
+            warehouse={"type": "redshift", **NETWORK},
+            ssh={**ssh, "remote_host": "10.0.0.5", "local_port": 40123},
+        ),
+        "mini",
+    )
+    made.append(tunnelled)
+    output = _output(tunnelled.write())
+    assert (output["host"], output["port"]) == ("cluster.example", 5439)
+    first = (tunnelled.write() / "profiles.yml").read_text()
+    assert (tunnelled.write() / "profiles.yml").read_text() == first
+    assert not (tunnelled.dir / "profiles.yml.tmp").exists()
+    # the same but for the password's per-session variable name
+    secret = re.compile(r"DBT_ENV_SECRET_\w+")
+    direct_text = (direct.write() / "profiles.yml").read_text()
+    assert secret.sub("S", direct_text) == secret.sub("S", first)
 
 
 def test_duckdb_output(made: list[GeneratedProfile], tmp_path: Path) -> None:
@@ -107,7 +131,8 @@ def test_redshift_output_and_secure_defaults(made: list[GeneratedProfile]) -> No
     assert output["user"] == "dbt"
     assert output["dbname"] == "analytics"
     assert output["schema"] == "staging"
-    assert output["sslmode"] == "verify-ca"
+    assert output["sslmode"] == "verify-full"
+    assert "sslrootcert" not in output  # redshift_connector: bundled CAs + the system's
     assert output["connect_timeout"] == 7
     assert output["retries"] >= 1
     assert output["threads"] == 3
@@ -118,9 +143,21 @@ def test_postgres_output_and_defaults(made: list[GeneratedProfile]) -> None:
     output = _output(profile.write())
     assert output["type"] == "postgres"
     assert output["port"] == 5432
-    assert output["sslmode"] == "require"
+    assert output["sslmode"] == "verify-full"
     assert output["connect_timeout"] == 10
     assert "method" not in output
+    assert "sslrootcert" not in output  # libpq's own default: ~/.postgresql/root.crt
+
+
+def test_postgres_sslrootcert_is_written_as_an_absolute_path(
+    made: list[GeneratedProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.chdir(tmp_path)
+    profile = _profile(made, {"type": "postgres", **NETWORK, "sslrootcert": "ca.crt"})
+    output = _output(profile.write())
+    assert output["sslrootcert"] == str(tmp_path / "ca.crt")
+    assert output["sslmode"] == "verify-full"
 
 
 @pytest.mark.parametrize("sslmode", ["disable", "verify-full"])

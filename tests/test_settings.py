@@ -304,13 +304,63 @@ def test_defaults_are_the_embedded_duckdb_with_three_threads() -> None:
     assert s.retry.attempts >= 1
 
 
-@pytest.mark.parametrize(
-    ("kind", "port", "sslmode"), [("redshift", 5439, "verify-ca"), ("postgres", 5432, "require")]
-)
-def test_port_and_sslmode_defaults(kind: str, port: int, sslmode: str) -> None:
+@pytest.mark.parametrize(("kind", "port"), [("redshift", 5439), ("postgres", 5432)])
+def test_port_and_sslmode_defaults(kind: str, port: int) -> None:
+    """verify-full by default on both: the certificate and the host name are checked."""
     s = Settings(warehouse={**REDSHIFT, "type": kind})
     assert s.warehouse.effective_port == port
-    assert s.warehouse.effective_sslmode == sslmode
+    assert s.warehouse.effective_sslmode == "verify-full"
+
+
+# ---------------------------------------------------------------------- TLS settings
+def test_sslrootcert_file_is_accepted_for_postgres(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = Settings(warehouse={**REDSHIFT, "type": "postgres", "sslrootcert": ca})
+    assert s.warehouse.sslrootcert == ca
+
+
+def test_sslrootcert_that_does_not_exist_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DBT_RUNNER_WAREHOUSE__SSLROOTCERT", str(tmp_path / "nope.crt"))
+    message = _error(warehouse={**REDSHIFT, "type": "postgres"})
+    assert f"DBT_RUNNER_WAREHOUSE__SSLROOTCERT file {tmp_path / 'nope.crt'} does not exist" in (
+        message
+    )
+
+
+def test_sslrootcert_on_redshift_is_refused_with_what_redshift_trusts(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    message = _error(warehouse={**REDSHIFT, "sslrootcert": ca})
+    assert "DBT_RUNNER_WAREHOUSE__SSLROOTCERT is for postgres" in message
+    assert "bundles plus the system's trust store" in message
+
+
+def test_sslrootcert_with_sslmode_disable_is_a_contradiction(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    message = _error(
+        warehouse={**REDSHIFT, "type": "postgres", "sslrootcert": ca, "sslmode": "disable"}
+    )
+    assert "SSLMODE=disable uses no TLS: unset one" in message
+
+
+def test_remote_host_without_a_bastion_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DBT_RUNNER_SSH__REMOTE_HOST", "10.0.0.5")
+    message = _error(warehouse=REDSHIFT)
+    assert "DBT_RUNNER_SSH__REMOTE_HOST is set but DBT_RUNNER_SSH__HOST is not" in message
+
+
+def test_remote_host_is_where_the_bastion_connects(key_file: Path, known_hosts: Path) -> None:
+    ssh = {"host": "bastion", "user": "u", "private_key": key_file, "known_hosts": known_hosts}
+    s = Settings(warehouse=REDSHIFT, ssh={**ssh, "remote_host": "10.0.0.5"})
+    assert s.ssh.remote_end("cluster.example", 5439) == ("10.0.0.5", 5439)
+    plain = Settings(warehouse=REDSHIFT, ssh=ssh)
+    assert plain.ssh.remote_end("cluster.example", 5439) == ("cluster.example", 5439)
 
 
 @pytest.mark.parametrize("kind", ["redshift", "postgres"])

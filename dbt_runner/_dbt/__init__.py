@@ -21,6 +21,8 @@ module             what of dbt it owns
 ``manifest``       the compile fields of a reused manifest; node names
 ``args``           dbt's click commands: which flags a command accepts
 ``profile``        rendering a profile value with dbt's renderer
+``routes``         address overrides: dbt-postgres' and redshift_connector's
+                   connections to a warehouse's name go to the tunnel's local end
 =================  ==============================================================
 """
 
@@ -39,6 +41,7 @@ from .manifest import node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
 from .results import entries, read_run_results
+from .routes import Route, add_route, libpq_address, resolve
 from .runner import DbtReturn, invocation_id, invoke, warm_up
 
 __all__ = [
@@ -48,10 +51,12 @@ __all__ = [
     "DbtEvent",
     "DbtReturn",
     "NodeInfo",
+    "Route",
     "Stop",
     "accepts",
     "active",
     "adapter_threads",
+    "add_route",
     "cancel_on_server",
     "capture_macro_return",
     "clear_relation_caches",
@@ -62,11 +67,13 @@ __all__ = [
     "invocation_id",
     "invoke",
     "json_value",
+    "libpq_address",
     "node_names",
     "read_run_results",
     "release_duckdb",
     "render_value",
     "reset_compile_state",
+    "resolve",
     "warm_up",
     "with_defaults",
 ]

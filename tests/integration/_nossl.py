@@ -11,21 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from testbed._require import require_service
-from testbed.pg_fixtures import PgDatabase, _database
-from testbed.postgres import PostgresServer, postgres_unavailable_reason
+from testbed.pg_fixtures import PgDatabase, _database, started_server
+from testbed.postgres import PostgresServer
 
 
 @pytest.fixture(scope="module")
 def nossl_server() -> Iterator[PostgresServer]:
-    reason = postgres_unavailable_reason()
-    require_service(reason is None, reason or "")
-    server = PostgresServer(ssl=False)
-    try:
-        server.start()
+    with started_server(ssl=False) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """A team's own dbt project and profiles.yml, through a real OpenSSH bastion to PostgreSQL.
 
-``DBT_RUNNER_PROFILES_DIR`` + ``DBT_RUNNER_SSH__HOST``: the session copies the team's
-profiles.yml with only the session's target pointed at the tunnel; the password stays
-an ``env_var`` reference. Real PostgreSQL (TLS) and a real sshd; loopback only.
+``DBT_RUNNER_PROFILES_DIR`` + ``DBT_RUNNER_SSH__HOST``: dbt reads the team's profiles.yml
+as it is (nothing copied, nothing written); the session routes the target's host:port
+through the tunnel. Real PostgreSQL (TLS) and a real sshd; loopback only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dbt_runner import ConfigurationError, DbtSession, RunResult, Settings
 from testbed.pg_fixtures import PgDatabase
@@ -122,23 +121,19 @@ def test_own_profile_seeds_and_runs_through_the_tunnel(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     before = sshd.accepted_connections()
+    profiles_text = (team[1] / "profiles.yml").read_text()
     with DbtSession(settings_for(team, sshd)) as session:
         assert session.tunnel is not None
-        local_port = session.tunnel.local_port
         seeded = ok(session.invoke(["seed"]))
         built = ok(session.invoke(["run"]))
-        # what dbt ran with: the session's private copy, tunnelled at the local port
+        # what dbt ran with: the team's own profiles.yml, its dev target
         args = list(built.attempt_log[0].args)
-        copy_dir = Path(args[args.index("--profiles-dir") + 1])
-        copy_text = (copy_dir / "profiles.yml").read_text()
-        copy = yaml.safe_load(copy_text)
-        assert stat_mode(copy_dir) == 0o700
+        assert Path(args[args.index("--profiles-dir") + 1]) == team[1].resolve()
         assert args[args.index("--target") + 1] == "dev"
 
-    dev, other = copy["team"]["outputs"]["dev"], copy["team"]["outputs"]["other"]
-    assert (dev["host"], dev["port"]) == ("127.0.0.1", local_port) != (pg_db.host, pg_db.port)
-    assert (other["host"], other["port"]) == (pg_db.host, pg_db.port)  # untouched
-    assert dev["password"] == f"{{{{ env_var('{PASSWORD_VAR}') }}}}"
+    # the team's file is untouched and nothing was written beside it
+    assert (team[1] / "profiles.yml").read_text() == profiles_text
+    assert sorted(p.name for p in team[1].iterdir()) == ["profiles.yml"]
     # one SSH login carried the whole session
     wait_until(lambda: sshd.accepted_connections() - before >= 1, timeout=5)
     assert sshd.accepted_connections() - before == 1
@@ -146,18 +141,12 @@ def test_own_profile_seeds_and_runs_through_the_tunnel(
     assert [n.name for n in seeded.nodes] == ["people"]
     assert rows(pg_db, "select n from team_dev.people_count") == [(3,)]
     assert rows(pg_db, "select count(*) from team_dev.people") == [(3,)]
-    # the copy is gone; the password was never written, logged or put in a result
-    assert not copy_dir.exists()
-    assert pg_db.password not in copy_text
+    # the password was never logged or put in a result
     assert pg_db.password not in caplog.text
     assert pg_db.password not in seeded.to_json() + built.to_json()
     dbt_log = team[0] / "logs" / "dbt.log"  # dbt's own debug log, in the team's project
     assert dbt_log.is_file()
     assert pg_db.password not in dbt_log.read_text()
-
-
-def stat_mode(path: Path) -> int:
-    return path.stat().st_mode & 0o777
 
 
 def test_another_target_cannot_bypass_the_tunnel(
@@ -186,7 +175,7 @@ def test_target_setting_picks_the_tunnelled_target(
 def test_sessions_in_a_row_keep_the_partial_parse(
     team: tuple[Path, Path], sshd: SshdServer, tmp_path: Path
 ) -> None:
-    """The copy differs only by the tunnel's stable port: dbt does not re-parse everything."""
+    """dbt reads the same file in every session: it does not re-parse everything."""
     state = tmp_path / "state"
     with DbtSession(settings_for(team, sshd, state_dir=state)) as first:
         ok(first.invoke(["seed"]))
