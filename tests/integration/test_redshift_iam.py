@@ -233,33 +233,54 @@ def write_team(root: Path, output: dict[str, Any]) -> tuple[Path, Path]:
     return project, profiles
 
 
-def test_own_profile_method_iam_through_the_bastion(
-    redshift_iam: IamWarehouse, sshd: SshdServer, tmp_path: Path, clean_env: None
+#: real Redshift endpoint names: through the bastion, dbt connects by them (the route sends
+#: the bytes to the tunnel), so redshift_connector's IAM path reads the cluster, workgroup,
+#: account and region from them as it does in production (dbt-redshift #729, dbt-core
+#: #14621); they resolve nowhere here. verify-ca: the stand-in's certificate is for
+#: warehouse.test, not for these names
+PROVISIONED_HOST = "analytics.c1a2b3c4d5e6.us-east-1.redshift.amazonaws.com"
+SERVERLESS_HOST = "analytics-wg.123456789012.us-east-1.redshift-serverless.amazonaws.com"
+
+
+@pytest.mark.parametrize("serverless", [False, True], ids=["provisioned", "serverless"])
+def test_own_profile_method_iam_through_the_bastion_by_the_endpoint_name(
+    redshift_iam: IamWarehouse,
+    sshd: SshdServer,
+    tmp_path: Path,
+    clean_env: None,
+    serverless: bool,
 ) -> None:
-    project, profiles = write_team(tmp_path, redshift_iam.dbt_output())
+    output = redshift_iam.dbt_output(serverless)
+    output["host"] = SERVERLESS_HOST if serverless else PROVISIONED_HOST
+    if serverless:  # all of it from the host name, as dbt-redshift and the driver read it
+        for key in ("is_serverless", "serverless_work_group", "region"):
+            output.pop(key)
+    project, profiles = write_team(tmp_path, output)
     settings = Settings(
         project_dir=project,
         profiles_dir=profiles,
-        ssh=ssh_of(sshd),
+        ssh=ssh_of(sshd, remote_host=redshift_iam.db.host),  # where the bastion connects
         state_dir=tmp_path / "state",
         retry=dict(NO_WAITS),
     )
     with DbtSession(settings) as session:
         # dbt-redshift's own IAM path (redshift_connector asks AWS); the writer lock is
-        # dbt_runner's own connection, with a login of its own for the same user
+        # dbt_runner's own connection, with a login of its own for the same target
         build = ok(session.invoke(["build"], writer_lock=True))
     assert {n.name for n in build.nodes} == {"people", "people_count"}
     rows = redshift_iam.pg.execute("select n from team.people_count", redshift_iam.db.dbname)
     assert rows == [(3,)]
-    assert redshift_iam.calls("GetClusterCredentials") >= 2
-    assert redshift_iam.login_user() in redshift_iam.roles()
+    action = "GetCredentials" if serverless else "GetClusterCredentials"
+    assert redshift_iam.calls(action) >= 2  # dbt's login and the lock's
+    assert redshift_iam.login_user(serverless) in redshift_iam.roles()
 
 
-def test_own_profile_method_iam_serverless_direct(
+def test_own_profile_method_iam_direct(
     redshift_iam: IamWarehouse, tmp_path: Path, clean_env: None
 ) -> None:
-    project, profiles = write_team(tmp_path, redshift_iam.dbt_output(serverless=True))
+    project, profiles = write_team(tmp_path, redshift_iam.dbt_output())
     settings = Settings(project_dir=project, profiles_dir=profiles, state_dir=tmp_path / "state")
     with DbtSession(settings) as session:
-        ok(session.invoke(["seed"], writer_lock=True))
-    assert redshift_iam.calls("GetCredentials") >= 2  # dbt's login, and the lock's
+        seed = ok(session.invoke(["seed"], writer_lock=True))
+    assert [n.name for n in seed.nodes] == ["people"]
+    assert redshift_iam.calls("GetClusterCredentials") >= 2  # dbt's login, and the lock's
