@@ -16,7 +16,11 @@ container or instance role); ``AWS_ENDPOINT_URL`` is honoured (botocore's own).
 botocore's own retries are off: the session's retry policy is the one retry layer.
 
 The password is a secret: a :class:`~pydantic.SecretStr` in :class:`Login` (never in
-its repr), handed to dbt only through a ``DBT_ENV_SECRET_*`` variable.
+its repr), handed to dbt only through a ``DBT_ENV_SECRET_*`` variable. botocore logs
+every response body at DEBUG (``botocore.parsers``): :class:`RedactLogins`, installed
+on that logger when this module loads, blanks the bodies that carry a temporary
+database password (ours, and redshift_connector's own IAM calls); nothing else of
+botocore's logging changes.
 
 Errors are judged at one seam, :func:`kind_of` (also what ``diagnose()`` asks when a
 botocore error reaches it through redshift_connector's own IAM path), and translated by
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +52,7 @@ __all__ = [
     "AwsKeys",
     "Identity",
     "Login",
+    "RedactLogins",
     "aws_errors",
     "caller_identity",
     "describe_target",
@@ -59,6 +65,39 @@ DURATION_S = 3600
 
 _W = f"{ENV_PREFIX}WAREHOUSE__"
 _INSTALL = "pip install 'dbt-runner[redshift]'"
+
+
+class RedactLogins(logging.Filter):
+    """Blank a botocore DEBUG record that quotes a temporary database password (the body
+    of a ``GetClusterCredentials``/``GetCredentials`` answer); others pass unchanged.
+
+    >>> record = logging.LogRecord("botocore.parsers", logging.DEBUG, "", 0,
+    ...     "Response body:\\n%r", (b"<DbPassword>s3cr3t</DbPassword>",), None)
+    >>> RedactLogins().filter(record), record.getMessage()
+    (True, 'Response body: (a temporary database password: redacted by dbt_runner)')
+    """
+
+    _MARKERS = ("DbPassword", "dbPassword")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record whose arguments do not format: not ours to judge
+            return True
+        if any(marker in text for marker in self._MARKERS):
+            head = text.split(":", 1)[0] if ":" in text else "botocore"
+            record.msg = f"{head}: (a temporary database password: redacted by dbt_runner)"
+            record.args = ()
+        return True
+
+
+def _install_redaction() -> None:
+    target = logging.getLogger("botocore.parsers")
+    if not any(isinstance(f, RedactLogins) for f in target.filters):
+        target.addFilter(RedactLogins())
+
+
+_install_redaction()
 
 #: error codes that mean a request was throttled or AWS failed on its side: transient
 TRANSIENT_CODES = frozenset(
