@@ -11,6 +11,8 @@ team's own ``profiles.yml`` with ``method: iam``.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +110,17 @@ def test_provisioned_cluster_direct_runs_staging_with_one_login_per_session(
     with DbtSession(iam_settings(redshift_iam, tmp_path / "state")) as session:
         staging = ok(session.run_staging())
         ok(session.run_tests())
+        # every connection so far (the writer lock's, dbt's one per node) used one login
+        assert redshift_iam.calls("GetClusterCredentials") == 1
+        # time passes: more than half of the login's life is gone
+        login = session._login
+        assert login is not None
+        session._login = replace(login, fetched_at=login.expiration - timedelta(hours=3))
+        # a new login before the next command; dbt uses it (the stand-in now refuses the
+        # old password: a role has one)
+        ok(session.run_tests())
+        assert redshift_iam.calls("GetClusterCredentials") == 2
     assert sorted(n.name for n in staging.nodes if n.resource_type == "model") == sorted(MODELS)
-    # every connection of the session (the writer lock's, dbt's one per node) used one login
-    assert redshift_iam.calls("GetClusterCredentials") == 1
     # the login AWS issued, for the user asked for (auto-create: IAMA:), valid for an hour
     until = redshift_iam.roles()[redshift_iam.login_user()]
     assert until is not None and until > "2026"
