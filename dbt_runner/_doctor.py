@@ -675,7 +675,8 @@ def _connection_report(
     settings, layers["iam"] = _iam_check(settings)
     wh = settings.warehouse
     assert wh.host is not None and wh.effective_port is not None
-    target = f"{wh.type} {wh.user}@{wh.host}:{wh.effective_port}/{wh.dbname}"
+    who = wh.user or wh.db_user or "(IAM identity)"  # no login yet when the iam layer failed
+    target = f"{wh.type} {who}@{wh.host}:{wh.effective_port}/{wh.dbname}"
     info = _settings_that_matter(settings, n)
     if layers["iam"].failed:
         for name in ("ssh_session", "channel_open", "tcp", "auth", "query"):

@@ -28,6 +28,7 @@ from dbt_runner.synthetic import create_raw_tables, load_batch
 from testbed.redshift_iam import IamWarehouse
 from testbed.settings import NO_WAITS, PROJECT, ssh_of
 from testbed.sshd import SshdServer
+from tests._projects import write_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -225,16 +226,14 @@ def test_unknown_aws_keys_fail_the_session_open_as_auth(
 
 # ------------------------------------------------ a team's own profiles.yml: method: iam
 def write_team(root: Path, output: dict[str, Any]) -> tuple[Path, Path]:
-    project = root / "team_project"
-    (project / "seeds").mkdir(parents=True)
-    (project / "models").mkdir()
-    (project / "dbt_project.yml").write_text(
-        "name: team\nversion: '1.0'\nconfig-version: 2\nprofile: team\n"
-        "models:\n  team:\n    +materialized: table\n"
-    )
-    (project / "seeds" / "people.csv").write_text("id,name\n1,ada\n2,grace\n3,edsger\n")
-    (project / "models" / "people_count.sql").write_text(
-        "select count(*) as n from {{ ref('people') }}\n"
+    """A team's project (two models) and its profiles.yml with one target, ``output``."""
+    project = write_project(
+        root,
+        "team",
+        {
+            "people": "select 1 as id union all select 2 union all select 3",
+            "people_count": "select count(*) as n from {{ ref('people') }}",
+        },
     )
     profiles = root / "team_profiles"
     profiles.mkdir()
@@ -291,6 +290,6 @@ def test_own_profile_method_iam_direct(
     project, profiles = write_team(tmp_path, redshift_iam.dbt_output())
     settings = Settings(project_dir=project, profiles_dir=profiles, state_dir=tmp_path / "state")
     with DbtSession(settings) as session:
-        seed = ok(session.invoke(["seed"], writer_lock=True))
-    assert [n.name for n in seed.nodes] == ["people"]
+        run = ok(session.invoke(["run", "--select", "people"], writer_lock=True))
+    assert [n.name for n in run.nodes] == ["people"]
     assert redshift_iam.calls("GetClusterCredentials") >= 2  # dbt's login, and the lock's
