@@ -17,6 +17,7 @@ from ._api import run_staging, run_tests
 from ._events import NodeEvent
 from ._exceptions import (
     ConfigurationError,
+    CredentialsError,
     DbtInvocationError,
     DbtRunFailed,
     DbtRunnerError,
@@ -59,6 +60,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Attempt",
     "ConfigurationError",
+    "CredentialsError",
     "DbtInvocationError",
     "DbtRunFailed",
     "DbtRunnerError",

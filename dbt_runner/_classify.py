@@ -33,6 +33,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ._aws import AUTH_HINT, TRANSIENT_CODES
+from ._aws import kind_of as _aws_kind
 from ._exceptions import DbtRunnerError, ErrorKind
 
 __all__ = [
@@ -169,7 +171,12 @@ RULES: tuple[tuple[ErrorKind, re.Pattern[str], str | None], ...] = tuple(
         (_K.AUTH, _FATAL + r'password authentication failed for user "', _LOGIN_HINT),
         (_K.AUTH, _FATAL + r"no pg_hba\.conf entry for ", None),
         (_K.AUTH, _FATAL + r'role "[^"]*" does not exist$', _LOGIN_HINT),
-        (_K.AUTH, r"An error occurred \((InvalidClientTokenId|ExpiredToken)\)", None),
+        # --- AWS (Redshift IAM through redshift_connector): botocore's own message form;
+        # throttling and AWS's own failures are transient, any other refusal is auth
+        (_K.CONNECTION, rf"An error occurred \(({'|'.join(sorted(TRANSIENT_CODES))})\)", None),
+        (_K.AUTH, r"An error occurred \([\w.]+\) when calling the \w+ operation", AUTH_HINT),
+        (_K.AUTH, r"Unable to locate credentials$", AUTH_HINT),
+        (_K.CONNECTION, r'Could not connect to the endpoint URL: "', None),
         # --- statement timeouts on the server, DuckDB's interrupt
         (_K.TIMEOUT, r"canceling statement due to statement timeout", None),
         (_K.TIMEOUT, r"INTERRUPT Error: Interrupted", None),
@@ -423,6 +430,9 @@ def diagnose(exc: BaseException, default: ErrorKind = _K.MODEL_FAILURE) -> Verdi
         ssh = _ssh_kind(link)
         if ssh is not None:  # the tunnel's own mapping (dbt_runner._ssh.errors)
             return Verdict(ssh)
+        aws = _aws_kind(link)
+        if aws is not None:  # AWS's answer to an IAM login (dbt_runner._aws, its one seam)
+            return Verdict(aws, AUTH_HINT if aws is _K.AUTH else None)
         # a DuckDB message names its class first ("IO Error: Could not set lock ..."):
         # the class decides unless that message is one of the rules
         kind = _duckdb_kind(link)

@@ -12,6 +12,12 @@ error:
 ============  ==============================================================
 layer         what is checked
 ============  ==============================================================
+iam           Redshift IAM (``WAREHOUSE__METHOD=iam``): where the AWS
+              credentials come from (environment, profile, role), whose
+              they are (``sts:GetCallerIdentity``: the ARN, never a key),
+              and that the temporary login is issued (``GetClusterCredentials``
+              / Serverless ``GetCredentials``: its user and expiry, never the
+              password); the connections below log in with it
 ssh_session   TCP to the bastion, SSH handshake, host key, key accepted
 channel_open  the bastion opens forwarded connections to the warehouse
 tcp           each connection reaches a PostgreSQL-protocol server
@@ -53,8 +59,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from ._aws import AUTH_HINT
 from ._classify import diagnose, diagnose_message
-from ._exceptions import ConfigurationError, ErrorKind, TunnelError
+from ._exceptions import ConfigurationError, CredentialsError, ErrorKind, TunnelError
 from ._settings import ENV_PREFIX, Settings, SSHSettings
 from ._warehouse import as_warehouse as _as_warehouse
 from ._warehouse import connect as connect_warehouse
@@ -65,7 +72,7 @@ __all__ = ["LAYERS", "ConnectionCheck", "DoctorReport", "LayerCheck", "run_docto
 log = logging.getLogger("dbt_runner.doctor")
 
 #: The layers, outermost first.
-LAYERS: tuple[str, ...] = ("ssh_session", "channel_open", "tcp", "auth", "query", "parse")
+LAYERS: tuple[str, ...] = ("iam", "ssh_session", "channel_open", "tcp", "auth", "query", "parse")
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -519,6 +526,16 @@ def _settings_that_matter(settings: Settings, n: int) -> dict[str, Any]:
     }
     if wh.type == "duckdb":
         data["warehouse"] = {"type": "duckdb", "path": str(wh.path)}
+    if wh.is_iam:
+        data["iam"] = {
+            "cluster_id": wh.cluster_id,
+            "workgroup": wh.workgroup,
+            "region": wh.region or "AWS default (AWS_REGION / profile)",
+            "db_user": wh.db_user,
+            "db_groups": ",".join(wh.db_groups) or None,
+            "auto_create": wh.auto_create,
+            "iam_profile": wh.iam_profile or "default AWS credential chain",
+        }
     if ssh.enabled:
         data["ssh"] = {
             "host": ssh.host,
@@ -610,6 +627,37 @@ def _parse_check(settings: Settings) -> LayerCheck:
     )
 
 
+def _iam_check(settings: Settings) -> tuple[Settings, LayerCheck]:
+    """The ``iam`` layer: the AWS credentials, their identity, the temporary login.
+
+    Returns the settings the connections log in with (the login's user and password)
+    and the check; with ``METHOD=password`` the settings unchanged and ``skipped``.
+    """
+    wh = settings.warehouse
+    if not wh.is_iam:
+        reason = f"{ENV_PREFIX}WAREHOUSE__METHOD=password: no AWS credentials involved"
+        return settings, LayerCheck("iam", "skipped", reason)
+    from ._aws import caller_identity, describe_target
+    from ._warehouse import fetch_login, with_login
+
+    t0 = time.monotonic()
+    found: list[str] = []
+    try:
+        identity = caller_identity(wh, wh._aws_keys)
+        found.append(f"AWS credentials from {identity.source}, identity {identity.arn}")
+        login = fetch_login(settings)
+    except (ConfigurationError, CredentialsError) as exc:
+        detail = "; ".join(found) or "no usable AWS credentials"
+        elapsed = round(time.monotonic() - t0, 3)
+        return settings, LayerCheck("iam", "failed", detail, (str(exc),), exc.kind, elapsed)
+    found.append(
+        f"{describe_target(wh)}: temporary login for {login.user} until "
+        f"{login.expiration.isoformat(timespec='seconds')}"
+    )
+    elapsed = round(time.monotonic() - t0, 3)
+    return with_login(settings, login), LayerCheck("iam", "ok", "; ".join(found), (), None, elapsed)
+
+
 def _connection_report(
     settings: Settings, n: int, hold_s: float, other: str | None
 ) -> DoctorReport:
@@ -623,11 +671,17 @@ def _connection_report(
     if settings.warehouse.type == "duckdb":
         return _duckdb_report(settings, hold_s, t0)
 
+    layers: dict[str, LayerCheck] = {}
+    settings, layers["iam"] = _iam_check(settings)
     wh = settings.warehouse
     assert wh.host is not None and wh.effective_port is not None
-    target = f"{wh.type} {wh.user}@{wh.host}:{wh.effective_port}/{wh.dbname}"
+    who = wh.user or wh.db_user or "(IAM identity)"  # no login yet when the iam layer failed
+    target = f"{wh.type} {who}@{wh.host}:{wh.effective_port}/{wh.dbname}"
     info = _settings_that_matter(settings, n)
-    layers: dict[str, LayerCheck] = {}
+    if layers["iam"].failed:
+        for name in ("ssh_session", "channel_open", "tcp", "auth", "query"):
+            layers[name] = LayerCheck(name, "skipped", "not reached (no temporary login)")
+        return _finish(settings, target, n, hold_s, layers, (), info, t0)
     host, port = wh.host, wh.effective_port
     tunnel: Any = None
     if settings.ssh.enabled:
@@ -809,6 +863,15 @@ def _hints(
             f"the role's connection limit is {limit} but dbt with threads={threads} needs "
             f"{threads + 1}: expect too_many_connections from dbt"
         )
+    iam = failed.get("iam")
+    if iam is not None:
+        if iam.kind is ErrorKind.CONNECTION:
+            hints.append(
+                "the AWS API could not be reached (or throttled us): check the network path "
+                "to AWS (a proxy, a VPC endpoint, AWS_ENDPOINT_URL); dbt_runner retries this"
+            )
+        else:
+            hints.append(AUTH_HINT + _NO_RETRY)
     if "ssh_session" in failed:
         if failed["ssh_session"].kind is ErrorKind.AUTH:
             hints.append(
@@ -857,7 +920,8 @@ def _duckdb_report(settings: Settings, hold_s: float, t0: float) -> DoctorReport
     path = settings.warehouse.path.expanduser()
     reason = "embedded DuckDB: no network layers"
     layers: dict[str, LayerCheck] = {
-        name: LayerCheck(name, "skipped", reason) for name in ("ssh_session", "channel_open", "tcp")
+        name: LayerCheck(name, "skipped", reason)
+        for name in ("iam", "ssh_session", "channel_open", "tcp")
     }
     layers["auth"] = LayerCheck("auth", "skipped", "embedded DuckDB: no login")
     if not path.exists():

@@ -8,6 +8,9 @@ The hierarchy::
     ├── TunnelError                 tunnel                3   bastion unreachable, tunnel dropped
     │   ├── HostKeyError            auth                  2   host key unknown/changed; no retry
     │   └── SSHAuthError            auth                  2   bastion refused our key; no retry
+    ├── CredentialsError            auth / connection     2/3 Redshift IAM: AWS refused the
+    │                                                         temporary login (never retried)
+    │                                                         or was unreachable (transient)
     ├── DbtInvocationError          (classified)          ... dbt could not run
     ├── DbtRunFailed                model_failure         1   one or more models failed
     └── DbtTestsFailed              test_failure          1   one or more tests failed
@@ -38,6 +41,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TERMINATED",
     "ConfigurationError",
+    "CredentialsError",
     "DbtInvocationError",
     "DbtRunFailed",
     "DbtRunnerError",
@@ -171,6 +175,17 @@ class SSHAuthError(TunnelError):
     """The bastion refused our user key (never retried)."""
 
     kind = ErrorKind.AUTH
+
+
+class CredentialsError(DbtRunnerError):
+    """Redshift IAM (``WAREHOUSE__METHOD=iam``): the temporary database login could not be
+    had from AWS. ``kind`` is ``auth`` when AWS refused it (denied, expired or unknown AWS
+    credentials, unknown cluster or workgroup: never retried) and ``connection`` when the
+    AWS endpoint could not be reached (transient)."""
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.AUTH) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class DbtInvocationError(DbtRunnerError):

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from . import _dbt, _signals
 from ._classify import classify_message, diagnose, text_of
 from ._events import RelaySnapshot
-from ._exceptions import ErrorKind, TunnelError
+from ._exceptions import CredentialsError, ErrorKind, TunnelError
 from ._results import (
     ERROR_STATUSES,
     TEST_TYPES,
@@ -357,8 +357,8 @@ class Invocation:
         """Tunnel check, parse (once per target and vars), then dbt."""
         session = self._session
         try:
-            session._ensure_tunnel()
-        except TunnelError as exc:
+            session._ensure_tunnel()  # and a fresh Redshift IAM login
+        except (TunnelError, CredentialsError) as exc:
             return Outcome((), ErrorInfo(exc.kind, str(exc)))
         lost = session._ensure_writer_lock()
         if lost is not None:  # a retry may not write without the lock

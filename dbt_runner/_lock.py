@@ -79,6 +79,15 @@ class WriterLock:
         )
 
     @property
+    def settings(self) -> Settings:
+        """The target's settings the lock connects with."""
+        return self._settings
+
+    def relogin(self, settings: Settings) -> None:
+        """Connect with ``settings`` next time (a refreshed Redshift IAM login)."""
+        self._settings = settings
+
+    @property
     def held(self) -> bool:
         """True between a successful :meth:`acquire` and :meth:`release`."""
         return self._conn is not None

@@ -75,6 +75,17 @@ class GeneratedProfile:
     def __repr__(self) -> str:
         return f"GeneratedProfile(dir={str(self.dir)!r}, profile={self._profile_name!r})"
 
+    def relogin(self, settings: Settings) -> bool:
+        """Log in with ``settings``' user and password from now on (a refreshed Redshift IAM
+        login): the secret variable changes at once; True when the user differs, and the
+        file must be written again."""
+        password = settings.warehouse.password
+        if password is not None:
+            os.environ[self._secret_env] = password.get_secret_value()
+        changed = settings.warehouse.user != self._settings.warehouse.user
+        self._settings = settings
+        return changed
+
     def write(self) -> Path:
         """Write the profile; returns its directory.
 

@@ -24,12 +24,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _dbt, _signals
 from ._events import EventRelay, NodeCallback
 from ._exceptions import (
     ConfigurationError,
+    CredentialsError,
     ErrorKind,
     SessionStateError,
     TunnelError,
@@ -41,8 +42,10 @@ from ._profile import GeneratedProfile, ProfileTarget, project_profile_name, tun
 from ._results import ErrorInfo, RunResult
 from ._retry import build_retrying, is_retryable
 from ._settings import Settings
+from .logging import event_extra
 
 if TYPE_CHECKING:
+    from ._aws import Login
     from ._ssh import Tunnel
     from ._steps import Step
 
@@ -99,6 +102,9 @@ class DbtSession:
         #: the generated Redshift profile's connect timeout bounds connecting only
         self._connect_only: _dbt.Registration | None = None
         self._profiles_dir: Path | None = None
+        #: Redshift IAM (METHOD=iam, generated profile): the temporary login from AWS that
+        #: dbt (through the profile's secret variable) and our own connections use
+        self._login: Login | None = None
         #: the invocation running now (what cancel() stops); re-entrant: cancel() may run
         #: in a signal handler of the thread that holds it
         self._current: Invocation | None = None
@@ -170,6 +176,10 @@ class DbtSession:
     def _open(self) -> None:
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if s.profiles_dir is None and s.warehouse.is_iam:
+            # once per session (and again before a command when half its life is gone, or
+            # after the tunnel re-opened): every connection of the session uses it
+            self._login = self._retried(self._fetch_login)
         if s.profiles_dir is not None:
             if not s.ssh.enabled:
                 self._profiles_dir = s.profiles_dir.resolve()
@@ -180,7 +190,8 @@ class DbtSession:
             self._tunnel_to(target.host, target.port, target.type)
             self._profiles_dir = s.profiles_dir.resolve()
             return
-        self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
+        name = project_profile_name(self.project_dir)
+        self._profile = GeneratedProfile(self._logged_in(s), name)
         wh = s.warehouse
         if wh.type == "redshift":  # CONNECT_TIMEOUT_S bounds the connect, not each read
             assert wh.host is not None and wh.effective_port is not None
@@ -209,18 +220,56 @@ class DbtSession:
         A host-key or SSH-auth failure (``auth``) is raised at once; an unreachable
         bastion is tried ``RETRY__ATTEMPTS`` times in all before its error is raised.
         """
+        self._retried(tunnel.open)
+
+    def _retried(self, call: Callable[[], _T]) -> _T:
+        """``call()`` under the session's retry policy: a transient :class:`TunnelError` or
+        :class:`CredentialsError` is tried ``RETRY__ATTEMPTS`` times in all before it is
+        raised; any other failure (``auth``) at once."""
         policy = self.settings.retry
         try:
             for retry_state in build_retrying(policy, retry_on=_TunnelRetry):
                 with retry_state:
                     try:
-                        tunnel.open()
-                    except TunnelError as exc:
+                        result = call()
+                    except (TunnelError, CredentialsError) as exc:
                         if not is_retryable(exc.kind, policy):
                             raise
                         raise _TunnelRetry(exc) from exc
         except _TunnelRetry as last:
             raise last.error  # noqa: B904 - the tunnel's own error, with its cause
+        return result
+
+    # ------------------------------------------------------------------ Redshift IAM
+    def _fetch_login(self) -> Login:
+        """A temporary login from AWS for the warehouse (``METHOD=iam``)."""
+        from ._warehouse import fetch_login
+
+        login = fetch_login(self.settings)
+        log.info(
+            "Redshift IAM: temporary login for %s until %s",
+            login.user,
+            login.expiration.isoformat(timespec="seconds"),
+            extra=event_extra("iam_login", db_user=login.user),
+        )
+        return login
+
+    def _logged_in(self, settings: Settings) -> Settings:
+        """``settings`` with the session's temporary login, when it has one (IAM)."""
+        if self._login is None or not settings.warehouse.is_iam:
+            return settings
+        from ._warehouse import with_login
+
+        return with_login(settings, self._login)
+
+    def _ensure_login(self, reopened: bool) -> None:
+        """Before a command: a new login when the tunnel was re-opened or less than half the
+        login's life is left (raises :class:`CredentialsError`: the attempt's outcome)."""
+        if self._login is None or not (reopened or self._login.needs_refresh()):
+            return
+        self._login = self._fetch_login()
+        if self._profile is not None and self._profile.relogin(self._logged_in(self.settings)):
+            self._profile.write()  # another user (it does not change for one identity)
 
     def close(self) -> None:
         """Close the tunnel and remove the generated profile. Safe to call twice."""
@@ -528,9 +577,10 @@ class DbtSession:
             for number in range(1, policy.attempts + 1):
                 try:
                     self._ensure_tunnel()
-                except TunnelError as exc:
+                except (TunnelError, CredentialsError) as exc:
                     error = ErrorInfo(exc.kind, str(exc))
                 else:
+                    lock.relogin(self._logged_in(lock.settings))  # IAM: the newest login
                     error = lock.acquire(self.settings.lock_timeout_s, abort)
                 if error is None or not is_retryable(error.kind, policy):
                     return error
@@ -568,7 +618,8 @@ class DbtSession:
         if other is not None:
             log.info("no writer lock for %s: dbt_runner knows no lock of that type", other)
             return None
-        return WriterLock(target)  # through the tunnel, by the session's route
+        # through the tunnel, by the session's route; IAM: the session's temporary login
+        return WriterLock(self._logged_in(target))
 
     def _not_run(self, command: str, error: ErrorInfo) -> RunResult:
         """The result of a command the writer lock kept from running."""
@@ -661,7 +712,10 @@ class DbtSession:
         if s.profiles_dir is not None:
             self._profiles_dir = s.profiles_dir.resolve()
         else:
-            self._profile = GeneratedProfile(s, project_profile_name(self.project_dir))
+            if s.warehouse.is_iam:  # the profile's user (part of dbt's parse state) is AWS's
+                self._login = self._retried(self._fetch_login)
+            name = project_profile_name(self.project_dir)
+            self._profile = GeneratedProfile(self._logged_in(s), name)
             self._profiles_dir = self._profile.write()
         self._state = SessionState.OPEN
         return self
@@ -749,15 +803,19 @@ class DbtSession:
         )
 
     def _ensure_tunnel(self) -> None:
-        """Re-open the tunnel if it died; the route follows its (new) local port."""
-        if self._tunnel is not None:
-            self._tunnel.ensure_open()
+        """Before a command: the tunnel is open (re-opened if it died: the route follows its
+        new local port), and a Redshift IAM login is fresh (:meth:`_ensure_login`)."""
+        reopened = self._tunnel.ensure_open() if self._tunnel is not None else False
+        self._ensure_login(reopened)
+
+
+_T = TypeVar("_T")
 
 
 class _TunnelRetry(Exception):
-    """Carries a transient TunnelError through tenacity."""
+    """Carries a transient TunnelError (or CredentialsError) through tenacity."""
 
-    def __init__(self, error: TunnelError) -> None:
+    def __init__(self, error: TunnelError | CredentialsError) -> None:
         super().__init__(str(error))
         self.error = error
 

@@ -13,10 +13,19 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from ._exceptions import ConfigurationError
 
@@ -33,12 +42,24 @@ ENV_PREFIX = "DBT_RUNNER_"
 
 WarehouseType = Literal["duckdb", "postgres", "redshift"]
 InstallDeps = Literal["auto", "always", "never"]
+LoginMethod = Literal["password", "iam"]
 SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 #: variables with the prefix that dbt_runner reads outside :class:`Settings`
 OTHER_VARIABLES = {f"{ENV_PREFIX}LOG_FORMAT": "the CLI's --log-format"}
 #: the warehouse fields that mean something on the embedded DuckDB
 _DUCKDB_FIELDS = frozenset({"type", "path", "schema_", "connect_timeout_s"})
+
+#: the Redshift IAM fields (``METHOD=iam``), as ``WAREHOUSE__*`` names
+_IAM_FIELDS = (
+    "cluster_id",
+    "workgroup",
+    "region",
+    "db_user",
+    "db_groups",
+    "auto_create",
+    "iam_profile",
+)
 
 _DEFAULT_PORTS = {"postgres": 5432, "redshift": 5439}
 # Secure by default: the server's certificate is verified, host name included, also
@@ -100,8 +121,74 @@ class WarehouseSettings(_Section):
     )
     path: Path = Field(Path("dbt_runner.duckdb"), description="DuckDB database file")
     connect_timeout_s: int = Field(10, ge=1, description="seconds to wait for a connection")
+    method: LoginMethod = Field(
+        "password",
+        description="how dbt logs in: password (USER/PASSWORD) or iam (Redshift: a temporary "
+        "password from AWS, fetched when a session opens; see docs/production-redshift.md)",
+    )
+    cluster_id: str | None = Field(
+        None,
+        description="METHOD=iam, provisioned Redshift: the cluster identifier "
+        "(redshift:GetClusterCredentials)",
+    )
+    workgroup: str | None = Field(
+        None,
+        description="METHOD=iam, Redshift Serverless: the workgroup name "
+        "(redshift-serverless:GetCredentials; the database user is your IAM identity)",
+    )
+    region: str | None = Field(
+        None,
+        description="METHOD=iam: AWS region of the cluster or workgroup (unset = the AWS "
+        "default: AWS_REGION / AWS_DEFAULT_REGION or the profile's region)",
+    )
+    db_user: str | None = Field(
+        None, description="METHOD=iam with CLUSTER_ID: the database user to log in as"
+    )
+    db_groups: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="METHOD=iam with CLUSTER_ID: database groups the user joins for the "
+        "session, comma-separated",
+    )
+    auto_create: bool = Field(
+        False, description="METHOD=iam with CLUSTER_ID: create DB_USER if it does not exist"
+    )
+    iam_profile: str | None = Field(
+        None,
+        description="METHOD=iam: AWS profile (~/.aws/config) whose credentials ask for the "
+        "temporary password; unset = the default AWS credential chain (environment, "
+        "profile files, container or instance role)",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    #: METHOD=iam from a user's own profiles.yml: its explicit AWS keys (``access_key_id``
+    #: / ``secret_access_key``); never a setting of its own, never in a repr
+    _aws_keys: Any = PrivateAttr(default=None)
+
+    @field_validator("db_groups", mode="before")
+    @classmethod
+    def _split_groups(cls, value: Any) -> Any:
+        """``a,b`` (the environment's form) or a JSON list as a tuple of names."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"not a JSON list of group names ({exc})") from None
+                return value
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @property
+    def is_iam(self) -> bool:
+        """True when dbt logs in with a temporary password from AWS (``METHOD=iam``)."""
+        return self.method == "iam"
+
+    @property
+    def is_serverless(self) -> bool:
+        """True for Redshift Serverless IAM (``WORKGROUP`` set)."""
+        return self.is_iam and self.workgroup is not None
 
     @property
     def schema(self) -> str:  # type: ignore[override]
@@ -132,11 +219,57 @@ class WarehouseSettings(_Section):
                     "redshift (unset, the embedded DuckDB is used, which takes none of these)"
                 )
             return self
-        missing = [name for name in ("host", "user", "dbname") if not getattr(self, name)]
+        required = ("host", "dbname") if self.is_iam else ("host", "user", "dbname")
+        missing = [name for name in required if not getattr(self, name)]
         if missing:
             names = ", ".join(f"{ENV_PREFIX}WAREHOUSE__{m.upper()}" for m in missing)
             raise ValueError(f"WAREHOUSE__TYPE={self.type} needs {names}")
+        self._check_login()
         return self
+
+    def _check_login(self) -> None:
+        """METHOD and the IAM fields agree with each other and with TYPE (names, no values)."""
+        w = f"{ENV_PREFIX}WAREHOUSE__"
+        given = [f for f in _IAM_FIELDS if f in self.model_fields_set]
+        if not self.is_iam:
+            if given:
+                names = ", ".join(w + f.upper() for f in given)
+                raise ValueError(
+                    f"{names}: for Redshift IAM authentication only: set {w}METHOD=iam "
+                    "(or unset it)"
+                )
+            return
+        if self.type != "redshift":
+            raise ValueError(
+                f"{w}METHOD=iam is Redshift IAM authentication: it needs {w}TYPE=redshift "
+                f"(got {self.type})"
+            )
+        if self.password is not None:
+            raise ValueError(
+                f"{w}METHOD=iam logs in with a temporary password from AWS: unset {w}PASSWORD"
+            )
+        if self.user is not None:
+            raise ValueError(
+                f"{w}METHOD=iam: the database user is {w}DB_USER (provisioned) or your IAM "
+                f"identity (Serverless): unset {w}USER"
+            )
+        if (self.cluster_id is None) == (self.workgroup is None):
+            raise ValueError(
+                f"{w}METHOD=iam needs exactly one of {w}CLUSTER_ID (a provisioned cluster) "
+                f"and {w}WORKGROUP (Redshift Serverless)"
+            )
+        if self.workgroup is not None:
+            stray = [f for f in ("db_user", "db_groups", "auto_create") if f in given]
+            if stray:
+                names = ", ".join(w + f.upper() for f in stray)
+                raise ValueError(
+                    f"{names}: Redshift Serverless (WORKGROUP) takes none of these, the "
+                    "database user and its roles come from your IAM identity: unset them"
+                )
+        elif not self.db_user:
+            raise ValueError(
+                f"{w}METHOD=iam with {w}CLUSTER_ID needs {w}DB_USER (the database user)"
+            )
 
 
 def _check_sslrootcert(kind: str, path: Path, sslmode: SSLMode | None) -> None:
@@ -376,12 +509,18 @@ class Settings(BaseSettings):
         if self.profiles_dir is not None and not (self.profiles_dir / "profiles.yml").is_file():
             raise ValueError(f"{ENV_PREFIX}PROFILES_DIR {self.profiles_dir} has no profiles.yml")
         wh = self.warehouse
-        if self.profiles_dir is None and wh.type != "duckdb" and wh.password is None:
+        if (
+            self.profiles_dir is None
+            and wh.type != "duckdb"
+            and wh.password is None
+            and not (wh.is_iam)
+        ):
             # the generated profile logs in with a password: without one the driver would
             # fail only after dbt parsed, with "fe_sendauth: no password supplied"
+            iam = f"{ENV_PREFIX}WAREHOUSE__METHOD=iam, or " if wh.type == "redshift" else ""
             raise ValueError(
                 f"WAREHOUSE__TYPE={wh.type} logs in with a password: set "
-                f"{ENV_PREFIX}WAREHOUSE__PASSWORD (or use your own profiles.yml with "
+                f"{ENV_PREFIX}WAREHOUSE__PASSWORD (or use {iam}your own profiles.yml with "
                 f"{ENV_PREFIX}PROFILES_DIR)"
             )
         if wh.sslrootcert is not None:

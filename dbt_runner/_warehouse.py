@@ -14,15 +14,33 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from ._exceptions import ConfigurationError
 from ._settings import ENV_PREFIX, Settings, WarehouseSettings
 
 if TYPE_CHECKING:
+    from ._aws import Login
     from ._ssh import Tunnel
 
-__all__ = ["as_warehouse", "connect", "routed", "tunnel"]
+__all__ = ["as_warehouse", "connect", "fetch_login", "routed", "tunnel", "with_login"]
+
+
+def fetch_login(settings: Settings) -> Login:
+    """A temporary login from AWS for ``settings``' warehouse (``METHOD=iam``), with the
+    AWS keys of the user's own profile when it gives some."""
+    from ._aws import fetch_login as fetch
+
+    wh = settings.warehouse
+    return fetch(wh, wh._aws_keys)
+
+
+def with_login(settings: Settings, login: Login) -> Settings:
+    """``settings`` as the connections of a Redshift IAM session log in: the warehouse's
+    ``user``/``password`` are the temporary login's (METHOD stays ``iam``). The generated
+    profile and dbt_runner's own connections read them from there."""
+    wh = settings.warehouse.model_copy(update={"user": login.user, "password": login.password})
+    return settings.model_copy(update={"warehouse": wh})
 
 
 def connect(settings: Settings, *, application_name: str = "dbt-runner doctor") -> Any:
@@ -30,6 +48,9 @@ def connect(settings: Settings, *, application_name: str = "dbt-runner doctor") 
     to the warehouse's host/port (through a tunnel when a route for it is registered)."""
     from . import _dbt
 
+    if settings.warehouse.is_iam and settings.warehouse.password is None:
+        # Redshift IAM outside a session (doctor, sample-data): a login of its own
+        settings = with_login(settings, fetch_login(settings))
     wh = settings.warehouse
     host, port = wh.host, wh.effective_port
     password = wh.password.get_secret_value() if wh.password is not None else None
@@ -134,7 +155,16 @@ def as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
                 "sslrootcert": output.get("sslrootcert"),
                 "connect_timeout_s": timeout if isinstance(timeout, int) and timeout >= 1 else 10,
             }
-            update["warehouse"] = WarehouseSettings.model_validate(fields)
+            method = str(output.get("method") or "database") if kind == "redshift" else None
+            if method == "iam":
+                fields.update(_iam_fields(output, where))
+            elif method not in (None, "database"):
+                # iam_role, identity center: dbt-redshift's own, not dbt_runner's connections
+                return settings.model_copy(update=update), f"{where} (redshift method {method})"
+            warehouse = WarehouseSettings.model_validate(fields)
+            if method == "iam":
+                warehouse._aws_keys = _aws_keys(output, where)
+            update["warehouse"] = warehouse
         else:
             return settings.model_copy(update=update), f"{where} (type {kind})"
     except ValidationError as exc:  # named by field, never by value (one may be the password)
@@ -144,3 +174,64 @@ def as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
         )
         raise ConfigurationError(f"{ENV_PREFIX}PROFILES_DIR: {where}: {problems}") from None
     return settings.model_copy(update=update), None
+
+
+def _iam_fields(output: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``METHOD=iam`` warehouse fields of a dbt-redshift target with ``method: iam``.
+
+    Read as dbt-redshift and redshift_connector read them: Serverless when the host says
+    so (``serverless`` in it) or ``is_serverless: true``; the workgroup and region from
+    the host (redshift_connector's own patterns) when the target gives none.
+    """
+    from redshift_connector.redshift_property import RedshiftProperty
+
+    host = str(output.get("host") or "")
+    serverless = "serverless" in host or output.get("is_serverless") is True
+    known = RedshiftProperty()
+    known.put("host", host)
+    region = output.get("region")
+    if not region:
+        known.set_region_from_host()
+        region = known.region
+    fields: dict[str, Any] = {
+        "method": "iam",
+        "user": None,
+        "password": None,  # dbt-redshift logs in with the temporary password only
+        "region": region or None,
+        "iam_profile": output.get("iam_profile") or None,
+    }
+    if serverless:
+        workgroup = output.get("serverless_work_group")
+        if not workgroup:
+            known.set_serverless_work_group_from_host()
+            workgroup = known.serverless_work_group
+        if not workgroup:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}PROFILES_DIR: {where} is Redshift Serverless with method: iam: "
+                "dbt_runner's own connections (writer lock, doctor) need its workgroup: add "
+                "serverless_work_group: to the target"
+            )
+        fields["workgroup"] = workgroup
+    else:
+        fields.update(
+            cluster_id=output.get("cluster_id"),
+            db_user=output.get("user"),
+            db_groups=tuple(output.get("db_groups") or ()),
+            auto_create=bool(output.get("autocreate", False)),
+        )
+    return fields
+
+
+def _aws_keys(output: dict[str, Any], where: str) -> Any:
+    """The explicit AWS keys of a ``method: iam`` target (``access_key_id`` /
+    ``secret_access_key``), else None (the default chain or ``iam_profile``)."""
+    key_id, secret = output.get("access_key_id"), output.get("secret_access_key")
+    if not key_id and not secret:
+        return None
+    if not key_id or not secret:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}PROFILES_DIR: {where}: access_key_id and secret_access_key go together"
+        )
+    from ._aws import AwsKeys
+
+    return AwsKeys(str(key_id), SecretStr(str(secret)))

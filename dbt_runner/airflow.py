@@ -8,6 +8,11 @@ up by id.
   host, port, login, password, and *Schema* as the database name (that is how
   Airflow's Redshift and PostgreSQL connections use it); extras ``sslmode``,
   ``sslrootcert`` (postgres: the CA file, as libpq takes it), ``connect_timeout``.
+  A Redshift connection with the Amazon provider's IAM extras (``"iam": true``,
+  ``cluster_identifier``, ``db_user``, ``region``, ``profile``; Serverless:
+  ``is_serverless``, ``serverless_work_group``) becomes
+  ``WAREHOUSE__METHOD=iam`` (:func:`warehouse_values`): temporary logins from AWS,
+  with the worker's AWS credentials (its role) or the ``profile``.
 * the **bastion** is an ``ssh`` connection: host, port, login, and the extras
   of Airflow's SSH provider: ``key_file`` (a path on the worker) or
   ``private_key`` (the key text), ``private_key_passphrase``, ``host_key``
@@ -124,6 +129,14 @@ def warehouse_values(conn: ConnectionLike, *, warehouse_type: str | None = None)
     >>> values = warehouse_values(conn)
     >>> values["type"], values["dbname"], values["user"]
     ('redshift', 'analytics', 'dbt')
+
+    With the Amazon provider's IAM extras (login and password are not used then):
+
+    >>> conn.extra_dejson = {"iam": True, "cluster_identifier": "analytics",
+    ...                      "db_user": "dbt", "region": "eu-west-1"}
+    >>> values = warehouse_values(conn)
+    >>> values["method"], values["cluster_id"], values["db_user"], "password" in values
+    ('iam', 'analytics', 'dbt', False)
     """
     name = _name(conn)
     kind = warehouse_type or _WAREHOUSE_TYPES.get((conn.conn_type or "").lower())
@@ -133,21 +146,24 @@ def warehouse_values(conn: ConnectionLike, *, warehouse_type: str | None = None)
             "'redshift' or 'postgres' connection (or pass warehouse_type=...)"
         )
     extra = _extras(conn)
-    if _truthy(extra.get("iam")):
-        raise ConfigurationError(
-            f"Airflow connection {name} uses IAM authentication (extra 'iam'), which "
-            "dbt_runner does not support: give the connection a login and password"
-        )
+    iam = _truthy(extra.get("iam"))
     values: dict[str, Any] = {"type": kind}
     for key, value in (
         ("host", conn.host),
         ("port", conn.port),
-        ("user", conn.login),
-        ("password", conn.password),
+        ("user", None if iam else conn.login),
+        ("password", None if iam else conn.password),
         ("dbname", conn.schema or extra.get("database") or extra.get("dbname")),
     ):
         if value not in (None, ""):
             values[key] = value
+    if iam:
+        if kind != "redshift":
+            raise ConfigurationError(
+                f"Airflow connection {name} asks for IAM authentication (extra 'iam'): "
+                "dbt_runner supports it for Redshift connections only"
+            )
+        values.update(_iam_values(conn, extra, name))
     if extra.get("sslmode"):
         values["sslmode"] = str(extra["sslmode"])
     elif "ssl" in extra and not _truthy(extra["ssl"]):  # redshift_connector's ssl=False
@@ -156,13 +172,74 @@ def warehouse_values(conn: ConnectionLike, *, warehouse_type: str | None = None)
         values["sslrootcert"] = str(extra["sslrootcert"])
     if extra.get("connect_timeout") not in (None, ""):
         values["connect_timeout_s"] = _int(extra["connect_timeout"], name, "connect_timeout")
-    missing = [label for key, label in _REQUIRED_WAREHOUSE if key not in values]
+    required = _REQUIRED_WAREHOUSE_IAM if iam else _REQUIRED_WAREHOUSE
+    missing = [label for key, label in required if key not in values]
     if missing:
         raise ConfigurationError(f"Airflow connection {name} has no {', '.join(missing)}")
     return values
 
 
 _REQUIRED_WAREHOUSE = (("host", "Host"), ("user", "Login"), ("dbname", "Schema (database name)"))
+_REQUIRED_WAREHOUSE_IAM = (("host", "Host"), ("dbname", "Schema (database name)"))
+
+
+def _iam_values(conn: ConnectionLike, extra: dict[str, Any], name: str) -> dict[str, Any]:
+    """``WAREHOUSE__METHOD=iam`` values from a Redshift connection with ``"iam": true``.
+
+    Read as the Amazon provider's Redshift connection documents them: provisioned
+    clusters by ``cluster_identifier`` (else the first label of Host, as its hook does)
+    and ``db_user`` (else Login); Serverless by ``is_serverless`` and
+    ``serverless_work_group`` (the database user is the IAM identity: Login is not
+    used); ``region``, ``profile``; and redshift_connector's ``db_groups`` and
+    ``auto_create``. The password, if any, is not used (the temporary one replaces
+    it). The AWS credentials are the worker's default chain (its role) or ``profile``.
+    """
+    values: dict[str, Any] = {"method": "iam"}
+    for key in ("access_key_id", "secret_access_key", "session_token"):
+        if extra.get(key):
+            raise ConfigurationError(
+                f"Airflow connection {name}: extra {key!r}: dbt_runner takes the AWS "
+                "credentials from the worker's default chain (its role, AWS_* variables) or "
+                "an AWS profile (extra 'profile'), not from the Redshift connection"
+            )
+    from ._aws import DURATION_S
+
+    duration = extra.get("serverless_token_duration_seconds")
+    if duration not in (None, "") and (
+        _int(duration, name, "serverless_token_duration_seconds") != DURATION_S
+    ):
+        raise ConfigurationError(
+            f"Airflow connection {name}: extra 'serverless_token_duration_seconds': dbt_runner "
+            f"always asks for {DURATION_S} s (and a new login at half of it): remove it"
+        )
+    if _truthy(extra.get("is_serverless")):
+        workgroup = extra.get("serverless_work_group")
+        if not workgroup:
+            raise ConfigurationError(
+                f"Airflow connection {name} is Redshift Serverless (extra 'is_serverless'): "
+                "set extra 'serverless_work_group'"
+            )
+        values["workgroup"] = str(workgroup)
+    else:
+        cluster = extra.get("cluster_identifier") or (conn.host or "").split(".", 1)[0]
+        if not cluster:
+            raise ConfigurationError(
+                f"Airflow connection {name} asks for IAM: set extra 'cluster_identifier' (or Host)"
+            )
+        values["cluster_id"] = str(cluster)
+        db_user = extra.get("db_user") or conn.login
+        if db_user:
+            values["db_user"] = str(db_user)
+        groups = extra.get("db_groups")
+        if groups:
+            values["db_groups"] = groups if isinstance(groups, str) else tuple(groups)
+        if "auto_create" in extra:
+            values["auto_create"] = _truthy(extra["auto_create"])
+    if extra.get("region"):
+        values["region"] = str(extra["region"])
+    if extra.get("profile"):
+        values["iam_profile"] = str(extra["profile"])
+    return values
 
 
 def ssh_values(conn: ConnectionLike, *, key_dir: Path | None = None) -> dict[str, Any]:

@@ -14,6 +14,14 @@ argument string and returns a callable ``(action, request_body, status,
 response_body) -> None`` run after every answered request. Hooks only observe:
 the response goes to the client unchanged.
 
+Extensions: a test-bed module can add an API moto lacks (``extensions=``
+``"module:function"``: the function takes moto's WSGI application and returns the
+one the child serves). :mod:`testbed.moto_serverless` adds Redshift Serverless.
+
+IAM enforcement: moto checks signatures and IAM policies once more than
+``INITIAL_NO_AUTH_ACTION_COUNT`` requests were answered (unset: never);
+:meth:`MotoServer.enforce_iam` switches that at run time (moto's ``reset-auth`` API).
+
 >>> server = MotoServer().start()                  # doctest: +SKIP
 >>> boto3.client("s3", endpoint_url=server.endpoint_url)   # doctest: +SKIP
 >>> server.close()                                 # doctest: +SKIP
@@ -57,11 +65,18 @@ def moto_available() -> bool:
 class MotoServer:
     """moto's HTTP server in a child process on ``127.0.0.1``; :meth:`close` stops it."""
 
-    def __init__(self, *, hooks: Iterable[tuple[str, str]] = (), env: dict[str, str] | None = None):
-        """``hooks``: ``("module:function", argument)`` pairs (see the module docstring);
-        ``env``: extra environment of the child (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to
-        make moto enforce IAM)."""
+    def __init__(
+        self,
+        *,
+        hooks: Iterable[tuple[str, str]] = (),
+        extensions: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+    ):
+        """``hooks``: ``("module:function", argument)`` pairs; ``extensions``:
+        ``"module:function"`` names (see the module docstring); ``env``: extra environment
+        of the child (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to make moto enforce IAM)."""
         self._hooks = list(hooks)
+        self._extensions = list(extensions)
         self._env = dict(env or {})
         self._dir = Path(tempfile.mkdtemp(prefix="dbr-moto-"))
         self.log_path = self._dir / "moto.log"
@@ -91,6 +106,8 @@ class MotoServer:
         cmd = [sys.executable, "-m", "testbed.moto_server", "--port-file", str(port_file)]
         for spec, arg in self._hooks:
             cmd += ["--hook", f"{spec}={arg}"]
+        for spec in self._extensions:
+            cmd += ["--extension", spec]
         root = Path(__file__).resolve().parent.parent
         env = {**os.environ, **self._env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
@@ -110,6 +127,19 @@ class MotoServer:
     def reset(self) -> None:
         """Forget every resource (moto's own reset API)."""
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def enforce_iam(self, after: float = 0) -> None:
+        """Check signatures and IAM policies of every request after the next ``after``
+        ones (moto's ``/moto-api/reset-auth``); ``float("inf")``: never again (the
+        default)."""
+        request = urllib.request.Request(
+            f"{self.endpoint_url}/moto-api/reset-auth",
+            data=str(after).encode(),
+            headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=10):
             pass
 
@@ -185,10 +215,12 @@ def _with_hooks(app: Any, hooks: list[Hook]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m testbed.moto_server --port-file F [--hook module:function=ARG ...]``."""
+    """``python -m testbed.moto_server --port-file F [--hook module:function=ARG ...]
+    [--extension module:function ...]``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port-file", required=True, type=Path)
     parser.add_argument("--hook", action="append", default=[])
+    parser.add_argument("--extension", action="append", default=[])
     args = parser.parse_args(argv)
 
     from moto.moto_server.werkzeug_app import (
@@ -203,7 +235,11 @@ def main(argv: list[str] | None = None) -> None:
         spec, _, arg = item.partition("=")
         module, _, func = spec.partition(":")
         hooks.append(getattr(importlib.import_module(module), func)(arg))
-    app = _with_hooks(DomainDispatcherApplication(create_backend_app), hooks)
+    app: Any = DomainDispatcherApplication(create_backend_app)
+    for spec in args.extension:
+        module, _, func = spec.partition(":")
+        app = getattr(importlib.import_module(module), func)(app)
+    app = _with_hooks(app, hooks)
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
     tmp = args.port_file.with_suffix(".tmp")
     tmp.write_text(str(server.server_address[1]))

@@ -26,6 +26,7 @@ SLOW_MODULES = (
     "test_airflow_dag.py",
     "test_differential_duckdb.py",
     "test_models_redshift.py",
+    "test_redshift_iam.py",
     "test_benchmarks_smoke.py",
     "test_models_postgres.py",
     "test_outputs_duckdb.py",

@@ -155,7 +155,6 @@ def test_postgres_sslrootcert_extra_is_the_ca_file(tmp_path: Path) -> None:
         (redshift(host=None), "Host"),
         (redshift(login=None), "Login"),
         (redshift(schema=None), "Schema"),
-        (redshift(extra={"iam": True, "cluster_identifier": "c"}), "IAM"),
         (redshift(extra={"connect_timeout": "soon"}), "connect_timeout"),
     ],
 )
@@ -164,6 +163,94 @@ def test_bad_warehouse_connections_are_configuration_errors(conn: Conn, needle: 
         warehouse_values(conn)
     assert needle in str(info.value) and "'redshift_default'" in str(info.value)
     assert_no_secret(str(info.value))
+
+
+# ------------------------------------------------------ warehouse: Redshift IAM extras
+def test_redshift_iam_connection_maps_to_method_iam() -> None:
+    """The Amazon provider's documented example: login and password are not used."""
+    conn = redshift(
+        extra={
+            "iam": True,
+            "cluster_identifier": "redshift-cluster-1",
+            "port": 5439,
+            "region": "us-east-1",
+            "db_user": "awsuser",
+            "database": "dev",
+            "profile": "default",
+            "db_groups": ["analysts", "loaders"],
+            "auto_create": "true",
+        }
+    )
+    with settings_from_connections(conn) as settings:
+        wh = settings.warehouse
+        assert (wh.method, wh.cluster_id, wh.db_user, wh.region, wh.iam_profile) == (
+            "iam",
+            "redshift-cluster-1",
+            "awsuser",
+            "us-east-1",
+            "default",
+        )
+        assert wh.db_groups == ("analysts", "loaders") and wh.auto_create is True
+        assert (wh.user, wh.password, wh.dbname) == (None, None, "analytics")  # Schema wins
+        assert wh.host == "cluster.abc.eu-west-1.redshift.amazonaws.com"
+        assert_no_secret(repr(settings))
+
+
+def test_redshift_iam_cluster_and_user_default_to_host_and_login() -> None:
+    values = warehouse_values(redshift(extra={"iam": "true"}))  # as the provider's hook reads it
+    assert values["cluster_id"] == "cluster" and values["db_user"] == "dbt"
+    assert "password" not in values and "user" not in values
+    assert Settings(warehouse=values).warehouse.is_iam
+
+
+def test_redshift_serverless_iam_connection_maps_to_the_workgroup() -> None:
+    conn = redshift(
+        host="default.123456789012.us-east-1.redshift-serverless.amazonaws.com",
+        extra={
+            "iam": True,
+            "is_serverless": True,
+            "serverless_work_group": "default",
+            "serverless_token_duration_seconds": 3600,
+            "region": "us-east-1",
+        },
+    )
+    with settings_from_connections(conn) as settings:
+        wh = settings.warehouse
+        assert (wh.method, wh.workgroup, wh.region, wh.cluster_id) == (
+            "iam",
+            "default",
+            "us-east-1",
+            None,
+        )
+        assert wh.is_serverless and wh.db_user is None  # the IAM identity is the user
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"iam": True, "is_serverless": True}, "serverless_work_group"),
+        (
+            {
+                "iam": True,
+                "is_serverless": True,
+                "serverless_work_group": "wg",
+                "serverless_token_duration_seconds": 900,
+            },
+            "serverless_token_duration_seconds",
+        ),
+        ({"iam": True, "access_key_id": "AKIA", "secret_access_key": PASSWORD}, "access_key_id"),
+    ],
+)
+def test_unusable_iam_extras_are_configuration_errors(extra: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        warehouse_values(redshift(extra=extra))
+    assert needle in str(info.value) and "'redshift_default'" in str(info.value)
+    assert_no_secret(str(info.value))
+
+
+def test_iam_on_a_postgres_connection_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="Redshift connections only"):
+        warehouse_values(redshift(conn_type="postgres", extra={"iam": True}))
 
 
 # ---------------------------------------------------------------------- bastion

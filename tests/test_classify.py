@@ -180,6 +180,25 @@ CASES: list[tuple[str, str, ErrorKind]] = [
         "operation: The security token included in the request is invalid.",
         K.AUTH,
     ),
+    (
+        "Redshift IAM through redshift_connector, wrapped by dbt (moto, IAM enforced)",
+        "Database Error\n  An error occurred (AccessDenied) when calling the GetCredentials "
+        "operation: User: arn:aws:iam::123456789012:user/alice is not authorized to perform: "
+        "redshift-serverless:GetCredentials",
+        K.AUTH,
+    ),
+    (
+        "Redshift IAM (boto3, AWS throttling)",
+        "An error occurred (ThrottlingException) when calling the GetClusterCredentials "
+        "operation (reached max retries: 4): Rate exceeded",
+        K.CONNECTION,
+    ),
+    ("Redshift IAM (botocore NoCredentialsError)", "Unable to locate credentials", K.AUTH),
+    (
+        "Redshift IAM (botocore EndpointConnectionError)",
+        'Could not connect to the endpoint URL: "https://redshift.eu-west-1.amazonaws.com/"',
+        K.CONNECTION,
+    ),
     # --- statement timeouts on the server
     ("PostgreSQL", "canceling statement due to statement timeout", K.TIMEOUT),
     ("DuckDB", "INTERRUPT Error: Interrupted!", K.TIMEOUT),
@@ -522,3 +541,49 @@ def test_a_cyclic_chain_terminates() -> None:
 
 def test_unknown_exception_is_a_model_failure() -> None:
     assert classify_exception(ValueError("Catalog Error: no such table")) is K.MODEL_FAILURE
+
+
+# ------------------------------------------------------------ AWS (Redshift IAM): one seam
+def _client_error(code: str, status: int, operation: str = "GetClusterCredentials") -> Exception:
+    from botocore.exceptions import ClientError
+
+    response = {
+        "Error": {"Code": code, "Message": f"{code} from AWS"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: _client_error("AccessDenied", 403), K.AUTH),
+        (lambda: _client_error("ExpiredToken", 400), K.AUTH),
+        (lambda: _client_error("ClusterNotFound", 404), K.AUTH),
+        (lambda: _client_error("ResourceNotFoundException", 400, "GetCredentials"), K.AUTH),
+        (lambda: _client_error("ThrottlingException", 400), K.CONNECTION),
+        (lambda: _client_error("InternalFailure", 500), K.CONNECTION),
+        (lambda: _client_error("SomethingNew", 503), K.CONNECTION),
+        (
+            lambda: __import__("botocore.exceptions").exceptions.EndpointConnectionError(
+                endpoint_url="https://redshift.eu-west-1.amazonaws.com/"
+            ),
+            K.CONNECTION,
+        ),
+        (lambda: __import__("botocore.exceptions").exceptions.NoCredentialsError(), K.AUTH),
+        (
+            lambda: __import__("botocore.exceptions").exceptions.NoRegionError(),
+            K.CONFIGURATION,
+        ),
+    ],
+)
+def test_botocore_errors_through_dbt_are_judged_by_the_aws_seam(
+    make: object, expected: ErrorKind
+) -> None:
+    """redshift_connector's IAM path raises botocore's exceptions; dbt wraps them in
+    FailedToConnectError (a connection fault by itself): the AWS answer decides."""
+    from dbt.adapters.exceptions import FailedToConnectError
+
+    inner = make()  # type: ignore[operator]
+    wrapped = _raise_chain(FailedToConnectError(str(inner)), inner)
+    assert classify_exception(wrapped) is expected

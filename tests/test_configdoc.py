@@ -76,7 +76,7 @@ def test_defaults_shown_are_the_runtime_defaults(monkeypatch: pytest.MonkeyPatch
     for row in ROWS:
         value = _get(settings, row.path)
         if row.default_text == "unset":
-            assert value is None, row.path
+            assert value in (None, ()), row.path
         else:
             shown = row.default_text.strip("`")
             if isinstance(value, bool):
@@ -118,6 +118,8 @@ def _sample(row: SettingRow, tmp: Path) -> tuple[str, Any]:
         return "sample_value", "sample_value"
     if typing.get_origin(kind) is dict:  # a JSON object
         return '{"sample_key": [1, "two"]}', {"sample_key": [1, "two"]}
+    if typing.get_origin(kind) is tuple:  # names, comma-separated
+        return "first, second", ("first", "second")
     raise AssertionError(f"no sample for {row.path}: {row.annotation!r}")  # a new type: add one
 
 
@@ -142,13 +144,29 @@ def _get(settings: Settings, path: str) -> Any:
     return obj
 
 
+_W = "DBT_RUNNER_WAREHOUSE__"
+#: Redshift IAM: METHOD=iam logs in without USER/PASSWORD (None: unset)
+_IAM: dict[str, str | None] = {
+    f"{_W}METHOD": "iam",
+    f"{_W}USER": None,
+    f"{_W}PASSWORD": None,
+}
+_PROVISIONED = {**_IAM, f"{_W}CLUSTER_ID": "analytics", f"{_W}DB_USER": "dbt"}
 #: other settings a sample needs to be valid (e.g. a bastion host needs a user and a key)
 _BASTION = {
     "DBT_RUNNER_SSH__USER": "tunnel",
     "DBT_RUNNER_SSH__ALLOW_AGENT": "true",
     "DBT_RUNNER_SSH__INSECURE_SKIP_HOST_KEY_CHECK": "true",
 }
-_COMPANIONS = {
+_COMPANIONS: dict[str, dict[str, str | None]] = {
+    "warehouse.method": _PROVISIONED,
+    "warehouse.cluster_id": _PROVISIONED,
+    "warehouse.workgroup": _IAM,
+    "warehouse.region": _PROVISIONED,
+    "warehouse.db_user": _PROVISIONED,
+    "warehouse.db_groups": _PROVISIONED,
+    "warehouse.auto_create": _PROVISIONED,
+    "warehouse.iam_profile": _PROVISIONED,
     "ssh.host": _BASTION,
     "ssh.remote_host": {"DBT_RUNNER_SSH__HOST": "bastion.example.com", **_BASTION},
     "warehouse.sslrootcert": {"DBT_RUNNER_WAREHOUSE__TYPE": "postgres"},  # a libpq setting
@@ -167,7 +185,7 @@ def test_documented_env_var_is_read(
     # a directory that satisfies every path check (project_dir, profiles_dir)
     (tmp_path / "dbt_project.yml").write_text("name: x\n")
     (tmp_path / "profiles.yml").write_text("x: {}\n")
-    base = {
+    base: dict[str, str | None] = {
         "DBT_RUNNER_WAREHOUSE__TYPE": "redshift",
         "DBT_RUNNER_WAREHOUSE__HOST": "wh.example.com",
         "DBT_RUNNER_WAREHOUSE__USER": "dbt",
@@ -176,7 +194,8 @@ def test_documented_env_var_is_read(
         **_COMPANIONS.get(row.path, {}),
     }
     for name, value in base.items():
-        monkeypatch.setenv(name, value)
+        if value is not None:
+            monkeypatch.setenv(name, value)
     env_value, expected = _sample(row, tmp_path)
     monkeypatch.setenv(row.env_var, env_value)
 

@@ -1,4 +1,5 @@
-"""The package's layers: dbt only behind ``dbt_runner/_dbt/``, SSH only behind ``_ssh/``.
+"""The package's layers: dbt only behind ``dbt_runner/_dbt/``, SSH only behind ``_ssh/``,
+AWS only in ``_aws.py``.
 
 A dbt upgrade or a paramiko change then touches one folder. The check reads every
 module's imports (top level and inside functions) with ``ast``.
@@ -20,6 +21,9 @@ OWNERS = {
     "dbt_common": "_dbt",
     "paramiko": "_ssh",
     "sshtunnel": "_ssh",
+    # Redshift IAM: AWS's SDK behind one module (its errors judged there: _aws.kind_of)
+    "boto3": "_aws.py",
+    "botocore": "_aws.py",
 }
 
 

@@ -428,3 +428,79 @@ def test_a_warehouse_field_without_its_type_is_an_error_never_duckdb(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Settings(warehouse=warehouse)
+
+
+# ------------------------------------------------------------------------- Redshift IAM
+IAM = {"type": "redshift", "host": "cluster.example", "dbname": "analytics", "method": "iam"}
+
+
+def test_iam_provisioned_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "TYPE": "redshift",
+        "HOST": "cluster.example",
+        "DBNAME": "analytics",
+        "METHOD": "iam",
+        "CLUSTER_ID": "analytics",
+        "DB_USER": "dbt",
+        "DB_GROUPS": "loaders, analysts",
+        "AUTO_CREATE": "true",
+        "REGION": "eu-west-1",
+        "IAM_PROFILE": "etl",
+    }.items():
+        monkeypatch.setenv(f"DBT_RUNNER_WAREHOUSE__{name}", value)
+    wh = Settings().warehouse  # no PASSWORD, no USER: the login comes from AWS
+    assert wh.is_iam and not wh.is_serverless
+    assert (wh.cluster_id, wh.db_user, wh.db_groups, wh.auto_create) == (
+        "analytics",
+        "dbt",
+        ("loaders", "analysts"),
+        True,
+    )
+    assert (wh.region, wh.iam_profile, wh.password, wh.user) == ("eu-west-1", "etl", None, None)
+
+
+def test_iam_serverless_and_groups_as_a_json_list() -> None:
+    wh = Settings(warehouse={**IAM, "workgroup": "analytics-wg"}).warehouse
+    assert wh.is_serverless and wh.db_user is None
+    groups = Settings(warehouse={**IAM, "cluster_id": "c", "db_user": "u", "db_groups": '["a"]'})
+    assert groups.warehouse.db_groups == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        ({"type": "postgres", "cluster_id": "c", "db_user": "u"}, ["TYPE=redshift"]),
+        ({}, ["__CLUSTER_ID", "__WORKGROUP"]),
+        ({"cluster_id": "c", "workgroup": "w", "db_user": "u"}, ["__CLUSTER_ID", "__WORKGROUP"]),
+        ({"cluster_id": "c"}, ["__DB_USER"]),
+        ({"cluster_id": "c", "db_user": "u", "password": PASSWORD}, ["unset", "__PASSWORD"]),
+        ({"cluster_id": "c", "db_user": "u", "user": "dbt"}, ["unset", "__USER"]),
+        ({"workgroup": "w", "db_user": "u", "db_groups": "g"}, ["__DB_USER", "__DB_GROUPS"]),
+        ({"workgroup": "w", "auto_create": True}, ["__AUTO_CREATE"]),
+        ({"cluster_id": "c", "db_user": "u", "db_groups": "[nope"}, ["__DB_GROUPS"]),
+    ],
+)
+def test_contradicting_iam_settings_fail_early_naming_the_variable(
+    values: dict[str, Any], names: list[str]
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings(warehouse={**IAM, **values})
+    text = str(info.value)
+    assert all(name in text for name in names), text
+    assert "DBT_RUNNER_WAREHOUSE" in text and PASSWORD not in text
+
+
+def test_iam_fields_without_method_iam_are_an_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"DBT_RUNNER_WAREHOUSE__CLUSTER_ID.*METHOD=iam"):
+        Settings(warehouse={**REDSHIFT, "cluster_id": "analytics"})
+
+
+def test_iam_without_boto3_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from dbt_runner._aws import fetch_login
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if dbt-redshift were not installed
+    wh = Settings(warehouse={**IAM, "cluster_id": "c", "db_user": "u"}).warehouse
+    with pytest.raises(ConfigurationError, match=r"boto3.*dbt-runner\[redshift\]"):
+        fetch_login(wh)

@@ -117,6 +117,8 @@ def _type_text(annotation: Any, field: FieldInfo) -> str:
     for member in _flatten(annotation):
         if typing.get_origin(member) is dict:
             parts.append("JSON object")
+        elif typing.get_origin(member) is tuple:
+            parts.append("names, comma-separated")
         elif typing.get_origin(member) is Literal:
             parts.append("one of " + ", ".join(f"`{v}`" for v in typing.get_args(member)))
         elif inspect.isclass(member) and issubclass(member, enum.Enum):
@@ -155,7 +157,7 @@ def _default_text(field: FieldInfo) -> str:
     if field.is_required():
         return "required"
     value = field.get_default(call_default_factory=True)
-    if value is None:
+    if value is None or value == ():
         return "unset"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
