@@ -423,7 +423,7 @@ def main() -> None:
     """Run dbt in-process: staging models, tests, one tunnel per session.
 
     Settings come from DBT_RUNNER_* environment variables (see docs/configuration.md);
-    the options below override them.
+    each command's own options override them: dbt-runner COMMAND --help lists them.
     """
 
 
@@ -637,8 +637,9 @@ def sample_data(
 def report(result_file: Any, out: Path, title: str | None) -> None:
     """Draw a timeline of a saved result: node bars per thread slot of each phase over time.
 
-    RESULT.json is what --json printed (one result, or cycle's {"staging": ..., "tests": ...};
-    "-" reads stdin).
+    RESULT.json is what dbt-runner cycle --json printed ({"staging": ..., "tests": ...})
+    or what dbt-runner staging, test or dbt printed with --json (one result); "-" reads
+    stdin.
     """
     try:
         data = json.load(result_file)

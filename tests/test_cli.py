@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -145,6 +147,82 @@ def test_top_level_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command in ("staging", "test", "cycle", "demo", "deps", "dbt"):
         assert command in result.stdout
+
+
+def _accepted(command: click.Command) -> set[str]:
+    """Every option string ``command`` accepts (``--tests`` and ``--no-tests`` both)."""
+    flags = {"--help", "-h"}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            flags.update(param.opts, param.secondary_opts)
+    return flags
+
+
+def _untrue(text: str, own: click.Command) -> list[str]:
+    """What ``text`` names that does not exist: commands, options, DBT_RUNNER_* variables.
+
+    A sentence may name another command's options ("what dbt-runner cycle --json printed"):
+    an option is true when the help's own command or a command named in the same sentence
+    accepts it. What follows a bare ``--`` (dbt's own arguments) is dbt's to judge.
+    """
+    from dbt_runner._settings import known_variables
+
+    assert isinstance(main, click.Group)
+    wrong = []
+    known = known_variables()
+    for name in re.findall(r"\$?(DBT_RUNNER_[A-Z0-9_]+)", text):
+        family = name.endswith("__") and any(k.startswith(name) for k in known)  # SECTION__*
+        if name not in known and not family:
+            wrong.append(f"no variable {name}")
+    own_options = _accepted(own) - {"--help", "-h", "--version"}
+    if re.search(r"options below", text) and not own_options:
+        wrong.append(f"'options below' but {own.name} has none of its own")
+    for sentence in re.split(r"(?<=[.;])\s+|\n\s*\n", text):
+        named = re.findall(r"dbt-runner ([a-z][a-z-]*)", sentence)
+        commands: list[click.Command] = [own]
+        for name in named:
+            if name in ("COMMAND", "command"):
+                continue
+            if name not in main.commands:
+                wrong.append(f"no command {name!r}: {sentence!r}")
+            else:
+                commands.append(main.commands[name])
+        flags = set().union(*(_accepted(c) for c in commands))
+        for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*|--(?=\s))", sentence.split(" -- ")[0]):
+            if flag not in flags:
+                wrong.append(f"{flag} is no option of {[c.name for c in commands]}: {sentence!r}")
+    return wrong
+
+
+def test_every_help_names_only_commands_options_and_variables_that_exist() -> None:
+    """--help tells the truth: what it promises, click accepts (top level and each command)."""
+    assert isinstance(main, click.Group)
+    top = CliRunner().invoke(main, ["--help"], terminal_width=200)
+    assert top.exit_code == 0
+    assert _untrue(top.stdout, main) == []
+    listed = re.findall(r"^  ([a-z][a-z-]*)  ", top.stdout.split("Commands:")[1], re.M)
+    assert listed == sorted(main.commands)
+    for name, command in main.commands.items():
+        result = CliRunner().invoke(main, [name, "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert _untrue(result.stdout, command) == [], name
+
+
+def test_the_help_check_catches_a_promise_that_is_not_kept() -> None:
+    """The check above can fail: options, commands and variables that do not exist."""
+    assert isinstance(main, click.Group)
+    staging = main.commands["staging"]
+    assert _untrue("the options below (--colour) override them.", staging) == [
+        "--colour is no option of ['staging']: 'the options below (--colour) override them.'"
+    ]
+    assert _untrue("see dbt-runner lint.", staging) == ["no command 'lint': 'see dbt-runner lint.'"]
+    assert _untrue("$DBT_RUNNER_COLOUR", staging) == ["no variable DBT_RUNNER_COLOUR"]
+    # what the top-level help said before: "the options below override them", with none below
+    assert _untrue("the options below override them.", main) == [
+        "'options below' but main has none of its own"
+    ]
+    # another command's option, named with that command; dbt's own arguments after --
+    assert _untrue("what dbt-runner cycle --build did; dbt-runner dbt -- ls --x", staging) == []
 
 
 def test_dbt_pass_through_runs_any_command_with_the_callers_args(env: dict[str, str]) -> None:
