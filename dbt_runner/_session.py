@@ -40,7 +40,7 @@ from ._manifests import ManifestCache
 from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, tunnel_target
 from ._results import ErrorInfo, RunResult
 from ._retry import build_retrying, is_retryable
-from ._settings import Settings
+from ._settings import Settings, flags_of, setting_name
 
 if TYPE_CHECKING:
     from ._ssh import Tunnel
@@ -169,7 +169,9 @@ class DbtSession:
             # the user's profiles.yml, copied with only the session's target tunnelled
             from ._ssh import Tunnel
 
-            target = tunnel_target(s.profiles_dir.resolve(), self.project_dir, s.chosen_target)
+            target = tunnel_target(
+                s.profiles_dir.resolve(), self.project_dir, s.chosen_target, flags_of(s)
+            )
             self._own_profile = TunnelledProfile(target)
             self._tunnel = Tunnel(s.ssh, target.host, target.port)
             self._open_tunnel(self._tunnel)
@@ -262,8 +264,8 @@ class DbtSession:
                 return busy
             return self._building_block(
                 "run",
-                select or self.settings.staging_select,
-                "DBT_RUNNER_STAGING_SELECT",
+                select,
+                "staging_select",
                 exclude=exclude,
                 threads=threads,
                 vars=vars,
@@ -294,8 +296,8 @@ class DbtSession:
         """
         return self._building_block(
             "test",
-            select or self.settings.tests_select,
-            "DBT_RUNNER_TESTS_SELECT",
+            select,
+            "tests_select",
             exclude=exclude,
             threads=threads,
             vars=vars,
@@ -329,8 +331,8 @@ class DbtSession:
                 return busy
             return self._building_block(
                 "build",
-                select or self.settings.staging_select,
-                "DBT_RUNNER_STAGING_SELECT",
+                select,
+                "staging_select",
                 exclude=exclude,
                 threads=threads,
                 vars=vars,
@@ -340,7 +342,7 @@ class DbtSession:
     def _building_block(
         self,
         command: str,
-        select: str,
+        select: str | None,
         setting: str,
         *,
         exclude: str | None,
@@ -349,9 +351,11 @@ class DbtSession:
         scope: str | None = None,
         extra: Sequence[str] = (),
     ) -> RunResult:
-        """``dbt <command> --select <select>`` for a building block: ``scope``'s tag and
-        ``exclude`` in one ``--exclude``, then ``extra``, then ``vars``; a selection that
-        matches nothing is a failed result naming ``setting``."""
+        """``dbt <command> --select <select>`` for a building block (``select`` None: the
+        setting ``setting``'s): ``scope``'s tag and ``exclude`` in one ``--exclude``, then
+        ``extra``, then ``vars``; a selection that matches nothing is a failed result naming
+        where the selection came from."""
+        selection = select or getattr(self.settings, setting)
         excludes = [exclude or ""]
         if scope is not None:
             if scope not in _TEST_SCOPE_EXCLUDES:
@@ -359,14 +363,15 @@ class DbtSession:
                     f"scope must be one of {sorted(_TEST_SCOPE_EXCLUDES)}, got {scope!r}"
                 )
             excludes.insert(0, _TEST_SCOPE_EXCLUDES[scope])
-        args = [command, "--select", select]
+        args = [command, "--select", selection]
         joined = " ".join(e for e in excludes if e)
         if joined:
             args += ["--exclude", joined]
         args += extra
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return _selected_something(self.invoke(args, threads=threads), select, setting)
+        result = self.invoke(args, threads=threads)
+        return _selected_something(result, selection, None if select else setting_name(setting))
 
     def invoke(
         self,
@@ -780,17 +785,20 @@ def _state_dir(settings: Settings, project_dir: Path) -> Path:
     return cache / "dbt_runner" / digest
 
 
-def _selected_something(result: RunResult, select: str, setting: str) -> RunResult:
+def _selected_something(result: RunResult, select: str, setting: str | None) -> RunResult:
     """A building block's result; an empty selection is a failure, not ``OK (0 nodes)``.
 
-    Plain ``invoke()`` keeps dbt's own semantics (dbt says "Nothing to do" and succeeds).
+    ``setting``: the setting the selection came from (None: the caller gave it). Plain
+    ``invoke()`` keeps dbt's own semantics (dbt says "Nothing to do" and succeeds).
     """
     if not result.success or result.nodes:
         return result
-    message = (
-        f"the selection {select!r} matched no node of this project: set {setting} (or pass "
-        "select=...) to the models/tests of your project"
-    )
+    message = f"the selection {select!r} matched no node of this project"
+    if setting is not None:  # the caller gave none: name the setting it came from
+        message = (
+            f"the selection {select!r} of {setting} matched no node of this project: set "
+            f"{setting} (or give a selection) to the models/tests of your project"
+        )
     return replace(result, success=False, error=ErrorInfo(ErrorKind.CONFIGURATION, message))
 
 

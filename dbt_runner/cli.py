@@ -169,14 +169,21 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+#: the settings a command-line option gives: field -> its flag (errors name the flag)
+_SETTING_FLAGS = {
+    "project_dir": "--project-dir",
+    "profiles_dir": "--profiles-dir",
+    "target": "--target",
+    "threads": "--threads",
+}
+
+
 def _settings(opts: _SessionOptions) -> Settings:
     """Settings from DBT_RUNNER_* with the command line's options on top."""
     overrides: dict[str, Any] = {
-        name: getattr(opts, name)
-        for name in ("project_dir", "profiles_dir", "target", "threads")
-        if getattr(opts, name) is not None
+        name: getattr(opts, name) for name in _SETTING_FLAGS if getattr(opts, name) is not None
     }
-    settings = Settings(**overrides)
+    settings = Settings(_flags=_SETTING_FLAGS, **overrides)
     if _embedded_by_default(settings):  # a warning: shown with -q too
         log.warning(
             "no DBT_RUNNER_WAREHOUSE__TYPE: using the embedded DuckDB file %s",
@@ -344,7 +351,8 @@ def _run_steps(steps: list[Step], opts: _SessionOptions, *, keyed: bool = False)
                     run_steps(session, steps, each=each, results=results)
                     running.clear()
             finally:
-                if created and not all(r.success for r in results.values()):
+                # failed: a step failed, or none finished (an exception, an interrupt)
+                if created and not (results and all(r.success for r in results.values())):
                     _remove_embedded(settings.warehouse.path)
         _report(results, opts.as_json, keyed=keyed, display=display)
         if settings is not None:

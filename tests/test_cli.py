@@ -121,6 +121,42 @@ def test_project_dir_without_dbt_project_is_exit_2(env: dict[str, str], tmp_path
     assert "dbt_project.yml" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["staging", "cycle", "dbt", "deps", "doctor"])
+@pytest.mark.parametrize(
+    ("flag", "variable", "bad", "says"),
+    [
+        ("--project-dir", "DBT_RUNNER_PROJECT_DIR", "nope", "nope has no dbt_project.yml"),
+        ("--profiles-dir", "DBT_RUNNER_PROFILES_DIR", "nope", "nope has no profiles.yml"),
+        ("--threads", "DBT_RUNNER_THREADS", "65", "less than or equal to 64"),
+    ],
+)
+def test_an_error_names_the_flag_or_the_variable_the_user_gave(
+    env: dict[str, str],
+    tmp_path: Path,
+    command: str,
+    flag: str,
+    variable: str,
+    bad: str,
+    says: str,
+) -> None:
+    """A typo in --project-dir is reported as --project-dir, one in the variable as the
+    variable; with both, the flag wins (it is the value used) and is the one named."""
+    value = bad if bad.isdigit() else str(tmp_path / bad)
+    extra = ["ls"] if command == "dbt" else []
+    by_flag = run_cli(env, command, flag, value, *extra)
+    by_variable = run_cli({**env, variable: value}, command, *extra)
+    good = "3" if bad.isdigit() else str(MINI)
+    both = run_cli({**env, variable: good}, command, flag, value, *extra)
+    for result, named, not_named in (
+        (by_flag, flag, variable),
+        (by_variable, variable, flag),
+        (both, flag, variable),
+    ):
+        assert result.exit_code == 2, result.output
+        assert f"{named}" in result.stderr and says in result.stderr, result.stderr
+        assert not_named not in result.stderr, result.stderr
+
+
 # ---------------------------------------------------------------------- help
 @pytest.mark.parametrize(
     ("command", "options"),
@@ -243,10 +279,17 @@ def test_deps_runs_without_a_parse(env: dict[str, str]) -> None:
     assert json.loads(result.stdout)["command"] == "deps"
 
 
-def test_a_selection_matching_nothing_exits_2_naming_the_setting(env: dict[str, str]) -> None:
+def test_a_selection_matching_nothing_exits_2_naming_where_it_came_from(
+    env: dict[str, str],
+) -> None:
     result = run_cli(env, "staging", "--select", "tag:nothing_here", "--project-dir", str(MINI))
     assert result.exit_code == 2, result.output
-    assert "DBT_RUNNER_STAGING_SELECT" in result.output
+    assert "the selection 'tag:nothing_here' matched no node" in result.output
+    assert "DBT_RUNNER_STAGING_SELECT" not in result.output  # the user gave --select
+    env = {**env, "DBT_RUNNER_STAGING_SELECT": "tag:nothing_here"}
+    result = run_cli(env, "staging", "--project-dir", str(MINI))
+    assert result.exit_code == 2, result.output
+    assert "'tag:nothing_here' of DBT_RUNNER_STAGING_SELECT matched no node" in result.output
 
 
 # ---------------------------------------------------------------------- exit codes
@@ -315,6 +358,70 @@ def test_no_settings_says_what_it_uses_and_points_to_the_demo(tmp_path: Path) ->
     assert hint.startswith("hint: the raw tables are missing from ./dbt_runner.duckdb")
     assert "`dbt-runner demo`" in hint
     assert "hint" not in proc.stdout  # stdout is the result only
+
+
+@pytest.fixture(scope="module")
+def bundled_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state dir for the bundled project's runs here: dbt's partial parse carries over."""
+    return tmp_path_factory.mktemp("bundled-state")
+
+
+def _bare_env(state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+    return {**env, "DBT_RUNNER_STATE_DIR": str(state)}
+
+
+def test_a_failing_pass_through_in_an_empty_dir_leaves_nothing(
+    tmp_path: Path, bundled_state: Path
+) -> None:
+    """`cycle` is not the only command: any failed run on the embedded default cleans up."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbt_runner.cli", "dbt", "-q", "--", "run"],
+        cwd=empty,
+        env=_bare_env(bundled_state),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert list(empty.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_interrupted_run_in_an_empty_dir_leaves_nothing(
+    tmp_path: Path, bundled_state: Path
+) -> None:
+    """Ctrl-C as soon as the default DuckDB file exists: exit 130, and the file is gone."""
+    import signal
+    import time
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dbt_runner.cli", "staging"],
+        cwd=empty,
+        env=_bare_env(bundled_state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (empty / "dbt_runner.duckdb").exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the default file never appeared"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, err
+    assert list(empty.iterdir()) == [], err
 
 
 @pytest.mark.parametrize(
