@@ -226,12 +226,25 @@ def _hint_missing_raw(settings: Settings, results: dict[str, RunResult]) -> None
     if not any(_RAW_MISSING.search(m) for m in messages):
         return
     path = _shown_path(settings.warehouse.path)
-    click.echo(
+    _echo_hint(
         f"hint: the raw tables are missing from {path}. `dbt-runner demo` shows a full run on "
         f"sample data; `dbt-runner demo --path {path}` loads that data into this file. For your "
-        "own warehouse set DBT_RUNNER_WAREHOUSE__TYPE and friends (docs/configuration.md).",
-        err=True,
+        "own warehouse set DBT_RUNNER_WAREHOUSE__TYPE and friends (docs/configuration.md)."
     )
+
+
+def _echo_hint(text: str) -> None:
+    """A hint on stderr: one line for a log or a pipe; at a terminal, wrapped at word
+    boundaries to its width (a terminal's own wrap splits words)."""
+    import shutil
+    import textwrap
+
+    if sys.stderr.isatty():
+        width = shutil.get_terminal_size().columns
+        text = textwrap.fill(
+            text, width=max(width - 1, 40), subsequent_indent="      ", break_long_words=False
+        )
+    click.echo(text, err=True)
 
 
 def _setup_logging(
