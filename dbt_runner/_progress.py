@@ -548,9 +548,9 @@ def _style(status: str) -> str:
 
 
 def _seconds(iso: str | None) -> float | None:
-    from ._timeline import _parse
+    from ._results import parse_time
 
-    parsed = _parse(iso)
+    parsed = parse_time(iso)
     return None if parsed is None else parsed.timestamp()
 
 

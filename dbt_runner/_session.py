@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from ._invocation import NO_PREPARSE, Invocation, parse_error
 from ._lock import WriterLock
 from ._manifests import ManifestCache
 from ._profile import GeneratedProfile, TunnelledProfile, project_profile_name, tunnel_target
-from ._results import ErrorInfo, RunResult
+from ._results import ErrorInfo, Phase, RunResult, utc_now_iso
 from ._retry import build_retrying, is_retryable
 from ._settings import Settings, flags_of, setting_name
 
@@ -101,6 +102,8 @@ class DbtSession:
         self._current_lock = threading.RLock()
         self._writer: WriterLock | None = None  # the writer lock, while this session holds it
         self._lock_abort: threading.Event | None = None  # set by cancel() during a lock wait
+        #: the open and writer-lock phases the next result carries (see RunResult.phases)
+        self._phases: list[Phase] = []
         self.project_dir = self.settings.resolved_project_dir
         own_profiles = self.settings.profiles_dir
         self.manifests = manifests or ManifestCache(
@@ -147,6 +150,7 @@ class DbtSession:
             return self
         if self._state is SessionState.CLOSED:
             raise SessionStateError("this DbtSession is closed; create a new one")
+        started_at, t0 = utc_now_iso(), time.monotonic()
         try:
             self._open()
             self._state = SessionState.OPEN
@@ -155,6 +159,7 @@ class DbtSession:
             self._teardown()
             self._state = SessionState.CLOSED
             raise
+        self._phases.append(Phase("open", started_at, round(time.monotonic() - t0, 3)))
         self._state = SessionState.OPEN
         log.info("session open: %r", self)
         return self
@@ -492,7 +497,9 @@ class DbtSession:
         if lock is None:
             yield None
             return
+        started_at, t0 = utc_now_iso(), time.monotonic()
         error = self._take_writer_lock(lock)
+        self._phases.append(Phase("lock", started_at, round(time.monotonic() - t0, 3)))
         if error is not None:
             yield self._not_run(command, error)
             return
@@ -567,14 +574,19 @@ class DbtSession:
         """The result of a command the writer lock kept from running."""
         if error.kind is not ErrorKind.LOCKED or self.settings.lock.on_busy != "skip":
             log.error("dbt %s did not run: %s", command, error.message)
-            return RunResult.not_run(command, error)
+            return RunResult.not_run(command, error, phases=self._take_phases())
         log.warning(
             "skipped dbt %s: %s (DBT_RUNNER_LOCK__ON_BUSY=skip)",
             command,
             error.message.split(";")[0],
         )
-        skipped = RunResult.not_run(command, error)
+        skipped = RunResult.not_run(command, error, phases=self._take_phases())
         return replace(skipped, success=True)
+
+    def _take_phases(self) -> list[Phase]:
+        """The open and writer-lock phases not yet in a result: the next result's."""
+        phases, self._phases = self._phases, []
+        return phases
 
     def _after_dbt(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once no dbt of this session runs any more (now, usually)."""
@@ -707,7 +719,9 @@ class DbtSession:
         if invocation is None:
             parsed: _dbt.DbtReturn | None = _dbt.invoke(full, None, self._relay)
         else:
+            started_at, t0 = utc_now_iso(), time.monotonic()
             parsed = invocation._dbt_parse(full)
+            invocation.record_phase("parse", started_at, t0)
         if parsed is None:
             return None, None
         if not parsed.success or parsed.value is None:

@@ -35,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._results import parse_time as _parse
+
 if TYPE_CHECKING:
     from ._results import NodeResult, RunResult
 
@@ -77,20 +79,6 @@ def _plotly() -> Any:
         return importlib.import_module("plotly.graph_objects")
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
-
-
-def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    if value.endswith("Z"):  # run_results.json; Python 3.10 cannot parse "Z"
-        value = value[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 def _axis_time(value: datetime) -> str:

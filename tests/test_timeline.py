@@ -6,12 +6,14 @@ import json
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from dbt_runner import Attempt, DbtSession, ErrorInfo, ErrorKind, NodeResult, RunResult, Settings
+from dbt_runner._results import parse_time as _parse
 from dbt_runner._timeline import max_concurrency, timeline_figure, timeline_svg
 from dbt_runner.cli import main
 
@@ -108,6 +110,31 @@ def test_real_three_thread_run_draws_three_named_bars_in_three_slots(
     # the side list names every node
     for name in ("part_1", "part_2", "part_3"):
         assert f"<td>{name}</td>" in html
+
+
+def test_a_real_run_records_where_its_time_before_the_first_node_went(
+    staging: RunResult,
+) -> None:
+    """open (the session), lock (a writer), import (dbt, once per process), parse, connect:
+    measured, in order, and connect ends where the first node starts."""
+    names = [p.name for p in staging.phases]
+    assert names in (
+        ["open", "lock", "import", "parse", "connect"],
+        ["open", "lock", "parse", "connect"],  # dbt was imported by an earlier test
+    ), names
+    assert [p.attempt for p in staging.phases][:2] == [None, None]
+    assert {p.attempt for p in staging.phases[2:]} == {1}
+    starts = [_parse(p.started_at) for p in staging.phases]
+    assert all(a is not None for a in starts)
+    assert starts == sorted(starts)  # type: ignore[type-var]
+    first_node = min(_parse(n.started_at) for n in staging.nodes)  # type: ignore[type-var]
+    connect = staging.phases[-1]
+    end = _parse(connect.started_at) + timedelta(seconds=connect.elapsed_s)  # type: ignore[operator]
+    assert abs((end - first_node).total_seconds()) < 0.002  # type: ignore[operator]
+    # each phase ended before the next began (wall clock vs. monotonic: a ms of slack)
+    for phase, after in zip(staging.phases, staging.phases[1:], strict=False):
+        ended = _parse(phase.started_at) + timedelta(seconds=phase.elapsed_s)  # type: ignore[operator]
+        assert ended <= _parse(after.started_at) + timedelta(milliseconds=2), (phase, after)  # type: ignore[operator]
 
 
 def test_saved_json_loads_back_equal(staging: RunResult) -> None:
