@@ -34,6 +34,7 @@ import html
 import importlib
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -405,6 +406,19 @@ def _callouts(items: list[tuple[str, float, float, str]], right_edge: float) -> 
     return drawn
 
 
+def _title_lines(title: str, chars: int = int((_W - 20) / 8.2)) -> list[str]:
+    """The title on as many lines as the chart's width needs, broken after a " · "
+    (between results), else at a space."""
+    lines: list[str] = []
+    for part in title.split(" · "):
+        joined = f"{lines[-1]} · {part}" if lines else part
+        if lines and len(joined) <= chars:
+            lines[-1] = joined
+        else:
+            lines.append(part)
+    return [wrapped for line in lines for wrapped in textwrap.wrap(line, chars) or [""]]
+
+
 def timeline_svg(
     results: RunResult | Sequence[RunResult] | Mapping[str, RunResult],
     *,
@@ -454,7 +468,8 @@ def timeline_svg(
             ("legend phase", f'fill="{PHASE_COLOURS[name]}"', f"{name}: {_PHASE_MEANING[name]}")
         )
     legend: list[str] = []
-    legend_x, legend_y = 10.0, 34.0
+    heading = _title_lines(title or _title(labelled))
+    legend_x, legend_y = 10.0, 34.0 + 18 * (len(heading) - 1)
     for cls, swatch, text in entries:
         width = 30 + _CHAR_W * len(text)
         if legend_x > 10 and legend_x + width > _W - 10:
@@ -516,8 +531,11 @@ def timeline_svg(
         'patternTransform="rotate(45)"><rect width="2.5" height="7" fill="#ffffff" '
         'fill-opacity="0.6"/></pattern></defs>',
         f'<rect width="{_W}" height="{height}" fill="#ffffff"/>',
-        f'<text x="10" y="22" font-size="14" font-weight="bold">'
-        f"{_e(title or _title(labelled))}</text>",
+        *(
+            f'<text class="title" x="10" y="{22 + 18 * i}" font-size="14" font-weight="bold">'
+            f"{_e(line)}</text>"
+            for i, line in enumerate(heading)
+        ),
     ]
     for item in legend:
         out.append(item)
