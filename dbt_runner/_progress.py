@@ -458,8 +458,8 @@ def _columns(nodes: Sequence[NodeResult]) -> list[str]:
 
 def _table_width(result: RunResult, nodes: Sequence[NodeResult]) -> int:
     """The narrowest :func:`_node_table` that cuts no cell: every column as wide as its
-    widest cell, the thread as its longest word (it wraps at its space), one space of
-    padding each side of the gaps between columns."""
+    widest cell, the thread as its longest word (it wraps at its space), three
+    characters between columns (padding, the box's blank divider, padding)."""
     from rich.cells import cell_len
 
     widths = []
