@@ -377,8 +377,9 @@ def test_a_failing_pass_through_in_an_empty_dir_leaves_nothing(
     """`cycle` is not the only command: any failed run on the embedded default cleans up."""
     empty = tmp_path / "empty"
     empty.mkdir()
+    argv = [sys.executable, "-m", "dbt_runner.cli", "dbt", "-q", "--project-dir", str(MINI)]
     proc = subprocess.run(
-        [sys.executable, "-m", "dbt_runner.cli", "dbt", "-q", "--", "run"],
+        [*argv, "--", "run", "--select", "tag:broken"],
         cwd=empty,
         env=_bare_env(bundled_state),
         capture_output=True,
