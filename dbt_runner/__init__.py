@@ -28,7 +28,7 @@ from ._exceptions import (
     SSHAuthError,
     TunnelError,
 )
-from ._results import Attempt, ErrorInfo, NodeResult, RunResult
+from ._results import Attempt, ErrorInfo, NodeResult, Phase, RunResult
 from ._session import DbtSession, SessionState
 from ._settings import LockSettings, RetrySettings, Settings, SSHSettings, WarehouseSettings
 from ._steps import Step, cycle_steps
@@ -73,6 +73,7 @@ __all__ = [
     "LockSettings",
     "NodeEvent",
     "NodeResult",
+    "Phase",
     "RetrySettings",
     "RunResult",
     "SSHAuthError",

@@ -51,8 +51,10 @@ from ._results import (
     Attempt,
     ErrorInfo,
     NodeResult,
+    Phase,
     RunResult,
     node_from_entry,
+    parse_time,
     utc_now_iso,
 )
 from ._retry import TransientFailure, build_retrying, is_retryable
@@ -154,6 +156,8 @@ class Invocation:
         #: the caller's BaseException that stopped this invocation, re-raised by invoke()
         self.interrupted: BaseException | None = None
         self._output: Any = None
+        self._phases: list[Phase] = []  # this invocation's parse/connect phases
+        self._attempt_number: int | None = None  # the attempt running now
 
     # ------------------------------------------------------------------ the cancel path
     @property
@@ -270,6 +274,7 @@ class Invocation:
         policy = session.settings.retry
         started_at = utc_now_iso()
         t0 = time.monotonic()
+        earlier = session._take_phases()  # the session's open and writer lock, if not told yet
         attempts: list[Attempt] = []
         degraded: int | None = None
         ran: bytes | None = None  # run_results.json of the latest attempt in which nodes ran
@@ -314,7 +319,14 @@ class Invocation:
             elapsed_s=time.monotonic() - t0,
             degraded_threads=degraded,
             output=self._output,
+            phases=[*earlier, *self._phases],
         )
+
+    def record_phase(self, name: str, started_at: str, t0: float) -> None:
+        """A :class:`Phase` of the running attempt, from ``started_at`` (``t0``: its
+        monotonic time) until now."""
+        elapsed = round(time.monotonic() - t0, 3)
+        self._phases.append(Phase(name, started_at, elapsed, self._attempt_number))
 
     def _time_out(self) -> None:
         self.cancel(
@@ -329,7 +341,11 @@ class Invocation:
         started_at = utc_now_iso()
         t0 = time.monotonic()
         session = self._session
-        full_args = session._effective_args(args, threads)
+        self._attempt_number = number
+        importing = not _dbt.imported()
+        full_args = session._effective_args(args, threads)  # the first one imports dbt
+        if importing:
+            self.record_phase("import", started_at, t0)
         with self._lock:
             self._cancellation = _dbt.Cancellation()
             if self._cancel is not None:  # cancelled before this attempt began
@@ -383,11 +399,13 @@ class Invocation:
             with _dbt.active(cancellation), _dbt.capture_macro_return() as macro_return:
                 return _dbt.invoke(full_args, manifest, session._relay)
 
+        dbt_started, dbt_t0 = utc_now_iso(), time.monotonic()
         res = self._call(run)
         self.after_dbt(_dbt.drop_connections)  # the cancelled ones too: no backend is left
         if res is None:  # cancelled before dbt started, or dbt never stopped
             return self._cancelled_outcome(number, (), manifest)
         nodes = self._nodes(res, t0, manifest, number, session._target_dir(args))
+        self._record_connect(dbt_started, dbt_t0, nodes, failed=not res.success)
         output = _dbt.command_output(
             full_args, res.value, target_dir=session._target_dir(args), macro_return=macro_return
         )
@@ -406,6 +424,20 @@ class Invocation:
             )
         nodes, error = _outcome(res, nodes, session.settings.retry)
         return Outcome(nodes, error, output, invocation_id)
+
+    def _record_connect(
+        self, started_at: str, t0: float, nodes: Sequence[NodeResult], *, failed: bool
+    ) -> None:
+        """The ``connect`` phase: dbt's start, from the call to its first node (to its end
+        when no node ran and it failed; a command without nodes that succeeded, ``ls`` or
+        ``deps``, is all dbt's own work, no phase)."""
+        starts = [t for t in (parse_time(n.started_at) for n in nodes) if t is not None]
+        began = parse_time(started_at)
+        if starts and began is not None:
+            elapsed = round(max((min(starts) - began).total_seconds(), 0.0), 3)
+            self._phases.append(Phase("connect", started_at, elapsed, self._attempt_number))
+        elif not nodes and failed:
+            self.record_phase("connect", started_at, t0)
 
     def _nodes(
         self, res: _dbt.DbtReturn, t0: float, manifest: Any, number: int, target_dir: Path

@@ -30,8 +30,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ._exceptions import ConfigurationError
+from ._settings import setting_name
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._settings import Settings
 
 __all__ = [
@@ -165,43 +168,54 @@ class ProfileTarget:
     port: int
 
 
-def _read_profiles(profiles_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _read_profiles(
+    profiles_dir: Path, flags: Mapping[str, str] | None = None
+) -> tuple[Path, dict[str, Any]]:
     path = profiles_dir / "profiles.yml"
+    given = setting_name("profiles_dir", flags)
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigurationError(f"{_ENV}PROFILES_DIR: cannot read {path}: {exc}") from None
+        raise ConfigurationError(f"{given}: cannot read {path}: {exc}") from None
     if not isinstance(document, dict):
-        raise ConfigurationError(f"{_ENV}PROFILES_DIR: {path} is not a YAML mapping of profiles")
+        raise ConfigurationError(f"{given}: {path} is not a YAML mapping of profiles")
     return path, document
 
 
 def _chosen(
-    profiles_dir: Path, project_dir: Path, target: str | None
+    profiles_dir: Path, project_dir: Path, target: str | None, flags: Mapping[str, str] | None
 ) -> tuple[Path, dict[str, Any], str, str, dict[str, Any]]:
     """(path, document, profile name, target name, target output) as dbt would choose them.
 
     Profile: ``DBT_PROFILE`` (dbt's own variable), else the project's ``profile:``.
-    Target: ``target`` (``DBT_RUNNER_TARGET``), else ``DBT_TARGET``, else the
-    profile's ``target:``, else ``default`` — dbt's order.
+    Target: ``target`` (``DBT_RUNNER_TARGET`` or ``--target``), else ``DBT_TARGET``,
+    else the profile's ``target:``, else ``default`` — dbt's order. An error names
+    where the missing one came from. ``flags``: see :func:`~dbt_runner._settings.flags_of`.
     """
-    path, document = _read_profiles(profiles_dir)
+    path, document = _read_profiles(profiles_dir, flags)
     profile = os.environ.get("DBT_PROFILE") or project_profile_name(project_dir)
     entry = document.get(profile)
     if not isinstance(entry, dict):
         known = ", ".join(sorted(k for k in document if k != "config")) or "none"
+        by = "DBT_PROFILE" if os.environ.get("DBT_PROFILE") else project_dir / "dbt_project.yml"
         raise ConfigurationError(
-            f"{_ENV}PROFILES_DIR: {path} has no profile {profile!r} (the one "
-            f"{project_dir / 'dbt_project.yml'} names); profiles there: {known}"
+            f"{setting_name('profiles_dir', flags)}: {path} has no profile {profile!r} "
+            f"(the one {by} names); profiles there: {known}"
         )
-    name = target or os.environ.get("DBT_TARGET") or entry.get("target") or "default"
+    if target:
+        name, chose = target, setting_name("target", flags)
+    elif os.environ.get("DBT_TARGET"):
+        name, chose = os.environ["DBT_TARGET"], "DBT_TARGET"
+    elif entry.get("target"):
+        name, chose = entry["target"], f"the target: of profile {profile!r}"
+    else:
+        name, chose = "default", "dbt's default target"
     outputs = entry.get("outputs")
     output = outputs.get(name) if isinstance(outputs, dict) else None
     if not isinstance(output, dict):
         known = ", ".join(sorted(outputs)) if isinstance(outputs, dict) else "none"
         raise ConfigurationError(
-            f"{_ENV}TARGET: profile {profile!r} in {path} has no target {name!r} "
-            f"(its targets: {known})"
+            f"{chose}: profile {profile!r} in {path} has no target {name!r} (its targets: {known})"
         )
     return path, document, profile, str(name), output
 
@@ -214,13 +228,17 @@ def _render(value: Any, keypath: tuple[str, ...]) -> Any:
 
 
 def render_target(
-    profiles_dir: Path, project_dir: Path, target: str | None
+    profiles_dir: Path,
+    project_dir: Path,
+    target: str | None,
+    flags: Mapping[str, str] | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
     """(profile, target, output) of the chosen target, every value rendered.
 
     Secrets too, so this stays in memory: ``doctor`` uses it to connect as dbt would.
+    ``flags``: which settings a command-line flag gave (errors name the flag).
     """
-    path, _, profile, name, output = _chosen(profiles_dir, project_dir, target)
+    path, _, profile, name, output = _chosen(profiles_dir, project_dir, target, flags)
     rendered: dict[str, Any] = {}
     for key, value in output.items():
         try:
@@ -228,28 +246,36 @@ def render_target(
         except Exception as exc:
             # the message of a failed render may quote the value: name only the key
             raise ConfigurationError(
-                f"{_ENV}PROFILES_DIR: cannot render {key!r} of target {name!r} in {path} "
+                f"{setting_name('profiles_dir', flags)}: cannot render {key!r} of target "
+                f"{name!r} in {path} "
                 f"({type(exc).__name__})"
             ) from None
     return profile, name, rendered
 
 
-def tunnel_target(profiles_dir: Path, project_dir: Path, target: str | None) -> ProfileTarget:
+def tunnel_target(
+    profiles_dir: Path,
+    project_dir: Path,
+    target: str | None,
+    flags: Mapping[str, str] | None = None,
+) -> ProfileTarget:
     """The target a session with ``DBT_RUNNER_SSH__HOST`` tunnels to, checked.
 
     Raises :class:`ConfigurationError` naming the setting when the profile or the
     target is missing, the target has no host (e.g. DuckDB) or no port, or is of a
     type whose connections dbt_runner cannot route through the tunnel (only postgres
     and redshift: :mod:`dbt_runner._dbt.routes`).
+    ``flags``: which settings a command-line flag gave (errors name the flag).
     """
-    path, _, profile, name, output = _chosen(profiles_dir, project_dir, target)
+    path, _, profile, name, output = _chosen(profiles_dir, project_dir, target, flags)
     kind = str(output.get("type", "?"))
     where = f"target {name!r} of profile {profile!r} in {path}"
     raw_host, raw_port = output.get("host"), output.get("port")
     if raw_host in (None, ""):
         raise ConfigurationError(
             f"{_ENV}SSH__HOST is set but {where} (type {kind}) has no host to tunnel to: "
-            f"unset {_ENV}SSH__HOST or choose a target with a host ({_ENV}TARGET)"
+            f"unset {_ENV}SSH__HOST or choose a target with a host "
+            f"({setting_name('target', flags)})"
         )
     if kind not in _DEFAULT_PORTS:
         raise ConfigurationError(

@@ -43,7 +43,7 @@ from ._events import NodeCallback, NodeEvent
 from .logging import EVENT_KEY
 
 if TYPE_CHECKING:
-    from ._results import RunResult
+    from ._results import NodeResult, RunResult
 
 __all__ = ["LiveDisplay", "NodeBoard", "PlainDisplay", "choose_mode", "make_display"]
 
@@ -362,7 +362,11 @@ class LiveDisplay(PlainDisplay):
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column in ("status", "node", "type", "thread", "elapsed", "attempt"):
-            table.add_column(column, justify="right" if column == "elapsed" else "left")
+            table.add_column(
+                column,
+                justify="right" if column == "elapsed" else "left",
+                overflow="fold",  # a long name wraps; it is never cut to "stg_uni…"
+            )
         rows = self.board.rows()
         running = [r for r in rows if r.status is None]
         finished = [r for r in rows if r.status is not None]
@@ -390,51 +394,151 @@ class LiveDisplay(PlainDisplay):
         return Group(*parts)
 
     def report(self, results: Mapping[str, RunResult]) -> None:
-        """One table per result on stdout: node, status, thread, start offset, elapsed."""
-        from rich.table import Table
-        from rich.text import Text
+        """Per result on stdout: a title, a table of its nodes, then each failed node's error.
 
-        from ._timeline import peak_parallelism
+        Readable at any terminal width: a node's name is never cut (when the table cannot
+        hold the longest name on one line, each node is stacked: its name on a line of its
+        own, its details under it), and each error sits under its node's full name,
+        wrapped at word boundaries.
+        """
+        from rich.console import Group
 
+        console = self.out_console
         for label, result in results.items():
-            outcome = Text("OK", style="green") if result.success else Text("FAILED", style="red")
-            title = Text.assemble(
-                f"{label}: dbt {result.command} ",
-                outcome,
-                f" — {len(result.nodes)} nodes, threads={result.threads}, "
-                f"up to {peak_parallelism(result)} at once, {result.elapsed_s:.1f}s, "
-                f"{result.attempts} attempt(s)",
+            nodes = sorted(result.nodes, key=lambda n: n.started_at or "~")
+            fits = _table_width(result, nodes) <= console.width
+            parts: list[Any] = [_report_title(label, result)]
+            parts.append(_node_table(result, nodes) if fits else _stacked_nodes(result, nodes))
+            parts += _error_blocks(result, nodes)
+            console.print(Group(*parts))
+
+
+#: lines of a node's message shown under its name (the full message: --json)
+_ERROR_LINES = 12
+
+
+def _report_title(label: str, result: RunResult) -> Any:
+    from rich.text import Text
+
+    from ._timeline import peak_parallelism
+
+    outcome = Text("OK", style="green") if result.success else Text("FAILED", style="red")
+    return Text.assemble(
+        (f"{label}: ", "bold"),
+        f"dbt {result.command} ",
+        outcome,
+        f" — {len(result.nodes)} nodes, threads={result.threads}, "
+        f"up to {peak_parallelism(result)} at once, {result.elapsed_s:.1f}s, "
+        f"{result.attempts} attempt(s)",
+    )
+
+
+def _node_cells(result: RunResult, node: NodeResult) -> dict[str, Any]:
+    """The cells of one node's row, by column."""
+    from rich.text import Text
+
+    t0 = _seconds(result.started_at)
+    start = _seconds(node.started_at)
+    return {
+        "node": Text(node.name),
+        "type": Text(node.resource_type, style="dim"),
+        "status": Text(node.status, style=_style(node.status)),
+        "thread": Text(node.thread or ""),
+        "start": "" if start is None or t0 is None else f"+{start - t0:.1f}s",
+        "elapsed": f"{node.elapsed_s:.2f}s",
+        "attempt": str(node.attempt),
+    }
+
+
+def _columns(nodes: Sequence[NodeResult]) -> list[str]:
+    """The table's columns: ``attempt`` only when a retry ran a node again."""
+    columns = ["node", "type", "status", "thread", "start", "elapsed"]
+    return columns + (["attempt"] if any(n.attempt > 1 for n in nodes) else [])
+
+
+def _table_width(result: RunResult, nodes: Sequence[NodeResult]) -> int:
+    """The narrowest :func:`_node_table` that cuts no cell: every column as wide as its
+    widest cell, the thread as its longest word (it wraps at its space), three
+    characters between columns (padding, the box's blank divider, padding)."""
+    from rich.cells import cell_len
+
+    widths = []
+    for column in _columns(nodes):
+        cells = [str(_node_cells(result, n)[column]) for n in nodes]
+        if column == "thread":
+            cells = [word for cell in cells for word in cell.split()]
+        widths.append(max(cell_len(cell) for cell in [column, *cells]))
+    return sum(widths) + 3 * (len(widths) - 1)
+
+
+def _node_table(result: RunResult, nodes: Sequence[NodeResult]) -> Any:
+    """One row per node; names on one line (never cut), the thread may wrap at its space."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False)
+    for column in _columns(nodes):
+        table.add_column(
+            column,
+            justify="right" if column in ("start", "elapsed") else "left",
+            no_wrap=column != "thread",
+        )
+    for node in nodes:
+        cells = _node_cells(result, node)
+        table.add_row(*(cells[c] for c in _columns(nodes)))
+    return table
+
+
+def _stacked_nodes(result: RunResult, nodes: Sequence[NodeResult]) -> Any:
+    """Each node's full name on a line of its own, its details indented under it (a
+    terminal too narrow for the table)."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    lines: list[Any] = []
+    for node in nodes:
+        cells = _node_cells(result, node)
+        details = Text("  ").join(
+            [
+                cells["type"],
+                cells["status"],
+                cells["thread"],
+                Text(cells["start"]),
+                Text(cells["elapsed"]),
+            ]
+            + ([Text(f"attempt {node.attempt}")] if node.attempt > 1 else [])
+        )
+        lines += [Text(node.name, style="bold"), Padding(details, (0, 0, 0, 2))]
+    return Group(*lines)
+
+
+def _error_blocks(result: RunResult, nodes: Sequence[NodeResult]) -> list[Any]:
+    """Each failed node of ``nodes`` (in their order): its name and kind, its message under
+    it, wrapped at word boundaries."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    blocks: list[Any] = []
+    for node in nodes:
+        if not node.failed or (node.error is None and not node.message):
+            continue
+        kind = node.error.kind.value if node.error else node.status
+        blocks.append(Text.assemble((node.name, "bold"), " ", (f"[{kind}]", "red")))
+        lines = [line.rstrip() for line in (node.message or "").strip("\n").splitlines()]
+        lines = [line for line in lines if line.strip()]
+        if len(lines) > _ERROR_LINES:
+            lines = [*lines[:_ERROR_LINES], f"… {len(lines) - _ERROR_LINES} more lines (--json)"]
+        if lines:
+            blocks.append(Padding(Text("\n".join(lines), style="red"), (0, 0, 0, 4)))
+    if not result.success and result.error and not result.failed_nodes:
+        blocks.append(
+            Padding(
+                Text(f"[{result.error.kind.value}] {result.error.message}", style="red"),
+                (0, 0, 0, 2),
             )
-            table = Table(title=title, title_justify="left", header_style="bold")
-            for column in ("node", "type", "status", "thread", "start", "elapsed", "attempt"):
-                table.add_column(
-                    column, justify="right" if column in ("start", "elapsed") else "left"
-                )
-            table.add_column("error")
-            t0 = _seconds(result.started_at)
-            for node in sorted(result.nodes, key=lambda n: n.started_at or "~"):
-                start = _seconds(node.started_at)
-                offset = "" if start is None or t0 is None else f"+{start - t0:.1f}s"
-                table.add_row(
-                    Text(node.name),
-                    Text(node.resource_type, style="dim"),
-                    Text(node.status, style=_style(node.status)),
-                    Text(node.thread or ""),
-                    offset,
-                    f"{node.elapsed_s:.2f}s",
-                    str(node.attempt),
-                    Text(
-                        f"[{node.error.kind.value}] {node.message or ''}"[:120]
-                        if node.error
-                        else "",
-                        style="red",
-                    ),
-                )
-            self.out_console.print(table)
-            if not result.success and result.error and not result.failed_nodes:
-                self.out_console.print(
-                    Text(f"  [{result.error.kind.value}] {result.error.message}", style="red")
-                )
+        )
+    return blocks
 
 
 def _style(status: str) -> str:
@@ -444,9 +548,9 @@ def _style(status: str) -> str:
 
 
 def _seconds(iso: str | None) -> float | None:
-    from ._timeline import _parse
+    from ._results import parse_time
 
-    parsed = _parse(iso)
+    parsed = parse_time(iso)
     return None if parsed is None else parsed.timestamp()
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._exceptions import DbtInvocationError, DbtRunFailed, DbtTestsFailed, ErrorKind
 
-__all__ = ["Attempt", "ErrorInfo", "NodeResult", "RunResult"]
+__all__ = ["Attempt", "ErrorInfo", "NodeResult", "Phase", "RunResult"]
 
 #: node statuses that mean "this node did not do its job"
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "skipped", "partial success"})
@@ -121,6 +121,50 @@ class NodeResult:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """A stretch of a command's time that is not a node: what the time before the first
+    node went to.
+
+    ``name`` is one of
+
+    * ``open``: the session opening (profile, SSH tunnel, ``dbt deps`` when due); on the
+      first result of a session only;
+    * ``lock``: waiting for and taking the target's writer lock (writers only);
+    * ``import``: Python importing dbt (the first command of a process only);
+    * ``parse``: dbt parsing the project (only when it did: a reused manifest is no parse);
+    * ``connect``: dbt's own start, from the call until its first node starts (adapter,
+      connections, relation cache, ``on-run-start`` hooks) — until dbt returned when no
+      node ran.
+
+    ``attempt`` is the attempt it belongs to (None: before the first one). Times are
+    measured, never estimated: ``started_at`` is ISO 8601 UTC, ``elapsed_s`` to the ms.
+
+    >>> Phase("parse", "2026-01-01T00:00:00.250+00:00", 1.5, attempt=1).to_dict()["name"]
+    'parse'
+    """
+
+    name: str
+    started_at: str
+    elapsed_s: float
+    attempt: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Phase:
+        """The inverse of :meth:`to_dict`."""
+        attempt = data.get("attempt")
+        return cls(
+            name=str(data["name"]),
+            started_at=str(data["started_at"]),
+            elapsed_s=float(data.get("elapsed_s") or 0.0),
+            attempt=None if attempt is None else int(attempt),
+        )
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One try of an invocation (the first, or a retry of what failed)."""
 
@@ -176,6 +220,8 @@ class RunResult:
     output: Any = field(default=None, hash=False, repr=False)
     #: dbt's invocation id of the last attempt
     invocation_id: str | None = None
+    #: where the time that is not a node's went, in order (:class:`Phase`)
+    phases: tuple[Phase, ...] = ()
 
     @property
     def failed_nodes(self) -> tuple[NodeResult, ...]:
@@ -212,6 +258,7 @@ class RunResult:
             "superseded_nodes": [n.to_dict() for n in self.superseded_nodes],
             "invocation_id": self.invocation_id,
             "output": self.output,
+            "phases": [p.to_dict() for p in self.phases],
         }
 
     @property
@@ -266,6 +313,7 @@ class RunResult:
             degraded_threads=data.get("degraded_threads"),
             output=data.get("output"),
             invocation_id=data.get("invocation_id"),
+            phases=tuple(Phase.from_dict(p) for p in data.get("phases") or ()),
         )
 
     def to_timeline(
@@ -339,7 +387,14 @@ class RunResult:
         raise DbtInvocationError(self.summary(), ErrorKind.MODEL_FAILURE, self)
 
     @classmethod
-    def not_run(cls, command: str, error: ErrorInfo, *, threads: int | None = None) -> RunResult:
+    def not_run(
+        cls,
+        command: str,
+        error: ErrorInfo,
+        *,
+        threads: int | None = None,
+        phases: Sequence[Phase] = (),
+    ) -> RunResult:
         """The result of a command that never started: failed, no attempt, no nodes.
 
         >>> RunResult.not_run("run", ErrorInfo(ErrorKind.CANCELLED, "stopped")).exit_code
@@ -354,6 +409,7 @@ class RunResult:
             attempts=0,
             nodes=(),
             error=error,
+            phases=tuple(phases),
         )
 
     @classmethod
@@ -366,10 +422,12 @@ class RunResult:
         elapsed_s: float,
         degraded_threads: int | None = None,
         output: Any = None,
+        phases: Sequence[Phase] = (),
     ) -> RunResult:
         """Merge attempts: a node's latest result wins; the last attempt's error stands.
 
-        ``output`` is the last attempt's command value (a retry re-runs what failed).
+        ``output`` is the last attempt's command value (a retry re-runs what failed);
+        ``phases`` the invocation's :class:`Phase` s.
         """
         latest: dict[str, NodeResult] = {}
         for attempt in attempts:
@@ -391,6 +449,7 @@ class RunResult:
             degraded_threads=degraded_threads,
             output=output,
             invocation_id=last.invocation_id,
+            phases=tuple(phases),
         )
 
 
@@ -492,3 +551,22 @@ def node_from_entry(
         invocation_id=invocation_id,
         compiled_path=data.get("compiled_path") or None,
     )
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time as aware UTC (None when absent or unreadable; naive means UTC).
+
+    >>> parse_time("2026-01-01T00:00:01.5Z").isoformat()
+    '2026-01-01T00:00:01.500000+00:00'
+    """
+    if not value:
+        return None
+    if value.endswith("Z"):  # run_results.json; Python 3.10 cannot parse "Z"
+        value = value[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)

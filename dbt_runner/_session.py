@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -39,9 +40,9 @@ from ._invocation import NO_PREPARSE, Invocation, parse_error
 from ._lock import WriterLock
 from ._manifests import ManifestCache
 from ._profile import GeneratedProfile, ProfileTarget, project_profile_name, tunnel_target
-from ._results import ErrorInfo, RunResult
+from ._results import ErrorInfo, Phase, RunResult, utc_now_iso
 from ._retry import build_retrying, is_retryable
-from ._settings import Settings
+from ._settings import Settings, flags_of, setting_name
 from .logging import event_extra
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class DbtSession:
         self._current_lock = threading.RLock()
         self._writer: WriterLock | None = None  # the writer lock, while this session holds it
         self._lock_abort: threading.Event | None = None  # set by cancel() during a lock wait
+        #: the open and writer-lock phases the next result carries (see RunResult.phases)
+        self._phases: list[Phase] = []
         self.project_dir = self.settings.resolved_project_dir
         own_profiles = self.settings.profiles_dir
         self.manifests = manifests or ManifestCache(
@@ -161,6 +164,7 @@ class DbtSession:
             return self
         if self._state is SessionState.CLOSED:
             raise SessionStateError("this DbtSession is closed; create a new one")
+        started_at, t0 = utc_now_iso(), time.monotonic()
         try:
             self._open()
             self._state = SessionState.OPEN
@@ -169,6 +173,7 @@ class DbtSession:
             self._teardown()
             self._state = SessionState.CLOSED
             raise
+        self._phases.append(Phase("open", started_at, round(time.monotonic() - t0, 3)))
         self._state = SessionState.OPEN
         log.info("session open: %r", self)
         return self
@@ -185,7 +190,9 @@ class DbtSession:
                 self._profiles_dir = s.profiles_dir.resolve()
                 return
             # the user's profiles.yml as it is: its target's host:port go through the tunnel
-            target = tunnel_target(s.profiles_dir.resolve(), self.project_dir, s.chosen_target)
+            target = tunnel_target(
+                s.profiles_dir.resolve(), self.project_dir, s.chosen_target, flags_of(s)
+            )
             self._own_target = target
             self._tunnel_to(target.host, target.port, target.type)
             self._profiles_dir = s.profiles_dir.resolve()
@@ -328,8 +335,8 @@ class DbtSession:
                 return busy
             return self._building_block(
                 "run",
-                select or self.settings.staging_select,
-                "DBT_RUNNER_STAGING_SELECT",
+                select,
+                "staging_select",
                 exclude=exclude,
                 threads=threads,
                 vars=vars,
@@ -360,8 +367,8 @@ class DbtSession:
         """
         return self._building_block(
             "test",
-            select or self.settings.tests_select,
-            "DBT_RUNNER_TESTS_SELECT",
+            select,
+            "tests_select",
             exclude=exclude,
             threads=threads,
             vars=vars,
@@ -395,8 +402,8 @@ class DbtSession:
                 return busy
             return self._building_block(
                 "build",
-                select or self.settings.staging_select,
-                "DBT_RUNNER_STAGING_SELECT",
+                select,
+                "staging_select",
                 exclude=exclude,
                 threads=threads,
                 vars=vars,
@@ -406,7 +413,7 @@ class DbtSession:
     def _building_block(
         self,
         command: str,
-        select: str,
+        select: str | None,
         setting: str,
         *,
         exclude: str | None,
@@ -415,9 +422,11 @@ class DbtSession:
         scope: str | None = None,
         extra: Sequence[str] = (),
     ) -> RunResult:
-        """``dbt <command> --select <select>`` for a building block: ``scope``'s tag and
-        ``exclude`` in one ``--exclude``, then ``extra``, then ``vars``; a selection that
-        matches nothing is a failed result naming ``setting``."""
+        """``dbt <command> --select <select>`` for a building block (``select`` None: the
+        setting ``setting``'s): ``scope``'s tag and ``exclude`` in one ``--exclude``, then
+        ``extra``, then ``vars``; a selection that matches nothing is a failed result naming
+        where the selection came from."""
+        selection = select or getattr(self.settings, setting)
         excludes = [exclude or ""]
         if scope is not None:
             if scope not in _TEST_SCOPE_EXCLUDES:
@@ -425,14 +434,15 @@ class DbtSession:
                     f"scope must be one of {sorted(_TEST_SCOPE_EXCLUDES)}, got {scope!r}"
                 )
             excludes.insert(0, _TEST_SCOPE_EXCLUDES[scope])
-        args = [command, "--select", select]
+        args = [command, "--select", selection]
         joined = " ".join(e for e in excludes if e)
         if joined:
             args += ["--exclude", joined]
         args += extra
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        return _selected_something(self.invoke(args, threads=threads), select, setting)
+        result = self.invoke(args, threads=threads)
+        return _selected_something(result, selection, None if select else setting_name(setting))
 
     def invoke(
         self,
@@ -553,7 +563,9 @@ class DbtSession:
         if lock is None:
             yield None
             return
+        started_at, t0 = utc_now_iso(), time.monotonic()
         error = self._take_writer_lock(lock)
+        self._phases.append(Phase("lock", started_at, round(time.monotonic() - t0, 3)))
         if error is not None:
             yield self._not_run(command, error)
             return
@@ -625,14 +637,19 @@ class DbtSession:
         """The result of a command the writer lock kept from running."""
         if error.kind is not ErrorKind.LOCKED or self.settings.lock.on_busy != "skip":
             log.error("dbt %s did not run: %s", command, error.message)
-            return RunResult.not_run(command, error)
+            return RunResult.not_run(command, error, phases=self._take_phases())
         log.warning(
             "skipped dbt %s: %s (DBT_RUNNER_LOCK__ON_BUSY=skip)",
             command,
             error.message.split(";")[0],
         )
-        skipped = RunResult.not_run(command, error)
+        skipped = RunResult.not_run(command, error, phases=self._take_phases())
         return replace(skipped, success=True)
+
+    def _take_phases(self) -> list[Phase]:
+        """The open and writer-lock phases not yet in a result: the next result's."""
+        phases, self._phases = self._phases, []
+        return phases
 
     def _after_dbt(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once no dbt of this session runs any more (now, usually)."""
@@ -758,7 +775,9 @@ class DbtSession:
         if invocation is None:
             parsed: _dbt.DbtReturn | None = _dbt.invoke(full, None, self._relay)
         else:
+            started_at, t0 = utc_now_iso(), time.monotonic()
             parsed = invocation._dbt_parse(full)
+            invocation.record_phase("parse", started_at, t0)
         if parsed is None:
             return None, None
         if not parsed.success or parsed.value is None:
@@ -836,17 +855,20 @@ def _state_dir(settings: Settings, project_dir: Path) -> Path:
     return cache / "dbt_runner" / digest
 
 
-def _selected_something(result: RunResult, select: str, setting: str) -> RunResult:
+def _selected_something(result: RunResult, select: str, setting: str | None) -> RunResult:
     """A building block's result; an empty selection is a failure, not ``OK (0 nodes)``.
 
-    Plain ``invoke()`` keeps dbt's own semantics (dbt says "Nothing to do" and succeeds).
+    ``setting``: the setting the selection came from (None: the caller gave it). Plain
+    ``invoke()`` keeps dbt's own semantics (dbt says "Nothing to do" and succeeds).
     """
     if not result.success or result.nodes:
         return result
-    message = (
-        f"the selection {select!r} matched no node of this project: set {setting} (or pass "
-        "select=...) to the models/tests of your project"
-    )
+    message = f"the selection {select!r} matched no node of this project"
+    if setting is not None:  # the caller gave none: name the setting it came from
+        message = (
+            f"the selection {select!r} of {setting} matched no node of this project: set "
+            f"{setting} (or give a selection) to the models/tests of your project"
+        )
     return replace(result, success=False, error=ErrorInfo(ErrorKind.CONFIGURATION, message))
 
 

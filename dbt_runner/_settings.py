@@ -1,8 +1,11 @@
 """Settings: every knob, read from ``DBT_RUNNER_*`` environment variables.
 
 Constructor keywords override the environment. Invalid input raises
-:class:`~dbt_runner.ConfigurationError` naming the environment variable and the
-fix, before anything connects; secret values never appear in that message.
+:class:`~dbt_runner.ConfigurationError` naming the setting and the fix, before
+anything connects; secret values never appear in that message. A setting is named
+the way the user gave it (:func:`setting_name`): a command-line flag by the flag
+(the CLI passes its flags to :class:`Settings`), anything else by its environment
+variable, which is the setting's name.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import os
 import re
 import stat
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +41,8 @@ __all__ = [
     "Settings",
     "WarehouseSettings",
     "bundled_project_dir",
+    "flags_of",
+    "setting_name",
 ]
 
 ENV_PREFIX = "DBT_RUNNER_"
@@ -68,6 +75,32 @@ _DEFAULT_PORTS = {"postgres": 5432, "redshift": 5439}
 # CAs it bundles plus the system's trust store; libpq needs a CA file
 # (WAREHOUSE__SSLROOTCERT or its own ~/.postgresql/root.crt), or fails naming it.
 _DEFAULT_SSLMODE: dict[str, SSLMode] = {"postgres": "verify-full", "redshift": "verify-full"}
+
+
+#: the command-line flags of the :class:`Settings` being built in this context
+_BUILDING_FLAGS: ContextVar[Mapping[str, str] | None] = ContextVar("dbt_runner_flags", default=None)
+
+
+def setting_name(field: str, flags: Mapping[str, str] | None = None) -> str:
+    """The name of setting ``field`` (``"threads"``, ``"warehouse__host"``) as the user gave it.
+
+    The command-line flag that set it (``flags``: field -> flag, see :func:`flags_of`),
+    else its environment variable. A constructor keyword is named by its variable too:
+    that is the setting's name in every document. ``flags=None``: the flags of the
+    :class:`Settings` being built now (its validators name fields this way).
+
+    >>> setting_name("project_dir", {"project_dir": "--project-dir"})
+    '--project-dir'
+    >>> setting_name("warehouse__host", {})
+    'DBT_RUNNER_WAREHOUSE__HOST'
+    """
+    given = _BUILDING_FLAGS.get() if flags is None else flags
+    return (given or {}).get(field) or ENV_PREFIX + field.upper()
+
+
+def flags_of(settings: Settings) -> Mapping[str, str]:
+    """Which of ``settings``' fields a command-line flag gave: field -> flag."""
+    return settings._flags
 
 
 def bundled_project_dir() -> Path:
@@ -491,23 +524,37 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
     lock: LockSettings = Field(default_factory=LockSettings)  # type: ignore[arg-type]
 
-    def __init__(self, **values: Any) -> None:
+    #: field -> the command-line flag that gave it (errors name the flag), see flags_of()
+    _flags: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, _flags: Mapping[str, str] | None = None, **values: Any) -> None:
+        """``_flags`` (for a command line): field -> the flag whose value ``values`` holds,
+        so that an error names ``--project-dir`` rather than ``DBT_RUNNER_PROJECT_DIR``."""
         unknown = unknown_variables(os.environ)
         if unknown:
             raise ConfigurationError("invalid dbt_runner settings:\n  " + "\n  ".join(unknown))
+        flags = {name: flag for name, flag in (_flags or {}).items() if name in values}
+        building = _BUILDING_FLAGS.set(flags)
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ConfigurationError(_describe(exc)) from None
+            raise ConfigurationError(_describe(exc, flags)) from None
         except SettingsError as exc:  # an env var pydantic-settings cannot decode (bad JSON)
             raise ConfigurationError(_undecodable(exc)) from None
+        finally:
+            _BUILDING_FLAGS.reset(building)
+        self._flags = flags
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.project_dir is not None and not (self.project_dir / "dbt_project.yml").is_file():
-            raise ValueError(f"{ENV_PREFIX}PROJECT_DIR {self.project_dir} has no dbt_project.yml")
+            raise ValueError(
+                f"{setting_name('project_dir')} {self.project_dir} has no dbt_project.yml"
+            )
         if self.profiles_dir is not None and not (self.profiles_dir / "profiles.yml").is_file():
-            raise ValueError(f"{ENV_PREFIX}PROFILES_DIR {self.profiles_dir} has no profiles.yml")
+            raise ValueError(
+                f"{setting_name('profiles_dir')} {self.profiles_dir} has no profiles.yml"
+            )
         wh = self.warehouse
         if (
             self.profiles_dir is None
@@ -575,14 +622,17 @@ class Settings(BaseSettings):
         return (self.project_dir or bundled_project_dir()).resolve()
 
 
-def _describe(exc: ValidationError) -> str:
-    """A ValidationError as 'ENV_VAR: problem' lines, without the offending values."""
+def _describe(exc: ValidationError, flags: Mapping[str, str]) -> str:
+    """A ValidationError as 'SETTING: problem' lines, without the offending values.
+
+    The one place settings errors are worded: a field is named as the user gave it
+    (:func:`setting_name`); a whole-settings check names its settings in its own words.
+    """
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = [str(p).rstrip("_") for p in err["loc"] if not isinstance(p, int)]
-        field = ENV_PREFIX + "__".join(p.upper() for p in loc) if loc else "settings"
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{field}: {msg}")
+        lines.append(f"{setting_name('__'.join(loc), flags)}: {msg}" if loc else msg)
     return "invalid dbt_runner settings:\n  " + "\n  ".join(lines)
 
 

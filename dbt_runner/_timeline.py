@@ -1,14 +1,19 @@
-"""A timeline (Gantt chart) of node executions: one row per thread slot in each phase.
+"""A timeline (Gantt chart) of a command: its phases, then node executions per thread slot.
 
-Each phase (``staging``, ``tests``...) gets as many rows as it had nodes running
-at once (its thread slots 1..N: a retry reuses the slots, so 3 threads are 3
-rows however often dbt restarted its workers). One bar per node execution from
-its start to its end, coloured by status, labelled with the node's name
-(:attr:`NodeResult.name <dbt_runner.NodeResult.name>`) where it fits and with
-its number in the side list where it does not. Hovering a bar shows its
-status, rows, attempt and error kind. Bars of a retry (attempt 2 and later)
-are hatched and marked ``↻2``, results a retry replaced are faded, and a
-dashed line marks where each retry began.
+The axis starts at the command's start. Each result (``staging``, ``tests``...)
+first gets a row of its :class:`~dbt_runner.Phase` s — the session opening, the
+writer lock, dbt's import, parse and connect: where the time before the first
+node went — then one row per thread slot: a slot per dbt thread, slot 1 the
+lowest-numbered one, titled with the thread(s) that ran in it (a retry's new
+threads reuse the slots, so 3 threads are 3 rows however often dbt restarted its
+workers). One bar per node execution from its start to its end, coloured by
+status (one legend entry per colour: ``success / pass``), named on the bar when
+it fits and on a line under its row when it does not (short test bars), so the
+SVG alone names every node. Hovering a bar shows its status, rows, attempt,
+error kind and message (cut at a word boundary). Bars of a retry (attempt 2 and
+later) are hatched and marked ``↻2``, results a retry replaced are faded, and a
+dashed line marks where each retry began. Failed nodes and their errors are
+listed under the chart. Times are shown to the millisecond.
 
 Two outputs:
 
@@ -29,11 +34,15 @@ import html
 import importlib
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ._results import Phase
+from ._results import parse_time as _parse
 
 if TYPE_CHECKING:
     from ._results import NodeResult, RunResult
@@ -79,23 +88,10 @@ def _plotly() -> Any:
         raise ImportError(INSTALL_HINT) from exc
 
 
-def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    if value.endswith("Z"):  # run_results.json; Python 3.10 cannot parse "Z"
-        value = value[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
 def _axis_time(value: datetime) -> str:
-    """UTC wall time in the form plotly.js reads on a date axis (no offset)."""
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+    """UTC wall time to the millisecond, in the form plotly.js reads on a date axis."""
+    utc = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(sep=" ", timespec="milliseconds")
 
 
 def _labelled(
@@ -188,31 +184,50 @@ def _title(labelled: list[tuple[str, RunResult]]) -> str:
 @dataclass(frozen=True)
 class _Placed:
     bar: _Bar
-    slot: int  # 1-based, within the bar's phase
-    number: int  # its line in the side list
+    slot: int  # 1-based, within the bar's invocation
 
     @property
     def row(self) -> str:
         return f"{self.bar.label} · slot {self.slot}"
 
 
-def _place(bars: list[_Bar], labelled: list[tuple[str, RunResult]]) -> list[_Placed]:
-    """Each bar in the lowest thread slot of its phase that is free when it starts.
+def _thread_order(thread: str | None) -> tuple[int, str]:
+    """dbt's threads in their number's order (``Thread-2 (worker)`` before ``Thread-10``)."""
+    digits = "".join(c for c in (thread or "").split(" ")[0] if c.isdigit())
+    return (int(digits) if digits else 1 << 30, thread or "")
 
-    A phase needs as many slots as it had nodes running at once, so the rows
-    say how parallel it was and stay the same through a retry.
+
+def _short_thread(thread: str | None) -> str:
+    """``Thread-3 (worker)`` as ``Thread-3`` (the part that tells threads apart)."""
+    return (thread or "?").split(" (")[0]
+
+
+def _place(bars: list[_Bar], labelled: list[tuple[str, RunResult]]) -> list[_Placed]:
+    """Each bar in a thread slot of its invocation: a slot per dbt thread, in the threads'
+    order (slot 1 holds the lowest-numbered thread), so a row is one thread at a time.
+
+    A retry's new threads reuse the slots (3 threads are 3 rows however often dbt
+    restarted its workers); a bar whose thread's slot is busy (no thread, or timings
+    that overlap) goes to the lowest free slot.
     """
     placed: list[_Placed] = []
     for label, _ in labelled:
         ends: list[datetime] = []  # per slot: when its last bar ended
-        phase = sorted((b for b in bars if b.label == label), key=lambda b: (b.start, b.end))
-        for bar in phase:
-            slot = next((i for i, end in enumerate(ends) if end <= bar.start), len(ends))
-            if slot == len(ends):
-                ends.append(bar.end)
-            else:
-                ends[slot] = bar.end
-            placed.append(_Placed(bar, slot + 1, len(placed) + 1))
+        mine = [b for b in bars if b.label == label]
+        for attempt in sorted({b.node.attempt for b in mine}):
+            group = sorted(
+                (b for b in mine if b.node.attempt == attempt), key=lambda b: (b.start, b.end)
+            )
+            threads = sorted({b.node.thread for b in group if b.node.thread}, key=_thread_order)
+            slot_of = {thread: i for i, thread in enumerate(threads)}
+            for bar in group:
+                slot = slot_of.get(bar.node.thread or "", -1)
+                if slot < 0 or (slot < len(ends) and ends[slot] > bar.start):
+                    slot = next((i for i, end in enumerate(ends) if end <= bar.start), len(ends))
+                while slot >= len(ends):
+                    ends.append(bar.start)
+                ends[slot] = max(ends[slot], bar.end)
+                placed.append(_Placed(bar, slot + 1))
     return placed
 
 
@@ -224,8 +239,30 @@ def _rows_in_order(placed: list[_Placed], labelled: list[tuple[str, RunResult]])
     return rows
 
 
+def _row_titles(placed: list[_Placed]) -> dict[str, str]:
+    """Each slot row's title: the slot and the dbt thread(s) that ran in it."""
+    threads: dict[str, list[str]] = {}
+    for p in sorted(placed, key=lambda p: p.bar.start):
+        seen = threads.setdefault(p.row, [])
+        name = _short_thread(p.bar.node.thread)
+        if name not in seen:
+            seen.append(name)
+    return {row: f"{row} · {', '.join(names)}" for row, names in threads.items()}
+
+
 def _status_colour(status: str) -> str:
     return STATUS_COLOURS.get(status, _OTHER)
+
+
+def _legend(statuses: Iterable[str]) -> list[tuple[str, str]]:
+    """(colour, label) per colour: statuses drawn alike share one entry ("success / pass")."""
+    entries: dict[str, list[str]] = {}
+    order = list(STATUS_COLOURS)
+    for status in sorted(
+        set(statuses), key=lambda s: (s not in order, order.index(s) if s in order else 0, s)
+    ):
+        entries.setdefault(_status_colour(status), []).append(status)
+    return [(colour, " / ".join(names)) for colour, names in entries.items()]
 
 
 def _shows_rows(node: NodeResult) -> bool:
@@ -233,22 +270,37 @@ def _shows_rows(node: NodeResult) -> bool:
     return node.rows_affected is not None and node.resource_type != "test"
 
 
-def _hover(p: _Placed) -> str:
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with "…".
+
+    >>> shorten('LINE 15:     from "dbt_runner"."raw"."ecs_order_info"', 30)
+    'LINE 15: from …'
+    """
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: max(limit - 1, 1)]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip() + " …"
+
+
+def _hover(p: _Placed, titles: Mapping[str, str]) -> str:
     node = p.bar.node
     lines = [
         f"{node.name} ({node.resource_type})",
         f"status: {node.status} · attempt {node.attempt}"
         + (" (replaced by a retry)" if p.bar.superseded else ""),
-        f"{p.row} · dbt thread {node.thread or '?'}",
+        f"{titles.get(p.row, p.row)} · dbt thread {node.thread or '?'}",
         f"{_axis_time(p.bar.start)} → {_axis_time(p.bar.end)} UTC"
-        f" · dbt execution {node.elapsed_s:.2f}s",
+        f" · dbt execution {node.elapsed_s:.3f}s",
     ]
     if _shows_rows(node):
         lines.append(f"rows: {node.rows_affected}")
     if node.error is not None:
         lines.append(f"error kind: {node.error.kind.value}")
     if node.message and node.failed:
-        lines.append((node.message or "")[:300])
+        lines.append(shorten(node.message, 300))
     lines.append(node.unique_id)
     return "\n".join(lines)
 
@@ -263,8 +315,108 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+# --------------------------------------------------------------------------- phases
+#: fill of each phase's bar (text on them is dark)
+PHASE_COLOURS = {
+    "open": "#c5b0d5",
+    "lock": "#c49c94",
+    "import": "#9edae5",
+    "parse": "#aec7e8",
+    "connect": "#dbdb8d",
+}
+_PHASE_OTHER = "#dddddd"
+_PHASE_MEANING = {
+    "open": "the session (profile, tunnel, deps)",
+    "lock": "the writer lock",
+    "import": "Python importing dbt",
+    "parse": "dbt parsing the project",
+    "connect": "dbt's start until its first node",
+}
+
+
+@dataclass(frozen=True)
+class _PhaseBar:
+    label: str  # the invocation it belongs to
+    phase: Phase
+    start: datetime
+    end: datetime
+
+    @property
+    def row(self) -> str:
+        return f"{self.label} · before the nodes"
+
+
+def _phase_bars(labelled: list[tuple[str, RunResult]]) -> list[_PhaseBar]:
+    out = []
+    for label, result in labelled:
+        for phase in result.phases:
+            start = _parse(phase.started_at)
+            if start is not None:
+                out.append(
+                    _PhaseBar(label, phase, start, start + timedelta(seconds=phase.elapsed_s))
+                )
+    return out
+
+
+def _origin(
+    labelled: list[tuple[str, RunResult]], bars: list[_Bar], phases: list[_PhaseBar]
+) -> datetime | None:
+    """The command's start: its first phase (the session opening), its invocation's start,
+    or its first node, whichever came first."""
+    starts = [b.start for b in bars] + [p.start for p in phases]
+    starts += [t for t in (_parse(r.started_at) for _, r in labelled) if t is not None]
+    return min(starts, default=None)
+
+
 # --------------------------------------------------------------------------- SVG
-_W, _LEFT, _RIGHT, _TOP, _ROW_H, _BAR_H, _CHAR_W = 1180, 190, 20, 78, 34, 22, 6.6
+_W, _LEFT_MIN, _RIGHT, _ROW_H, _BAR_H, _CHAR_W = 1180, 150, 20, 34, 22, 6.6
+_CALLOUT_H = 13  # one line of names under a row, for bars too narrow to hold theirs
+
+
+@dataclass(frozen=True)
+class _Drawn:
+    """One bar as drawn: where, what it says, and its label (on it, or in a callout)."""
+
+    row: str
+    x: float
+    w: float
+    text: str  # the name (and retry mark) to show
+    inside: bool  # True: on the bar; False: on a callout line under the row
+    line: int = 0  # the callout line (1..) when not inside
+
+
+def _callouts(items: list[tuple[str, float, float, str]], right_edge: float) -> list[_Drawn]:
+    """Labels for ``(row, x, w, text)`` bars: on the bar when it is wide enough, else on
+    the first callout line under its row where it overlaps no other label (a staircase;
+    a label that would pass the right edge ends at its bar instead)."""
+    drawn: list[_Drawn] = []
+    taken: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for row, x, w, text in sorted(items, key=lambda i: (i[0], i[1])):
+        width = len(text) * _CHAR_W + 6
+        if width <= w:
+            drawn.append(_Drawn(row, x, w, text, True))
+            continue
+        left = x if x + width <= right_edge else max(x + w - width, 4.0)
+        span = (left - 3, left + width + 3)
+        line = 1
+        while any(a < span[1] and span[0] < b for a, b in taken.get((row, line), [])):
+            line += 1
+        taken.setdefault((row, line), []).append(span)
+        drawn.append(_Drawn(row, x, w, text, False, line))
+    return drawn
+
+
+def _title_lines(title: str, chars: int = int((_W - 20) / 8.2)) -> list[str]:
+    """The title on as many lines as the chart's width needs, broken after a " · "
+    (between results), else at a space."""
+    lines: list[str] = []
+    for part in title.split(" · "):
+        joined = f"{lines[-1]} · {part}" if lines else part
+        if lines and len(joined) <= chars:
+            lines[-1] = joined
+        else:
+            lines.append(part)
+    return [wrapped for line in lines for wrapped in textwrap.wrap(line, chars) or [""]]
 
 
 def timeline_svg(
@@ -274,6 +426,11 @@ def timeline_svg(
 ) -> str:
     """The timeline as one self-contained SVG document (no scripts, no network).
 
+    Readable on its own (attached to a ticket): the axis starts at the command's start
+    and shows its phases (session open, writer lock, dbt's import, parse, connect)
+    before the nodes; every node is named on its bar, or under its row when the bar
+    is too short (tests); each row is a thread slot titled with its dbt thread; the
+    legend has one entry per colour; failed nodes' errors are listed at the bottom.
     Hover a bar for its details (an SVG ``<title>``); every label is real text.
 
     >>> svg = timeline_svg({"staging": staging, "tests": tests})   # doctest: +SKIP
@@ -281,17 +438,91 @@ def timeline_svg(
     labelled = _labelled(results)
     bars, untimed = _bars(labelled)
     placed = _place(bars, labelled)
-    rows = _rows_in_order(placed, labelled)
-    row_y = {row: float(_TOP + i * _ROW_H) for i, row in enumerate(rows)}
-    height = _TOP + max(len(rows), 1) * _ROW_H + 60
-    t0 = min((b.start for b in bars), default=None)
-    t1 = max((b.end for b in bars), default=None)
+    phases = _phase_bars(labelled)
+    titles = _row_titles(placed)
+    rows: list[str] = []
+    for label, _ in labelled:
+        rows += sorted({ph.row for ph in phases if ph.label == label})
+        rows += [r for r in _rows_in_order(placed, [(label, _)])]
+    for ph in phases:
+        titles[ph.row] = ph.row
+    left = max(_LEFT_MIN, 16 + _CHAR_W * max((len(t) for t in titles.values()), default=0))
+    plot_w = _W - left - _RIGHT
+    t0 = _origin(labelled, bars, phases)
+    t1 = max([b.end for b in bars] + [ph.end for ph in phases], default=t0)
     span = max((t1 - t0).total_seconds(), 1e-3) if t0 is not None and t1 is not None else 1.0
-    plot_w = _W - _LEFT - _RIGHT
 
     def x_of(at: datetime) -> float:
         assert t0 is not None
-        return _LEFT + (at - t0).total_seconds() / span * plot_w
+        return left + (at - t0).total_seconds() / span * plot_w
+
+    # the legend: one entry per colour, on as many lines as it needs
+    entries: list[tuple[str, str, str]] = [  # (class, swatch, text)
+        ("legend", f'fill="{colour}"', text)
+        for colour, text in _legend(b.node.status for b in bars)
+    ]
+    if any(b.node.attempt > 1 for b in bars):
+        entries.append(("legend", "retry", "retry (↻n: attempt n; faded: replaced)"))
+    for name in [n for n in PHASE_COLOURS if any(ph.phase.name == n for ph in phases)]:
+        entries.append(
+            ("legend phase", f'fill="{PHASE_COLOURS[name]}"', f"{name}: {_PHASE_MEANING[name]}")
+        )
+    legend: list[str] = []
+    heading = _title_lines(title or _title(labelled))
+    legend_x, legend_y = 10.0, 34.0 + 18 * (len(heading) - 1)
+    for cls, swatch, text in entries:
+        width = 30 + _CHAR_W * len(text)
+        if legend_x > 10 and legend_x + width > _W - 10:
+            legend_x, legend_y = 10.0, legend_y + 16
+        box = f'x="{legend_x:.0f}" y="{legend_y:.0f}" width="11" height="11"'
+        rects = (
+            f'<rect {box} fill="#777777"/><rect {box} fill="url(#retry)"/>'
+            if swatch == "retry"
+            else f"<rect {box} {swatch}/>"
+        )
+        legend.append(
+            f'<g class="{cls}">{rects}<text x="{legend_x + 15:.0f}" y="{legend_y + 10:.0f}">'
+            f"{_e(text)}</text></g>"
+        )
+        legend_x += width
+    top = legend_y + 44  # the axis note, then the rows
+
+    # labels first: a row is as tall as its callout lines need
+    items = [
+        (
+            ph.row,
+            x_of(ph.start),
+            max(x_of(ph.end) - x_of(ph.start), 2.0),
+            f"{ph.phase.name} {ph.phase.elapsed_s:.1f}s",
+        )
+        for ph in phases
+    ]
+    for p in placed:
+        retry = f" ↻{p.bar.node.attempt}" if p.bar.node.attempt > 1 else ""
+        items.append(
+            (
+                p.row,
+                x_of(p.bar.start),
+                max(x_of(p.bar.end) - x_of(p.bar.start), 2.0),
+                p.bar.node.name + retry,
+            )
+        )
+    labels = _callouts(items, _W - _RIGHT)
+    label_of = {(d.row, round(d.x, 3), d.text): d for d in labels}
+    lines_in = {row: max((d.line for d in labels if d.row == row), default=0) for row in rows}
+    row_y: dict[str, float] = {}
+    y = float(top)
+    for row in rows:
+        row_y[row] = y
+        y += _ROW_H + lines_in[row] * _CALLOUT_H
+    bottom = y
+    failed = [
+        p
+        for p in placed
+        if p.bar.node.failed and not p.bar.superseded and (p.bar.node.message or p.bar.node.error)
+    ]
+    errors_h = (22 + 15 * len(failed)) if failed else 0
+    height = int(bottom + 30 + errors_h + (20 if untimed else 0) + 10)
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '
@@ -300,66 +531,83 @@ def timeline_svg(
         'patternTransform="rotate(45)"><rect width="2.5" height="7" fill="#ffffff" '
         'fill-opacity="0.6"/></pattern></defs>',
         f'<rect width="{_W}" height="{height}" fill="#ffffff"/>',
-        f'<text x="10" y="22" font-size="14" font-weight="bold">'
-        f"{_e(title or _title(labelled))}</text>",
+        *(
+            f'<text class="title" x="10" y="{22 + 18 * i}" font-size="14" font-weight="bold">'
+            f"{_e(line)}</text>"
+            for i, line in enumerate(heading)
+        ),
     ]
-    legend_x = 10.0
-    for status in sorted({b.node.status for b in bars}):
-        out.append(
-            f'<rect x="{legend_x:.0f}" y="34" width="11" height="11" '
-            f'fill="{_status_colour(status)}"/><text x="{legend_x + 15:.0f}" y="44">'
-            f"{_e(status)}</text>"
-        )
-        legend_x += 30 + _CHAR_W * len(status)
-    if any(b.node.attempt > 1 for b in bars):
-        out.append(
-            f'<rect x="{legend_x:.0f}" y="34" width="11" height="11" fill="#777777"/>'
-            f'<rect x="{legend_x:.0f}" y="34" width="11" height="11" fill="url(#retry)"/>'
-            f'<text x="{legend_x + 15:.0f}" y="44">retry (↻n: attempt n; faded: replaced)</text>'
-        )
+    for item in legend:
+        out.append(item)
     if t0 is not None:
         out.append(
-            f'<text x="{_LEFT}" y="{_TOP - 8}" fill="#555555">seconds after '
+            f'<text x="{left}" y="{top - 8}" fill="#555555">seconds after the command\'s start, '
             f"{_e(_axis_time(t0))} UTC</text>"
         )
         step = _nice_step(span)
         tick = 0.0
-        bottom = _TOP + len(rows) * _ROW_H
         while tick <= span + 1e-9:
-            x = _LEFT + tick / span * plot_w
+            x = left + tick / span * plot_w
             out.append(
-                f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{bottom}" stroke="#e5e5e5"/>'
+                f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="#e5e5e5"/>'
                 f'<text x="{x:.1f}" y="{bottom + 14}" text-anchor="middle" fill="#555555">'
                 f"{tick:g}s</text>"
             )
             tick += step
-    previous_phase = None
+    previous = None
     for row in rows:
         y = row_y[row]
-        phase = row.split(" · ")[0]
-        if phase != previous_phase and previous_phase is not None:
+        invocation = row.split(" · ")[0]
+        if invocation != previous and previous is not None:
             out.append(f'<line x1="0" y1="{y}" x2="{_W}" y2="{y}" stroke="#999999"/>')
-        previous_phase = phase
+        previous = invocation
         out.append(
-            f'<text x="{_LEFT - 8}" y="{y + _ROW_H / 2 + 4:.0f}" text-anchor="end">{_e(row)}</text>'
+            f'<text class="row" x="{left - 8}" y="{y + _ROW_H / 2 + 4:.0f}" '
+            f'text-anchor="end">{_e(titles.get(row, row))}</text>'
+        )
+
+    def label_svg(d: _Drawn, y: float, colour: str) -> str:
+        if d.inside:
+            return (
+                f'<text class="label" x="{d.x + d.w / 2:.1f}" y="{y + _BAR_H / 2 + 4:.1f}" '
+                f'text-anchor="middle" fill="{colour}" font-weight="bold">{_e(d.text)}</text>'
+            )
+        width = len(d.text) * _CHAR_W + 6
+        lx = d.x if d.x + width <= _W - _RIGHT else max(d.x + d.w - width, 4.0)
+        ly = y + _BAR_H + 4 + (_ROW_H - _BAR_H) / 2 + d.line * _CALLOUT_H - 3
+        mid = d.x + d.w / 2
+        return (
+            f'<line x1="{mid:.1f}" y1="{y + _BAR_H:.1f}" x2="{mid:.1f}" y2="{ly - 9:.1f}" '
+            'stroke="#888888" stroke-width="0.6"/>'
+            f'<text class="label" x="{lx + 3:.1f}" y="{ly:.1f}" fill="#222222">{_e(d.text)}</text>'
+        )
+
+    for ph in phases:
+        y = row_y[ph.row] + (_ROW_H - _BAR_H) / 2.0
+        x, w = x_of(ph.start), max(x_of(ph.end) - x_of(ph.start), 2.0)
+        text = f"{ph.phase.name} {ph.phase.elapsed_s:.1f}s"
+        hover = (
+            f"{ph.phase.name} ({_PHASE_MEANING.get(ph.phase.name, 'phase')}) · "
+            f"{ph.phase.elapsed_s:.3f}s\n{_axis_time(ph.start)} → {_axis_time(ph.end)} UTC"
+            + (f"\nattempt {ph.phase.attempt}" if ph.phase.attempt else "")
+        )
+        out.append(
+            f'<g class="phase" data-name="{_e(ph.phase.name)}"><title>{_e(hover)}</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_BAR_H}" '
+            f'fill="{PHASE_COLOURS.get(ph.phase.name, _PHASE_OTHER)}" stroke="#555555" '
+            'stroke-width="0.6"/>'
+            + label_svg(label_of[(ph.row, round(x, 3), text)], y, "#222222")
+            + "</g>"
         )
     for p in placed:
         node, y = p.bar.node, row_y[p.row] + (_ROW_H - _BAR_H) / 2.0
         x = x_of(p.bar.start)
         w = max(x_of(p.bar.end) - x, 2.0)
         retry = f" ↻{node.attempt}" if node.attempt > 1 else ""
-        label = next(
-            (
-                t
-                for t in (node.name + retry, f"#{p.number}{retry}", f"#{p.number}")
-                if len(t) * _CHAR_W + 6 <= w
-            ),
-            "",
-        )
         opacity = ' fill-opacity="0.4" stroke-dasharray="3 2"' if p.bar.superseded else ""
         out.append(
             f'<g class="node" data-name="{_e(node.name)}" data-status="{_e(node.status)}">'
-            f"<title>{_e(_hover(p))}</title>"
+            f"<title>{_e(_hover(p, titles))}</title>"
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_BAR_H}" '
             f'fill="{_status_colour(node.status)}" stroke="#333333" stroke-width="0.6"{opacity}/>'
         )
@@ -368,14 +616,10 @@ def timeline_svg(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_BAR_H}" '
                 'fill="url(#retry)"/>'
             )
-        if label:
-            out.append(
-                f'<text x="{x + w / 2:.1f}" y="{y + _BAR_H / 2 + 4:.1f}" text-anchor="middle" '
-                f'fill="#ffffff" font-weight="bold">{_e(label)}</text>'
-            )
+        out.append(label_svg(label_of[(p.row, round(x, 3), node.name + retry)], y, "#ffffff"))
         out.append("</g>")
     for label, result in labelled:
-        phase_rows = [row_y[r] for r in rows if r.split(" · ")[0] == label]
+        phase_rows = [row_y[r] for r in rows if r.split(" · ")[0] == label and " · slot " in r]
         if not phase_rows or t0 is None:
             continue
         for number, at, hover in _attempt_marks(result):
@@ -389,11 +633,22 @@ def timeline_svg(
                 f'<text x="{x + 3:.1f}" y="{top + 10}" fill="#d62728">'
                 f"{_e(label)} retry (attempt {number})</text></g>"
             )
+    y = bottom + 34
+    if failed:
+        out.append(f'<text x="10" y="{y}" font-weight="bold">failed:</text>')
+        limit = int((_W - 30) / _CHAR_W)
+        for p in failed:
+            y += 15
+            node = p.bar.node
+            kind = node.error.kind.value if node.error else node.status
+            line = shorten(f"{node.name} [{kind}] {node.message or ''}", limit)
+            out.append(f'<text class="error" x="20" y="{y}" fill="#a01010">{_e(line)}</text>')
+        y += 8
     if untimed:
         names = ", ".join(f"{n.name} ({n.status})" for n in untimed[:12])
         more = f" and {len(untimed) - 12} more" if len(untimed) > 12 else ""
         out.append(
-            f'<text x="10" y="{height - 12}" fill="#555555">'
+            f'<text x="10" y="{y + 12}" fill="#555555">'
             f"not on the chart (no timing): {_e(names + more)}</text>"
         )
     out.append("</svg>")
@@ -401,30 +656,30 @@ def timeline_svg(
 
 
 def _side_list(labelled: list[tuple[str, RunResult]]) -> str:
-    """An HTML table of every node: the names a narrow bar has no room for."""
+    """An HTML table of every node, with the phase, slot and thread it ran in."""
     bars, untimed = _bars(labelled)
+    placed = _place(bars, labelled)
+    titles = _row_titles(placed)
     cells = []
-    for p in _place(bars, labelled):
+    for p in placed:
         node = p.bar.node
         cells.append(
             [
-                f"#{p.number}",
                 p.bar.label,
-                str(p.slot),
+                titles.get(p.row, p.row).split(" · ", 1)[1],
                 node.name,
                 node.resource_type,
                 node.status + (" (replaced by a retry)" if p.bar.superseded else ""),
                 str(node.attempt),
-                f"{node.elapsed_s:.2f}s",
+                f"{node.elapsed_s:.3f}s",
                 str(node.rows_affected) if _shows_rows(node) else "",
                 node.error.kind.value if node.error else "",
-                (node.message or "")[:200] if node.failed else "",
+                shorten(node.message or "", 200) if node.failed else "",
             ]
         )
     for node in untimed:
         cells.append(
             [
-                "",
                 "",
                 "",
                 node.name,
@@ -434,11 +689,10 @@ def _side_list(labelled: list[tuple[str, RunResult]]) -> str:
                 "no timing",
                 "",
                 node.error.kind.value if node.error else "",
-                (node.message or "")[:200] if node.failed else "",
+                shorten(node.message or "", 200) if node.failed else "",
             ]
         )
     head = [
-        "#",
         "phase",
         "slot",
         "node",
@@ -475,17 +729,36 @@ def timeline_figure(
     labelled = _labelled(results)
     bars, untimed = _bars(labelled)
     placed = _place(bars, labelled)
-    rows = _rows_in_order(placed, labelled)
-    row_of = {id(p.bar): p.row for p in placed}
+    titles = _row_titles(placed)
+    phases = _phase_bars(labelled)
+    rows: list[str] = []
+    for label, result in labelled:
+        rows += sorted({ph.row for ph in phases if ph.label == label})
+        rows += [titles.get(r, r) for r in _rows_in_order(placed, [(label, result)])]
+    row_of = {id(p.bar): titles.get(p.row, p.row) for p in placed}
 
     fig = go.Figure()
-    statuses = sorted({b.node.status for b in bars}, key=lambda s: (s not in STATUS_COLOURS, s))
-    for status in statuses:
-        group = [b for b in bars if b.node.status == status]
-        colour = STATUS_COLOURS.get(status, _OTHER)
+    for name in [n for n in PHASE_COLOURS if any(ph.phase.name == n for ph in phases)]:
+        group_phases = [ph for ph in phases if ph.phase.name == name]
         fig.add_trace(
             go.Bar(
-                name=status,
+                name=f"{name}: {_PHASE_MEANING[name]}",
+                orientation="h",
+                y=[ph.row for ph in group_phases],
+                base=[_axis_time(ph.start) for ph in group_phases],
+                x=[ph.phase.elapsed_s * 1000.0 for ph in group_phases],
+                text=[f"{name} {ph.phase.elapsed_s:.1f}s" for ph in group_phases],
+                textposition="inside",
+                insidetextanchor="middle",
+                marker={"color": PHASE_COLOURS[name], "line": {"color": "#555555", "width": 1}},
+                hovertemplate=f"{name}: %{{x:.0f}} ms<extra></extra>",
+            )
+        )
+    for colour, legend_text in _legend(b.node.status for b in bars):
+        group = [b for b in bars if _status_colour(b.node.status) == colour]
+        fig.add_trace(
+            go.Bar(
+                name=legend_text,
                 orientation="h",
                 y=[row_of[id(b)] for b in group],
                 base=[_axis_time(b.start) for b in group],
@@ -516,17 +789,18 @@ def timeline_figure(
                         "replaced by a retry" if b.superseded else "final",
                         _axis_time(b.start),
                         _axis_time(b.end),
-                        (b.node.message or "")[:200],
+                        shorten(b.node.message or "", 200) if b.node.failed else "",
                         b.node.thread or "?",
+                        b.node.status,
                     ]
                     for b in group
                 ],
                 hovertemplate=(
                     "<b>%{text}</b> (%{customdata[1]})<br>"
-                    f"status: {status} · attempt %{{customdata[2]}} (%{{customdata[5]}})<br>"
+                    "status: %{customdata[10]} · attempt %{customdata[2]} (%{customdata[5]})<br>"
                     "%{y} · dbt thread %{customdata[9]}<br>"
                     "%{customdata[6]} → %{customdata[7]} UTC<br>"
-                    "dbt execution time: %{customdata[3]:.2f}s · rows: %{customdata[4]}<br>"
+                    "dbt execution time: %{customdata[3]:.3f}s · rows: %{customdata[4]}<br>"
                     "%{customdata[8]}<extra></extra>"
                 ),
             )
@@ -584,7 +858,7 @@ def timeline_figure(
     )
     fig.update_xaxes(type="date", title_text="time (UTC)", showgrid=True)
     fig.update_yaxes(
-        title_text="phase · thread slot",
+        title_text="invocation · thread slot · dbt thread",
         type="category",
         categoryorder="array",
         categoryarray=rows,

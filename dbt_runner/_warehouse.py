@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import SecretStr, ValidationError
 
 from ._exceptions import ConfigurationError
-from ._settings import ENV_PREFIX, Settings, WarehouseSettings
+from ._settings import ENV_PREFIX, Settings, WarehouseSettings, flags_of, setting_name
 
 if TYPE_CHECKING:
     from ._aws import Login
@@ -127,7 +127,10 @@ def as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
     from ._profile import render_target
 
     profile, target, output = render_target(
-        settings.profiles_dir, settings.resolved_project_dir, settings.chosen_target
+        settings.profiles_dir,
+        settings.resolved_project_dir,
+        settings.chosen_target,
+        flags_of(settings),
     )
     kind = str(output.get("type", "?"))
     update: dict[str, Any] = {}
@@ -172,7 +175,8 @@ def as_warehouse(settings: Settings) -> tuple[Settings, str | None]:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
             for e in exc.errors(include_input=False, include_url=False)
         )
-        raise ConfigurationError(f"{ENV_PREFIX}PROFILES_DIR: {where}: {problems}") from None
+        given = setting_name("profiles_dir", flags_of(settings))
+        raise ConfigurationError(f"{given}: {where}: {problems}") from None
     return settings.model_copy(update=update), None
 
 

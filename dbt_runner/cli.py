@@ -169,14 +169,21 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+#: the settings a command-line option gives: field -> its flag (errors name the flag)
+_SETTING_FLAGS = {
+    "project_dir": "--project-dir",
+    "profiles_dir": "--profiles-dir",
+    "target": "--target",
+    "threads": "--threads",
+}
+
+
 def _settings(opts: _SessionOptions) -> Settings:
     """Settings from DBT_RUNNER_* with the command line's options on top."""
     overrides: dict[str, Any] = {
-        name: getattr(opts, name)
-        for name in ("project_dir", "profiles_dir", "target", "threads")
-        if getattr(opts, name) is not None
+        name: getattr(opts, name) for name in _SETTING_FLAGS if getattr(opts, name) is not None
     }
-    settings = Settings(**overrides)
+    settings = Settings(_flags=_SETTING_FLAGS, **overrides)
     if _embedded_by_default(settings):  # a warning: shown with -q too
         log.warning(
             "no DBT_RUNNER_WAREHOUSE__TYPE: using the embedded DuckDB file %s",
@@ -219,12 +226,25 @@ def _hint_missing_raw(settings: Settings, results: dict[str, RunResult]) -> None
     if not any(_RAW_MISSING.search(m) for m in messages):
         return
     path = _shown_path(settings.warehouse.path)
-    click.echo(
+    _echo_hint(
         f"hint: the raw tables are missing from {path}. `dbt-runner demo` shows a full run on "
         f"sample data; `dbt-runner demo --path {path}` loads that data into this file. For your "
-        "own warehouse set DBT_RUNNER_WAREHOUSE__TYPE and friends (docs/configuration.md).",
-        err=True,
+        "own warehouse set DBT_RUNNER_WAREHOUSE__TYPE and friends (docs/configuration.md)."
     )
+
+
+def _echo_hint(text: str) -> None:
+    """A hint on stderr: one line for a log or a pipe; at a terminal, wrapped at word
+    boundaries to its width (a terminal's own wrap splits words)."""
+    import shutil
+    import textwrap
+
+    if sys.stderr.isatty():
+        width = shutil.get_terminal_size().columns
+        text = textwrap.fill(
+            text, width=max(width - 1, 40), subsequent_indent="      ", break_long_words=False
+        )
+    click.echo(text, err=True)
 
 
 def _setup_logging(
@@ -344,7 +364,8 @@ def _run_steps(steps: list[Step], opts: _SessionOptions, *, keyed: bool = False)
                     run_steps(session, steps, each=each, results=results)
                     running.clear()
             finally:
-                if created and not all(r.success for r in results.values()):
+                # failed: a step failed, or none finished (an exception, an interrupt)
+                if created and not (results and all(r.success for r in results.values())):
                     _remove_embedded(settings.warehouse.path)
         _report(results, opts.as_json, keyed=keyed, display=display)
         if settings is not None:
@@ -423,7 +444,7 @@ def main() -> None:
     """Run dbt in-process: staging models, tests, one tunnel per session.
 
     Settings come from DBT_RUNNER_* environment variables (see docs/configuration.md);
-    the options below override them.
+    each command's own options override them: dbt-runner COMMAND --help lists them.
     """
 
 
@@ -637,8 +658,9 @@ def sample_data(
 def report(result_file: Any, out: Path, title: str | None) -> None:
     """Draw a timeline of a saved result: node bars per thread slot of each phase over time.
 
-    RESULT.json is what --json printed (one result, or cycle's {"staging": ..., "tests": ...};
-    "-" reads stdin).
+    RESULT.json is what dbt-runner cycle --json printed ({"staging": ..., "tests": ...})
+    or what dbt-runner staging, test or dbt printed with --json (one result); "-" reads
+    stdin.
     """
     try:
         data = json.load(result_file)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -119,6 +121,42 @@ def test_project_dir_without_dbt_project_is_exit_2(env: dict[str, str], tmp_path
     assert "dbt_project.yml" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["staging", "cycle", "dbt", "deps", "doctor"])
+@pytest.mark.parametrize(
+    ("flag", "variable", "bad", "says"),
+    [
+        ("--project-dir", "DBT_RUNNER_PROJECT_DIR", "nope", "nope has no dbt_project.yml"),
+        ("--profiles-dir", "DBT_RUNNER_PROFILES_DIR", "nope", "nope has no profiles.yml"),
+        ("--threads", "DBT_RUNNER_THREADS", "65", "less than or equal to 64"),
+    ],
+)
+def test_an_error_names_the_flag_or_the_variable_the_user_gave(
+    env: dict[str, str],
+    tmp_path: Path,
+    command: str,
+    flag: str,
+    variable: str,
+    bad: str,
+    says: str,
+) -> None:
+    """A typo in --project-dir is reported as --project-dir, one in the variable as the
+    variable; with both, the flag wins (it is the value used) and is the one named."""
+    value = bad if bad.isdigit() else str(tmp_path / bad)
+    extra = ["ls"] if command == "dbt" else []
+    by_flag = run_cli(env, command, flag, value, *extra)
+    by_variable = run_cli({**env, variable: value}, command, *extra)
+    good = "3" if bad.isdigit() else str(MINI)
+    both = run_cli({**env, variable: good}, command, flag, value, *extra)
+    for result, named, not_named in (
+        (by_flag, flag, variable),
+        (by_variable, variable, flag),
+        (both, flag, variable),
+    ):
+        assert result.exit_code == 2, result.output
+        assert f"{named}" in result.stderr and says in result.stderr, result.stderr
+        assert not_named not in result.stderr, result.stderr
+
+
 # ---------------------------------------------------------------------- help
 @pytest.mark.parametrize(
     ("command", "options"),
@@ -147,6 +185,82 @@ def test_top_level_help_lists_the_commands() -> None:
         assert command in result.stdout
 
 
+def _accepted(command: click.Command) -> set[str]:
+    """Every option string ``command`` accepts (``--tests`` and ``--no-tests`` both)."""
+    flags = {"--help", "-h"}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            flags.update(param.opts, param.secondary_opts)
+    return flags
+
+
+def _untrue(text: str, own: click.Command) -> list[str]:
+    """What ``text`` names that does not exist: commands, options, DBT_RUNNER_* variables.
+
+    A sentence may name another command's options ("what dbt-runner cycle --json printed"):
+    an option is true when the help's own command or a command named in the same sentence
+    accepts it. What follows a bare ``--`` (dbt's own arguments) is dbt's to judge.
+    """
+    from dbt_runner._settings import known_variables
+
+    assert isinstance(main, click.Group)
+    wrong = []
+    known = known_variables()
+    for name in re.findall(r"\$?(DBT_RUNNER_[A-Z0-9_]+)", text):
+        family = name.endswith("__") and any(k.startswith(name) for k in known)  # SECTION__*
+        if name not in known and not family:
+            wrong.append(f"no variable {name}")
+    own_options = _accepted(own) - {"--help", "-h", "--version"}
+    if re.search(r"options below", text) and not own_options:
+        wrong.append(f"'options below' but {own.name} has none of its own")
+    for sentence in re.split(r"(?<=[.;])\s+|\n\s*\n", text):
+        named = re.findall(r"dbt-runner ([a-z][a-z-]*)", sentence)
+        commands: list[click.Command] = [own]
+        for name in named:
+            if name in ("COMMAND", "command"):
+                continue
+            if name not in main.commands:
+                wrong.append(f"no command {name!r}: {sentence!r}")
+            else:
+                commands.append(main.commands[name])
+        flags = set().union(*(_accepted(c) for c in commands))
+        for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*|--(?=\s))", sentence.split(" -- ")[0]):
+            if flag not in flags:
+                wrong.append(f"{flag} is no option of {[c.name for c in commands]}: {sentence!r}")
+    return wrong
+
+
+def test_every_help_names_only_commands_options_and_variables_that_exist() -> None:
+    """--help tells the truth: what it promises, click accepts (top level and each command)."""
+    assert isinstance(main, click.Group)
+    top = CliRunner().invoke(main, ["--help"], terminal_width=200)
+    assert top.exit_code == 0
+    assert _untrue(top.stdout, main) == []
+    listed = re.findall(r"^  ([a-z][a-z-]*)  ", top.stdout.split("Commands:")[1], re.M)
+    assert listed == sorted(main.commands)
+    for name, command in main.commands.items():
+        result = CliRunner().invoke(main, [name, "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert _untrue(result.stdout, command) == [], name
+
+
+def test_the_help_check_catches_a_promise_that_is_not_kept() -> None:
+    """The check above can fail: options, commands and variables that do not exist."""
+    assert isinstance(main, click.Group)
+    staging = main.commands["staging"]
+    assert _untrue("the options below (--colour) override them.", staging) == [
+        "--colour is no option of ['staging']: 'the options below (--colour) override them.'"
+    ]
+    assert _untrue("see dbt-runner lint.", staging) == ["no command 'lint': 'see dbt-runner lint.'"]
+    assert _untrue("$DBT_RUNNER_COLOUR", staging) == ["no variable DBT_RUNNER_COLOUR"]
+    # what the top-level help said before: "the options below override them", with none below
+    assert _untrue("the options below override them.", main) == [
+        "'options below' but main has none of its own"
+    ]
+    # another command's option, named with that command; dbt's own arguments after --
+    assert _untrue("what dbt-runner cycle --build did; dbt-runner dbt -- ls --x", staging) == []
+
+
 def test_dbt_pass_through_runs_any_command_with_the_callers_args(env: dict[str, str]) -> None:
     result = run_cli(
         env, "dbt", "--json", "--project-dir", str(MINI), "--", "run", "--select", "part_1"
@@ -165,10 +279,17 @@ def test_deps_runs_without_a_parse(env: dict[str, str]) -> None:
     assert json.loads(result.stdout)["command"] == "deps"
 
 
-def test_a_selection_matching_nothing_exits_2_naming_the_setting(env: dict[str, str]) -> None:
+def test_a_selection_matching_nothing_exits_2_naming_where_it_came_from(
+    env: dict[str, str],
+) -> None:
     result = run_cli(env, "staging", "--select", "tag:nothing_here", "--project-dir", str(MINI))
     assert result.exit_code == 2, result.output
-    assert "DBT_RUNNER_STAGING_SELECT" in result.output
+    assert "the selection 'tag:nothing_here' matched no node" in result.output
+    assert "DBT_RUNNER_STAGING_SELECT" not in result.output  # the user gave --select
+    env = {**env, "DBT_RUNNER_STAGING_SELECT": "tag:nothing_here"}
+    result = run_cli(env, "staging", "--project-dir", str(MINI))
+    assert result.exit_code == 2, result.output
+    assert "'tag:nothing_here' of DBT_RUNNER_STAGING_SELECT matched no node" in result.output
 
 
 # ---------------------------------------------------------------------- exit codes
@@ -237,6 +358,71 @@ def test_no_settings_says_what_it_uses_and_points_to_the_demo(tmp_path: Path) ->
     assert hint.startswith("hint: the raw tables are missing from ./dbt_runner.duckdb")
     assert "`dbt-runner demo`" in hint
     assert "hint" not in proc.stdout  # stdout is the result only
+
+
+@pytest.fixture(scope="module")
+def bundled_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state dir for the bundled project's runs here: dbt's partial parse carries over."""
+    return tmp_path_factory.mktemp("bundled-state")
+
+
+def _bare_env(state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+    return {**env, "DBT_RUNNER_STATE_DIR": str(state)}
+
+
+def test_a_failing_pass_through_in_an_empty_dir_leaves_nothing(
+    tmp_path: Path, bundled_state: Path
+) -> None:
+    """`cycle` is not the only command: any failed run on the embedded default cleans up."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [sys.executable, "-m", "dbt_runner.cli", "dbt", "-q", "--project-dir", str(MINI)]
+    proc = subprocess.run(
+        [*argv, "--", "run", "--select", "tag:broken"],
+        cwd=empty,
+        env=_bare_env(bundled_state),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert list(empty.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_interrupted_run_in_an_empty_dir_leaves_nothing(
+    tmp_path: Path, bundled_state: Path
+) -> None:
+    """Ctrl-C as soon as the default DuckDB file exists: exit 130, and the file is gone."""
+    import signal
+    import time
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dbt_runner.cli", "staging"],
+        cwd=empty,
+        env=_bare_env(bundled_state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (empty / "dbt_runner.duckdb").exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the default file never appeared"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, err
+    assert list(empty.iterdir()) == [], err
 
 
 @pytest.mark.parametrize(

@@ -182,6 +182,38 @@ def test_impossible_target_with_ssh_is_refused_by_settings(
         _settings(profiles_dir, ssh, target=target)
 
 
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"target": "nope"}, "DBT_RUNNER_TARGET"),  # a keyword: the setting's own name
+        ({"target": "nope", "_flags": {"target": "--target"}}, "--target"),  # the CLI's flag
+        ({"DBT_TARGET": "nope"}, "DBT_TARGET"),  # dbt's own variable
+        ({"profile_target": "nope"}, "the target: of profile 'mini'"),  # profiles.yml itself
+    ],
+    ids=["keyword", "flag", "dbt-variable", "profile"],
+)
+def test_a_missing_target_is_named_where_it_was_chosen(
+    profiles_dir: Path,
+    ssh: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    given: dict[str, Any],
+    named: str,
+) -> None:
+    """dbt's order (target, DBT_TARGET, the profile's target:) also says whom to blame."""
+    extra = dict(given)
+    if "DBT_TARGET" in extra:
+        monkeypatch.setenv("DBT_TARGET", extra.pop("DBT_TARGET"))
+    if "profile_target" in extra:
+        text = PROFILES.replace("  target: dev\n", f"  target: {extra.pop('profile_target')}\n", 1)
+        (profiles_dir / "profiles.yml").write_text(text)
+    with pytest.raises(ConfigurationError) as info:
+        _settings(profiles_dir, ssh, **extra)
+    message = str(info.value)
+    assert f"{named}: profile 'mini' in " in message and "has no target 'nope'" in message
+    wrong = {"DBT_RUNNER_TARGET", "--target", "DBT_TARGET", "the target: of"} - {named}
+    assert not [w for w in wrong if f"{w}:" in message or f"({w})" in message], message
+
+
 def test_profile_missing_from_profiles_yml_is_refused(tmp_path: Path, ssh: dict[str, Any]) -> None:
     (tmp_path / "profiles.yml").write_text("someone_else:\n  outputs: {}\n")
     with pytest.raises(ConfigurationError, match=r"has no profile 'mini'.*someone_else"):

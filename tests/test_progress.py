@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dbt_runner import NodeEvent, NodeResult, RunResult
+from dbt_runner import ErrorInfo, ErrorKind, NodeEvent, NodeResult, RunResult
 from dbt_runner._progress import LiveDisplay, NodeBoard, PlainDisplay, choose_mode, make_display
+from tests._terminal import in_terminal
 
 MINI = Path(__file__).parent / "fixtures" / "mini_project"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -131,43 +132,6 @@ def test_passing_tests_log_no_row_count(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------- a TTY
-def _in_terminal(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> tuple[int, str]:
-    """Run ``argv`` with stdout and stderr on a real pseudo-terminal; its exit code and output."""
-    import fcntl
-    import pty
-    import select
-    import struct
-    import termios
-    import time
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    child = subprocess.Popen(
-        argv, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=env.get("PWD")
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(master)
-        if child.poll() is None and time.monotonic() >= deadline:
-            child.kill()
-    code = child.wait(timeout=30)
-    return code, b"".join(chunks).decode("utf-8", "replace")
-
-
 def _assert_live_run(code: int, raw: str) -> str:
     text = ANSI.sub("", raw)
     assert code == 0, text[-3000:]
@@ -179,7 +143,7 @@ def _assert_live_run(code: int, raw: str) -> str:
     # the final summary table
     assert "staging: dbt run OK — 3 nodes, threads=3, up to 3 at once" in text
     for name in ("part_1", "part_2", "part_3"):
-        assert re.search(rf"│ {name} +│ model │ success │ Thread-\d+ \(worker\)", text), text
+        assert re.search(rf"\n{name} +model +success +Thread-\d+ \(worker\)", text), text
     # node lines are in the table, not printed as plain log lines
     assert not re.search(r"INFO +START model", text)
     return text
@@ -187,7 +151,7 @@ def _assert_live_run(code: int, raw: str) -> str:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_terminal_gets_the_live_display_and_a_summary_table(tmp_path: Path) -> None:
-    code, raw = _in_terminal(
+    code, raw = in_terminal(
         [sys.executable, "-m", "dbt_runner.cli", "staging", "--project-dir", str(MINI)],
         _env(tmp_path, TERM="xterm-256color", COLUMNS="120"),
     )
@@ -210,7 +174,7 @@ def test_base_install_at_a_terminal_runs_without_a_traceback(tmp_path: Path) -> 
     assert "plotly" not in listed and "apache-airflow" not in listed  # really the base install
     env = _env(tmp_path, TERM="xterm-256color", COLUMNS="120", PWD=str(tmp_path))
     env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
-    code, raw = _in_terminal(
+    code, raw = in_terminal(
         [str(bin_dir / "dbt-runner"), "staging", "--project-dir", str(MINI)], env
     )
     _assert_live_run(code, raw)
@@ -383,8 +347,58 @@ def test_summary_table_lists_every_node_with_thread_and_error() -> None:
     display.report({"staging": result})
     text = out.file.getvalue()  # type: ignore[attr-defined]
     assert "staging: dbt run FAILED — 2 nodes, threads=2, up to 2 at once, 4.0s" in text
-    assert re.search(r"│ a +│ model │ success │ Thread-1 │ +\+1\.0s │ +1\.00s │", text)
-    assert re.search(r"│ b +│ model │ error +│ Thread-2 │ +\+2\.0s │", text)
+    assert re.search(r"\na +model +success +Thread-1 +\+1\.0s +1\.00s\n", text), text
+    assert re.search(r"\nb +model +error +Thread-2 +\+2\.0s +1\.00s\n", text), text
+    assert re.search(r"\nb \[error\] *\n    boom *\n", text), text  # under its name
+
+
+def _long_result(name_length: int) -> RunResult:
+    """Two failed models whose names differ only at the end, a long error each."""
+    message = (
+        "Runtime Error in model {name} (models/staging/{name}.sql)\n  Catalog Error: Table "
+        'with name "raw.uni_tracking_info" does not exist because schema "raw" does not exist.'
+    )
+    nodes = []
+    for i, suffix in enumerate(("info", "spath")):
+        name = ("stg_uni_tracking_" + "x" * name_length)[: name_length - len(suffix)] + suffix
+        text = message.format(name=name)
+        nodes.append(
+            NodeResult(
+                f"model.p.{name}",
+                name,
+                "model",
+                "error",
+                f"2026-01-01T00:00:0{i + 1}+00:00",
+                f"2026-01-01T00:00:0{i + 2}+00:00",
+                1.0,
+                f"Thread-{i + 1} (worker)",
+                None,
+                text,
+                error=ErrorInfo(ErrorKind.MODEL_FAILURE, text),
+            )
+        )
+    return RunResult("run", False, "2026-01-01T00:00:00+00:00", 3.0, 2, 1, tuple(nodes))
+
+
+@pytest.mark.parametrize(("width", "name_length"), [(80, 22), (80, 60), (50, 30), (120, 70)])
+def test_summary_never_cuts_a_name_or_a_word(width: int, name_length: int) -> None:
+    """Narrow or wide, long names or short: each name whole, each word of an error whole,
+    no line wider than the terminal (the table when it fits, else one node per block)."""
+    from rich.console import Console
+
+    out = Console(file=io.StringIO(), width=width, color_system=None)
+    result = _long_result(name_length)
+    LiveDisplay(console=out, out_console=out).report({"staging": result})
+    lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert all(len(line.rstrip()) <= width for line in lines)
+    assert not [line for line in lines if "…" in line], lines
+    text = "\n".join(lines)
+    for node in result.nodes:
+        assert re.search(rf"^{node.name}( |$)", text, re.M), text  # a row, or a block's head
+        assert re.search(rf"^{node.name} \[model_failure\]", text, re.M), text  # above its error
+        for word in (node.message or "").split():
+            if len(word) <= width - 4:  # a longer one cannot be shown whole
+                assert re.search(rf"(?<!\S){re.escape(word)}(?!\S)", text), word
 
 
 def test_without_rich_a_terminal_gets_plain_lines_and_a_one_line_hint(

@@ -17,6 +17,7 @@ from dbt_runner import (
     ErrorInfo,
     ErrorKind,
     NodeResult,
+    Phase,
     RunResult,
 )
 from dbt_runner._dbt.results import entries
@@ -392,13 +393,35 @@ def test_new_fields_and_output_survive_the_json_round_trip() -> None:
     assert back.nodes[0].compiled_path == node.compiled_path
 
 
+def test_phases_survive_the_json_round_trip_as_plain_fields() -> None:
+    phases = [
+        Phase("open", "2026-01-01T00:00:00.100+00:00", 0.25),
+        Phase("parse", "2026-01-01T00:00:00.400+00:00", 1.5, attempt=1),
+        Phase("connect", "2026-01-01T00:00:01.900+00:00", 0.7, attempt=1),
+    ]
+    attempt = _attempt(1, _node("orders"))
+    result = RunResult.merge("run", [attempt], started_at=T0, elapsed_s=3.0, phases=phases)
+    data = json.loads(result.to_json())
+    assert data["phases"][1] == {
+        "name": "parse",
+        "started_at": "2026-01-01T00:00:00.400+00:00",
+        "elapsed_s": 1.5,
+        "attempt": 1,
+    }
+    assert RunResult.from_dict(data) == result
+    # the keys a reader of older results knew are all still there, unchanged
+    before = {"command", "success", "started_at", "elapsed_s", "threads", "attempts"}
+    assert before | {"nodes", "error", "attempt_log", "superseded_nodes", "output"} < set(data)
+
+
 def test_a_result_stored_by_an_older_version_still_loads() -> None:
     old = _result(_node("orders")).to_dict()
     old.pop("output")
     old.pop("invocation_id")
+    old.pop("phases")
     for key in ("failures", "relation_name", "adapter_response", "invocation_id", "compiled_path"):
         old["nodes"][0].pop(key)
     old["attempt_log"][0].pop("invocation_id")
     back = RunResult.from_dict(old)
-    assert back.output is None and back.invocation_id is None
+    assert back.output is None and back.invocation_id is None and back.phases == ()
     assert back.nodes[0].adapter_response == {} and back.nodes[0].failures is None

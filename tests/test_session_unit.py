@@ -542,16 +542,20 @@ def test_a_building_block_that_selects_nothing_is_a_failed_result(
     make_settings: Callable[..., Settings], fake: FakeDbt
 ) -> None:
     nothing = lambda call: dbt_result(True, [])  # noqa: E731 - dbt: "Nothing to do"
-    fake.answers = [nothing, nothing]
+    fake.answers = [nothing, nothing, nothing]
     with DbtSession(make_settings(staging_select="tag:nope")) as session:
         staging = session.run_staging()
         plain = session.invoke(["run", "--select", "tag:nope"])
+        given = session.run_tests(select="tag:mine")
     assert fake.runs[0].selected == ["tag:nope"]  # the setting is the default selection
     assert not staging.success
     assert staging.error is not None and staging.error.kind is ErrorKind.CONFIGURATION
-    assert "DBT_RUNNER_STAGING_SELECT" in staging.error.message
+    assert "'tag:nope' of DBT_RUNNER_STAGING_SELECT" in staging.error.message
     assert staging.exit_code == 2
     assert plain.success  # plain invoke keeps dbt's semantics
+    # a selection the caller gave is named as given, not as a setting they did not touch
+    assert given.error is not None and given.error.kind is ErrorKind.CONFIGURATION
+    assert given.error.message == "the selection 'tag:mine' matched no node of this project"
 
 
 def test_the_relation_cache_flags_are_the_caller_s(session: DbtSession, fake: FakeDbt) -> None:

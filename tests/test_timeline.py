@@ -6,12 +6,14 @@ import json
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from dbt_runner import Attempt, DbtSession, ErrorInfo, ErrorKind, NodeResult, RunResult, Settings
+from dbt_runner._results import parse_time as _parse
 from dbt_runner._timeline import max_concurrency, timeline_figure, timeline_svg
 from dbt_runner.cli import main
 
@@ -93,7 +95,9 @@ def test_real_three_thread_run_draws_three_named_bars_in_three_slots(
     svg_file = path.with_suffix(".svg")
     assert svg_file.is_file()  # the static picture beside the page
     _, bars, rows = parse_svg(svg_file.read_text(encoding="utf-8"))
-    assert rows == ["run · slot 1", "run · slot 2", "run · slot 3"]
+    # a slot per dbt thread, in the threads' order: the row says which thread it is
+    threads = sorted({n.thread or "" for n in staging.nodes}, key=lambda t: int(t[7:].split()[0]))
+    assert rows == [f"run · slot {i} · {t.split(' (')[0]}" for i, t in enumerate(threads, 1)]
     assert sorted(b.name for b in bars) == ["part_1", "part_2", "part_3"]
     assert sorted(b.label for b in bars) == ["part_1", "part_2", "part_3"]  # readable on the bar
     assert len({b.row for b in bars}) == 3  # they overlapped: one slot each
@@ -102,12 +106,38 @@ def test_real_three_thread_run_draws_three_named_bars_in_three_slots(
         assert bar.status == "success" and not bar.hatched and not bar.faded
         assert "status: success · attempt 1" in bar.hover
         assert node.unique_id in bar.hover and (node.thread or "") in bar.hover
+        assert bar.row.endswith(" · " + (node.thread or "").split(" (")[0])
     title = svg_file.read_text(encoding="utf-8")
     assert "up to 3 at once" in title
     assert max_concurrency(staging.nodes) == 3
     # the side list names every node
     for name in ("part_1", "part_2", "part_3"):
         assert f"<td>{name}</td>" in html
+
+
+def test_a_real_run_records_where_its_time_before_the_first_node_went(
+    staging: RunResult,
+) -> None:
+    """open (the session), lock (a writer), import (dbt, once per process), parse, connect:
+    measured, in order, and connect ends where the first node starts."""
+    names = [p.name for p in staging.phases]
+    assert names in (
+        ["open", "lock", "import", "parse", "connect"],
+        ["open", "lock", "parse", "connect"],  # dbt was imported by an earlier test
+    ), names
+    assert [p.attempt for p in staging.phases][:2] == [None, None]
+    assert {p.attempt for p in staging.phases[2:]} == {1}
+    starts = [_parse(p.started_at) for p in staging.phases]
+    assert all(a is not None for a in starts)
+    assert starts == sorted(starts)  # type: ignore[type-var]
+    first_node = min(_parse(n.started_at) for n in staging.nodes)  # type: ignore[type-var]
+    connect = staging.phases[-1]
+    end = _parse(connect.started_at) + timedelta(seconds=connect.elapsed_s)  # type: ignore[operator]
+    assert abs((end - first_node).total_seconds()) < 0.002  # type: ignore[operator]
+    # each phase ended before the next began (wall clock vs. monotonic: a ms of slack)
+    for phase, after in zip(staging.phases, staging.phases[1:], strict=False):
+        ended = _parse(phase.started_at) + timedelta(seconds=phase.elapsed_s)  # type: ignore[operator]
+        assert ended <= _parse(after.started_at) + timedelta(milliseconds=2), (phase, after)  # type: ignore[operator]
 
 
 def test_saved_json_loads_back_equal(staging: RunResult) -> None:
@@ -166,7 +196,8 @@ def retried() -> RunResult:
 def test_a_retry_reuses_the_slots_and_is_marked(retried: RunResult) -> None:
     """Three dbt threads over two attempts, at most two at once: two rows, not three."""
     _, bars, rows = parse_svg(timeline_svg(retried))
-    assert rows == ["run · slot 1", "run · slot 2"]
+    # slot 1 ran Thread-1, then (the retry's only node) Thread-3
+    assert rows == ["run · slot 1 · Thread-1, Thread-3", "run · slot 2 · Thread-2"]
     by_label = {b.label: b for b in bars}
     assert set(by_label) == {"part_1", "part_1 ↻2", "part_2"}
     first, retry = by_label["part_1"], by_label["part_1 ↻2"]
@@ -179,8 +210,9 @@ def test_a_retry_reuses_the_slots_and_is_marked(retried: RunResult) -> None:
     assert "2 attempts" in svg and "up to 2 at once" in svg
 
 
-def test_narrow_bars_carry_their_number_and_the_side_list_their_name(tmp_path: Path) -> None:
-    """A 3-model + 15-test cycle: a page well under 1 MB that names every node."""
+def test_narrow_bars_are_named_in_the_svg_itself(tmp_path: Path) -> None:
+    """A 3-model + 15-test cycle: the SVG alone (no side list) names every node, and the
+    page stays well under 1 MB."""
     models = tuple(_node(f"stg_model_{i}", 1, 1, 20, f"Thread-{i}", "success") for i in range(3))
     tests = tuple(
         NodeResult(
@@ -207,19 +239,21 @@ def test_narrow_bars_carry_their_number_and_the_side_list_their_name(tmp_path: P
     html = path.read_text(encoding="utf-8")
     assert len(html.encode()) <= 1_000_000
     _, bars, rows = parse_svg(svg_in_html(html))
-    assert rows == [f"{phase} · slot {n}" for phase in ("staging", "tests") for n in (1, 2, 3)]
+    assert rows == [
+        f"{phase} · slot {n} · Thread-{n + (3 if phase == 'tests' else -1)}"
+        for phase in ("staging", "tests")
+        for n in (1, 2, 3)
+    ]
     assert len(bars) == 18
-    models_drawn = [b for b in bars if b.name.startswith("stg_model")]
-    assert sorted(b.label for b in models_drawn) == [f"stg_model_{i}" for i in range(3)]
+    # every bar carries its own name: on it, or (a short test bar) on a line under its row
+    assert sorted(b.label for b in bars) == sorted(b.name for b in bars)
     test_bars = [b for b in bars if b.name.startswith("not_null")]
-    # the short test bars have no room for their names: a number at most, never a clipped name
-    assert all(b.label == "" or b.label.startswith("#") for b in test_bars)
     for bar in test_bars:
         assert bar.name in bar.hover and "status: pass" in bar.hover
         assert "rows:" not in bar.hover  # a passing test's "1" is not a row count
         assert f"<td>{bar.name}</td>" in html  # the side list names it
     assert "rows: 1" not in html
-    assert html.count("<td>0.40s</td><td></td>") == 15  # the tests' rows cell stays empty
+    assert html.count("<td>0.400s</td><td></td>") == 15  # the tests' rows cell stays empty
 
 
 def test_retries_survive_the_json_round_trip(retried: RunResult, tmp_path: Path) -> None:
@@ -267,7 +301,9 @@ def test_report_command_draws_a_saved_result(staging: RunResult, tmp_path: Path)
     html = out.read_text()
     _, bars, rows = parse_svg(svg_in_html(html))
     assert len(bars) == 6 and "staging: OK" in html
-    assert rows == [f"{phase} · slot {n}" for phase in ("staging", "tests") for n in (1, 2, 3)]
+    assert [r.rsplit(" · ", 1)[0] for r in rows] == [
+        f"{phase} · slot {n}" for phase in ("staging", "tests") for n in (1, 2, 3)
+    ]
 
 
 def test_report_command_rejects_what_is_not_a_result(tmp_path: Path) -> None:
@@ -310,16 +346,20 @@ def test_run_results_json_timestamps_with_z_are_drawn() -> None:
     )
     result = RunResult("run", True, "2026-01-01T00:00:00Z", 3.0, 1, 1, (node,))
     svg = timeline_svg(result)
-    assert "seconds after 2026-01-01 00:00:01.500000 UTC" in svg
+    # the axis starts at the command's start, to the millisecond
+    assert "seconds after the command's start, 2026-01-01 00:00:00.000 UTC" in svg
     [bar] = parse_svg(svg)[1]
-    assert bar.width > 900  # the only bar spans the axis
+    assert 400 < bar.width < 600  # the second half of the axis: 1.5 s to 3 s
 
 
 def test_notebook_figure_uses_the_same_slot_rows(retried: RunResult) -> None:
     pytest.importorskip("plotly", reason="pip install 'dbt-runner[timeline]'")
     fig = timeline_figure(retried)
     rows = {y for trace in fig.data for y in trace.y}
-    assert rows == {"run · slot 1", "run · slot 2"}
+    expected = ["run · slot 1 · Thread-1, Thread-3", "run · slot 2 · Thread-2"]
+    assert rows == set(expected)
     texts = {t for trace in fig.data for t in trace.text}
     assert texts == {"part_1", "part_1 ↻2", "part_2"}
-    assert list(fig.layout.yaxis.categoryarray) == ["run · slot 1", "run · slot 2"]
+    assert list(fig.layout.yaxis.categoryarray) == expected
+    # one legend entry per colour: a red error and a green success, no duplicate swatch
+    assert sorted(trace.name for trace in fig.data) == ["error", "success"]

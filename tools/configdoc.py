@@ -195,7 +195,8 @@ settings = Settings(
 - **Secrets** (`secret string`) are `pydantic.SecretStr`: they never appear in logs, reprs,
   results, exceptions, or in files left on disk after a session.
 - Bad values raise `dbt_runner.ConfigurationError` before anything connects, naming the
-  variable (never its secret value) and the fix.
+  variable (never its secret value) and the fix; a value the `dbt-runner` command line gave
+  (`--project-dir`, `--profiles-dir`, `--target`, `--threads`) is named by its flag.
 - **No unknown names**: every variable that begins with `{ENV_PREFIX}` must be one of the
   settings below (a section may also be given whole, as one JSON object:
   `{ENV_PREFIX}WAREHOUSE='{{"type": "postgres", ...}}'`) or `{ENV_PREFIX}LOG_FORMAT` (the

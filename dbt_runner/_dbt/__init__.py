@@ -45,7 +45,7 @@ from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
 from .results import entries, read_run_results
 from .routes import Route, add_route, libpq_address, resolve
-from .runner import DbtReturn, invocation_id, invoke, warm_up
+from .runner import DbtReturn, imported, invocation_id, invoke, warm_up
 
 __all__ = [
     "DEPRECATION_SUMMARY",
@@ -70,6 +70,7 @@ __all__ = [
     "drop_connections",
     "entries",
     "given",
+    "imported",
     "invocation_id",
     "invoke",
     "json_value",

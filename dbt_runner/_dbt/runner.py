@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .events import DbtEvent, translating
 
-__all__ = ["DbtReturn", "invocation_id", "invoke", "make_runner", "warm_up"]
+__all__ = ["DbtReturn", "imported", "invocation_id", "invoke", "make_runner", "warm_up"]
 
 log = logging.getLogger("dbt_runner.session")
 
@@ -77,6 +78,11 @@ def invocation_id() -> str | None:
         return str(get_invocation_id())
     except Exception:  # pragma: no cover - dbt_common moved it
         return None
+
+
+def imported() -> bool:
+    """True once this process has imported dbt (its first command pays for the import)."""
+    return "dbt.cli.main" in sys.modules
 
 
 def warm_up(warehouse_type: str) -> None:

@@ -1,5 +1,5 @@
-"""The timeline HTML really renders: a headless Chromium screenshot shows three bars,
-and the browser's DOM holds the three model names as drawn labels.
+"""The timeline really renders: a headless Chromium screenshot of the SVG shows the bars and
+phases, and the browser's DOM holds every label a person reads.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``). The screenshot and
 the HTML are kept under ``artifacts/`` (git-ignored) for a person to look at.
@@ -7,6 +7,7 @@ the HTML are kept under ``artifacts/`` (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 import shutil
 import struct
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dbt_runner import DbtSession, Settings
+from dbt_runner._timeline import PHASE_COLOURS, STATUS_COLOURS, write_timeline_html
 from testbed._require import require_service
 
 pytestmark = pytest.mark.integration
@@ -79,40 +81,27 @@ def decode_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]
     return width, height, rows
 
 
-def bar_bands(rows: list[list[tuple[int, int, int]]], colour: tuple[int, int, int]) -> int:
-    """How many separate horizontal bands hold a run of >= 40 pixels of ``colour``."""
-    bands, inside = 0, False
-    for row in rows:
+def bar_bands(
+    rows: list[list[tuple[int, int, int]]], colour: tuple[int, int, int], least: int = 40
+) -> int:
+    """How many separate horizontal bands of ``colour`` are at least ``least`` pixels wide
+    (a band: consecutive pixel rows with a run of 12 or more, wider than a legend swatch;
+    its width: its widest run, so a label drawn across a bar does not split it)."""
+    bands, widest, inside = 0, 0, False
+    for row in [*rows, []]:
         run = best = 0
         for pixel in row:
             run = run + 1 if pixel == colour else 0
             best = max(best, run)
-        if best >= 40 and not inside:
-            bands += 1
-        inside = best >= 40
+        if best >= 12:
+            widest, inside = max(widest, best) if inside else best, True
+        elif inside:
+            bands += widest >= least
+            inside = False
     return bands
 
 
-def test_timeline_renders_in_headless_chromium(tmp_path: Path) -> None:
-    chromium = _chromium()
-    require_service(chromium is not None, "Chromium not found: apt-get install -y chromium")
-    assert chromium is not None
-    pytest.importorskip("plotly", reason="pip install 'dbt-runner[timeline]'")
-
-    settings = Settings(
-        project_dir=MINI,
-        warehouse={"type": "duckdb", "path": str(tmp_path / "mini.duckdb"), "schema": "stg"},
-        state_dir=tmp_path / "state",
-        retry={"attempts": 1},
-    )
-    with DbtSession(settings) as session:
-        result = session.run_staging(threads=3)
-    assert result.success, result.summary()
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    html = result.timeline_html(ARTIFACTS / "timeline.html")
-    png = ARTIFACTS / "timeline_chromium.png"
-    png.unlink(missing_ok=True)
+def _browser(chromium: str, tmp_path: Path, *args: str, timeout: int = 180) -> str:
     flags = [
         "--headless",
         "--no-sandbox",
@@ -125,34 +114,93 @@ def test_timeline_renders_in_headless_chromium(tmp_path: Path) -> None:
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
         "--virtual-time-budget=10000",
         "--hide-scrollbars",
-        "--window-size=1200,700",
     ]
-    assert html.stat().st_size < 1_000_000
     proc = subprocess.run(
-        [chromium, *flags, f"--screenshot={png}", html.resolve().as_uri()],
+        [chromium, *flags, *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-    assert png.is_file(), proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def _colour(hex_colour: str) -> tuple[int, int, int]:
+    return (int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16))
+
+
+def test_timeline_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """A real session: staging on 3 threads, its tests, a failing model. The SVG alone,
+    as attached to a ticket, drawn by Chromium: the phases before the nodes, every node
+    named, slots titled with their thread, one legend entry per colour, the error cut at
+    a word boundary, times to the millisecond."""
+    chromium = _chromium()
+    require_service(chromium is not None, "Chromium not found: apt-get install -y chromium")
+    assert chromium is not None
+
+    settings = Settings(
+        project_dir=MINI,
+        warehouse={"type": "duckdb", "path": str(tmp_path / "mini.duckdb"), "schema": "stg"},
+        state_dir=tmp_path / "state",
+        retry={"attempts": 1},
+    )
+    with DbtSession(settings) as session:
+        staging = session.run_staging(threads=3)
+        tests = session.run_tests()
+        broken = session.invoke(["run", "--select", "tag:broken"])
+    assert staging.success and tests.success, staging.summary() + tests.summary()
+    assert not broken.success
+    results = {"staging": staging, "tests": tests, "broken": broken}
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    html = write_timeline_html(results, ARTIFACTS / "timeline.html")
+    svg = html.with_suffix(".svg")
+    png = ARTIFACTS / "timeline_chromium.png"
+    png.unlink(missing_ok=True)
+    assert html.stat().st_size < 1_000_000
+    out = _browser(
+        chromium, tmp_path, "--window-size=1200,900", f"--screenshot={png}", svg.as_uri()
+    )
+    assert png.is_file(), out
 
     width, height, rows = decode_png(png.read_bytes())
-    assert (width, height) == (1200, 700)
+    assert (width, height) == (1200, 900)
     colours = {pixel for row in rows for pixel in row}
     assert len(colours) > 50, "a blank page has a handful of colours; a chart has many"
-    # the chart itself: one green bar for each of the three thread slots
-    assert bar_bands(rows, SUCCESS_GREEN) == 3, f"see {png}"
+    # a green bar in each of staging's three thread slots (the tests' are narrower), and
+    # the phases before them
+    assert bar_bands(rows, SUCCESS_GREEN, least=60) == 3, f"see {png}"
+    for phase in ("open", "parse", "connect"):
+        assert _colour(PHASE_COLOURS[phase]) in colours, f"no {phase} phase drawn: see {png}"
+    assert _colour(STATUS_COLOURS["error"]) in colours, f"no failed bar: see {png}"
 
-    # names a person can read: the browser's DOM has each model's name as the text on its bar
-    dom = subprocess.run(
-        [chromium, *flags, "--dump-dom", html.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    ).stdout
-    labels = re.findall(
-        r'<g class="node" data-name="([^"]+)"[^>]*>.*?<text[^>]*>([^<]*)</text>', dom, re.S
+    # what a person reads: the DOM the browser built from the SVG alone
+    dom = _browser(chromium, tmp_path, "--dump-dom", svg.as_uri())
+    labels = dict(
+        re.findall(
+            r'<g class="node" data-name="([^"]+)"[^>]*>.*?<text class="label"[^>]*>([^<]*)</text>',
+            dom,
+            re.S,
+        )
     )
-    assert sorted(labels) == [(f"part_{i}", f"part_{i}") for i in (1, 2, 3)], dom[:3000]
+    every = [n.name for r in results.values() for n in r.nodes]
+    assert len(every) == 7
+    assert labels == {name: name for name in every}, dom[:3000]  # tests too, by their names
+    row_titles = re.findall(r'<text class="row"[^>]*>([^<]*)</text>', dom)
+    for label, result in results.items():
+        threads = sorted({(n.thread or "").split(" (")[0] for n in result.nodes})
+        mine = [t for t in row_titles if t.startswith(f"{label} · slot ")]
+        assert sorted(t.rsplit(" · ", 1)[1] for t in mine) == threads, row_titles
+        assert f"{label} · before the nodes" in row_titles
+    phases = re.findall(r'<g class="phase" data-name="([^"]+)"', dom)
+    assert phases[:2] == ["open", "lock"] and "parse" in phases and "connect" in phases
+    legend = re.findall(r'<g class="legend">.*?<text[^>]*>([^<]*)</text>', dom, re.S)
+    assert "success / pass" in legend and "error" in legend
+    assert len(legend) == len(set(legend)) and "pass" not in legend and "success" not in legend
+    assert re.search(r"seconds after the command's start, [\d-]+ \d\d:\d\d:\d\d\.\d{3} UTC", dom)
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d{4}", dom), "times to the millisecond"
+    [error_line] = re.findall(r'<text class="error"[^>]*>([^<]*)</text>', dom)
+    assert error_line.startswith("broken [model_failure] ")
+    shown = html_lib.unescape(error_line).removesuffix(" …").split()
+    message = " ".join((broken.nodes[0].message or "").split()).split()
+    assert shown[2:] == message[: len(shown) - 2]  # whole words, in order: cut between two
