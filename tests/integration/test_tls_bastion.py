@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dbt_runner import DbtSession, RunResult, Settings
+from dbt_runner import DbtSession, RunResult, Settings, _dbt
 from dbt_runner.cli import main
 from dbt_runner.synthetic import create_raw_tables, load_batch
 from testbed.pg_fixtures import PgDatabase, RedshiftDatabase
@@ -118,6 +118,8 @@ def test_verify_full_through_the_bastion_to_postgres(
         assert tunnel.local_port != old_port
         assert second.attempts == 1
         assert session.parse_count == 1  # the profile names the warehouse: still valid
+        assert _dbt.resolve(WAREHOUSE_NAME, named_pg_db.port) == ("127.0.0.1", tunnel.local_port)
+    assert _dbt.resolve(WAREHOUSE_NAME, named_pg_db.port) is None  # closed: no route left
     assert rows(named_pg_db, "select count(*) from stg.stg_ecs_order_info")[0][0] == 120
 
 
