@@ -29,7 +29,14 @@ from ._exceptions import (
 )
 from ._results import Attempt, ErrorInfo, NodeResult, RunResult
 from ._session import DbtSession, SessionState
-from ._settings import LockSettings, RetrySettings, Settings, SSHSettings, WarehouseSettings
+from ._settings import (
+    LockSettings,
+    OpenLineageSettings,
+    RetrySettings,
+    Settings,
+    SSHSettings,
+    WarehouseSettings,
+)
 from ._steps import Step, cycle_steps
 from ._worker import Worker, WorkerClient
 
@@ -71,6 +78,7 @@ __all__ = [
     "LockSettings",
     "NodeEvent",
     "NodeResult",
+    "OpenLineageSettings",
     "RetrySettings",
     "RunResult",
     "SSHAuthError",

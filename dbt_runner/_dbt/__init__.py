@@ -35,7 +35,7 @@ from .adapters import (
 from .args import accepts, given, with_defaults
 from .cancel import Cancellation, Stop, active, cancel_on_server
 from .events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
-from .manifest import node_names, reset_compile_state
+from .manifest import GraphNode, node_graph, node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
 from .results import entries, read_run_results
@@ -47,6 +47,7 @@ __all__ = [
     "Cancellation",
     "DbtEvent",
     "DbtReturn",
+    "GraphNode",
     "NodeInfo",
     "Stop",
     "accepts",
@@ -62,6 +63,7 @@ __all__ = [
     "invocation_id",
     "invoke",
     "json_value",
+    "node_graph",
     "node_names",
     "read_run_results",
     "release_duckdb",
