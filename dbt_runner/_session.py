@@ -43,6 +43,7 @@ from ._retry import build_retrying, is_retryable
 from ._settings import Settings
 
 if TYPE_CHECKING:
+    from ._openlineage import Lineage
     from ._ssh import Tunnel
     from ._steps import Step
 
@@ -89,6 +90,14 @@ class DbtSession:
         self.settings = settings if settings is not None else Settings()
         self._state = SessionState.UNOPENED
         self._lock = threading.Lock()
+        self.project_dir = self.settings.resolved_project_dir
+        #: OpenLineage events of each invocation (DBT_RUNNER_OPENLINEAGE__ENABLED), else None
+        self._lineage: Lineage | None = None
+        if self.settings.openlineage.enabled:
+            from ._openlineage import Lineage  # the client is imported only when it is on
+
+            self._lineage = Lineage(self.settings, self.project_dir)
+            callbacks = (*callbacks, self._lineage.on_node)
         self._relay = EventRelay(callbacks)
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
@@ -101,7 +110,6 @@ class DbtSession:
         self._current_lock = threading.RLock()
         self._writer: WriterLock | None = None  # the writer lock, while this session holds it
         self._lock_abort: threading.Event | None = None  # set by cancel() during a lock wait
-        self.project_dir = self.settings.resolved_project_dir
         own_profiles = self.settings.profiles_dir
         self.manifests = manifests or ManifestCache(
             self.project_dir,
