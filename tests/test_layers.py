@@ -1,4 +1,5 @@
-"""The package's layers: dbt only behind ``dbt_runner/_dbt/``, SSH only behind ``_ssh/``.
+"""The package's layers: dbt only behind ``dbt_runner/_dbt/``, SSH only behind ``_ssh/``,
+OpenLineage only in ``_openlineage.py``, Airflow only in ``airflow.py``.
 
 A dbt upgrade or a paramiko change then touches one folder. The check reads every
 module's imports (top level and inside functions) with ``ast``.
@@ -20,6 +21,9 @@ OWNERS = {
     "dbt_common": "_dbt",
     "paramiko": "_ssh",
     "sshtunnel": "_ssh",
+    # optional features: imported by their own module only, and only when used
+    "openlineage": "_openlineage.py",
+    "airflow": "airflow.py",
 }
 
 
