@@ -1,8 +1,10 @@
-"""Settings from Airflow connections, so secrets stay in Airflow's connection store.
+"""Airflow: ``DbtRunnerOperator`` for any dbt project, and settings from Airflow connections.
 
 Install with ``pip install 'dbt-runner[airflow]'``. Nothing in the core package
 imports Airflow; this module imports it only when it has to look a connection
-up by id.
+up by id or when ``DbtRunnerOperator`` is first used (built then on the installed
+Airflow's ``BaseOperator``, 2.10 or 3). The operator, its parameters, its asset
+events and OpenLineage: docs/airflow.md.
 
 * the **warehouse** connection is a ``redshift`` or ``postgres`` connection:
   host, port, login, password, and *Schema* as the database name (that is how
@@ -622,12 +624,12 @@ def _operator_class() -> Any:
 
             log.info("dbt steps: %s", ", ".join(f"{s.label} ({s.operation})" for s in steps))
             try:
-                with settings_from_connections(
-                    *conns, warehouse_type=self.warehouse_type, **overrides
-                ) as settings:
-                    where = _location(settings)
                 socket_path = _opt(self.worker_socket)
                 if socket_path:  # a warm `dbt-runner serve` worker runs them, if it answers
+                    with settings_from_connections(
+                        *conns, warehouse_type=self.warehouse_type, **overrides
+                    ) as settings:  # the task's own: where the worker is expected to write
+                        where = _location(settings)
                     client = WorkerClient(socket_path, fallback=session)
                     self._running = client
                     with cancel_on_sigterm(client):
@@ -636,6 +638,7 @@ def _operator_class() -> Any:
                     with session() as opened:
                         self._running = opened
                         results = opened.run_steps(steps)
+                        where = _location(opened.settings)
             except DbtRunnerError as exc:  # opening failed: its kind says whether to retry
                 if exc.kind.is_infrastructure:
                     raise
