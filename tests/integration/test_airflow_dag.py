@@ -161,10 +161,16 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
             "host_key": sshd.host_public_key,
         },
     }
+    lineage = tmp_path / "openlineage.jsonl"
     env = _airflow_env(
         tmp_path,
         AIRFLOW_CONN_DBT_WAREHOUSE=json.dumps(warehouse),
         AIRFLOW_CONN_DBT_BASTION=json.dumps(bastion),
+        # OpenLineage from inside the task, to a file
+        DBT_RUNNER_OPENLINEAGE__ENABLED="true",
+        OPENLINEAGE__TRANSPORT__TYPE="file",
+        OPENLINEAGE__TRANSPORT__LOG_FILE_PATH=str(lineage),
+        OPENLINEAGE__TRANSPORT__APPEND="true",
     )
     spec = {
         "parse_only": False,
@@ -220,6 +226,19 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
     ]
     assert {e["alias"] for e in hourly["asset_events"]} == {f"dbt_runner/{DAG_ID}/{TASK_ID}"}
     assert {e["extra"]["dbt_command"] for e in hourly["asset_events"]} == {"run"}
+    # OpenLineage: each staging model's run reads its raw table and writes its staging table,
+    # in the warehouse's namespace (the real host:port, not the tunnel's)
+    events = [json.loads(line) for line in lineage.read_text().splitlines()]
+    model = next(
+        e
+        for e in events
+        if e["job"]["name"] == "model.dbt_runner_staging.stg_ecs_order_info"
+        and e["eventType"] == "COMPLETE"
+    )
+    assert [(d["namespace"], d["name"]) for d in model["inputs"]] == [
+        (f"postgres://{pg_db.host}:{pg_db.port}", f"{pg_db.dbname}.raw.ecs_order_info")
+    ]
+    assert [d["name"] for d in model["outputs"]] == [f"{pg_db.dbname}.staging.stg_ecs_order_info"]
 
     # -- the daily cycle: the whole-table tests
     assert daily["dag_run_state"] == "success", output[-4000:]
