@@ -562,8 +562,8 @@ def _operator_class() -> Any:
                 if dag is None:
                     dag = _current_dag()
                 dag_id = getattr(dag, "dag_id", None)
-                alias = f"dbt_runner/{dag_id}/{kwargs['task_id']}" if dag_id else None
-                alias = alias or f"dbt_runner/{kwargs['task_id']}"
+                task_id = kwargs.get("task_id")
+                alias = f"dbt_runner/{dag_id}/{task_id}" if dag_id else f"dbt_runner/{task_id}"
             self.asset_alias = alias
             super().__init__(outlets=[*(outlets or ()), airflow.AssetAlias(name=alias)], **kwargs)
             self.project_dir = None if project_dir is None else str(project_dir)
@@ -615,15 +615,15 @@ def _operator_class() -> Any:
             return overrides
 
         def execute(self, context: Any) -> dict[str, Any]:
-            steps = self.steps_for(context)
             conns = (_opt(self.warehouse_conn_id), _opt(self.ssh_conn_id))
             overrides = self.session_overrides()
 
             def session() -> contextlib.AbstractContextManager[DbtSession]:
                 return dbt_session(*conns, warehouse_type=self.warehouse_type, **overrides)
 
-            log.info("dbt steps: %s", ", ".join(f"{s.label} ({s.operation})" for s in steps))
             try:
+                steps = self.steps_for(context)  # a bad step is a ConfigurationError: no retry
+                log.info("dbt steps: %s", ", ".join(f"{s.label} ({s.operation})" for s in steps))
                 socket_path = _opt(self.worker_socket)
                 if socket_path:  # a warm `dbt-runner serve` worker runs them, if it answers
                     with settings_from_connections(

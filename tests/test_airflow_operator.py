@@ -202,3 +202,11 @@ def test_connections_never_reach_an_asset_uri() -> None:
         == "redshift://cluster.abc.eu-west-1.redshift.amazonaws.com:5439/analytics/staging/orders"
     )
     assert PASSWORD not in uri and "dbt@" not in uri
+
+
+def test_a_bad_step_fails_the_task_without_retries() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    op = _operator(steps=[{"operation": "run_everything"}])
+    with pytest.raises(AirflowFailException, match="unknown step operation 'run_everything'"):
+        op.execute({})
