@@ -30,7 +30,14 @@ from ._exceptions import (
 )
 from ._results import Attempt, ErrorInfo, NodeResult, Phase, RunResult
 from ._session import DbtSession, SessionState
-from ._settings import LockSettings, RetrySettings, Settings, SSHSettings, WarehouseSettings
+from ._settings import (
+    LockSettings,
+    OpenLineageSettings,
+    RetrySettings,
+    Settings,
+    SSHSettings,
+    WarehouseSettings,
+)
 from ._steps import Step, cycle_steps
 from ._worker import Worker, WorkerClient
 
@@ -73,6 +80,7 @@ __all__ = [
     "LockSettings",
     "NodeEvent",
     "NodeResult",
+    "OpenLineageSettings",
     "Phase",
     "RetrySettings",
     "RunResult",

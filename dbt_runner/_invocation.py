@@ -269,6 +269,19 @@ class Invocation:
         first connection) is the whole original command run again. A cancelled or
         interrupted attempt is never retried.
         """
+        lineage = self._session._lineage
+        if lineage is None:
+            return self._run()
+        lineage.start(self.args[0])
+        try:
+            result = self._run()
+        except BaseException as exc:
+            lineage.end(None, f"{type(exc).__name__}: {exc}")
+            raise
+        lineage.end(result)
+        return result
+
+    def _run(self) -> RunResult:
         session = self._session
         command = self.args[0]
         policy = session.settings.retry
@@ -384,6 +397,8 @@ class Invocation:
             manifest, error = session._manifest_for(args, self)
             if error is not None:
                 return Outcome((), error)
+            if session._lineage is not None:
+                session._lineage.use_manifest(manifest)
         cancellation = self._cancellation
         assert cancellation is not None
         # what a fresh dbt process would start from: no connection an earlier invocation

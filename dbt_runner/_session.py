@@ -47,6 +47,7 @@ from .logging import event_extra
 
 if TYPE_CHECKING:
     from ._aws import Login
+    from ._openlineage import Lineage
     from ._ssh import Tunnel
     from ._steps import Step
 
@@ -93,6 +94,14 @@ class DbtSession:
         self.settings = settings if settings is not None else Settings()
         self._state = SessionState.UNOPENED
         self._lock = threading.Lock()
+        self.project_dir = self.settings.resolved_project_dir
+        #: OpenLineage events of each invocation (DBT_RUNNER_OPENLINEAGE__ENABLED), else None
+        self._lineage: Lineage | None = None
+        if self.settings.openlineage.enabled:
+            from ._openlineage import Lineage  # the client is imported only when it is on
+
+            self._lineage = Lineage(self.settings, self.project_dir)
+            callbacks = (*callbacks, self._lineage.on_node)
         self._relay = EventRelay(callbacks)
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
@@ -115,7 +124,6 @@ class DbtSession:
         self._lock_abort: threading.Event | None = None  # set by cancel() during a lock wait
         #: the open and writer-lock phases the next result carries (see RunResult.phases)
         self._phases: list[Phase] = []
-        self.project_dir = self.settings.resolved_project_dir
         own_profiles = self.settings.profiles_dir
         self.manifests = manifests or ManifestCache(
             self.project_dir,

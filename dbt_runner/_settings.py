@@ -36,6 +36,7 @@ from ._exceptions import ConfigurationError
 
 __all__ = [
     "LockSettings",
+    "OpenLineageSettings",
     "RetrySettings",
     "SSHSettings",
     "Settings",
@@ -449,6 +450,30 @@ class LockSettings(_Section):
     )
 
 
+class OpenLineageSettings(_Section):
+    """OpenLineage run events: ``DBT_RUNNER_OPENLINEAGE__*`` (needs the ``openlineage`` extra).
+
+    Where the events go is the OpenLineage client's own configuration
+    (``OPENLINEAGE_URL``, ``OPENLINEAGE__TRANSPORT__*``, ``OPENLINEAGE_CONFIG`` or an
+    ``openlineage.yml``), as for every OpenLineage integration.
+    """
+
+    enabled: bool = Field(
+        False,
+        description="emit OpenLineage run events (START, then COMPLETE or FAIL) for each dbt "
+        "command and each model, seed and snapshot it runs, with its input and output "
+        "datasets; needs pip install 'dbt-runner[openlineage]'; the transport is the "
+        "OpenLineage client's own configuration (OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*, "
+        "OPENLINEAGE_CONFIG)",
+    )
+    namespace: str | None = Field(
+        None,
+        min_length=1,
+        description="the jobs' namespace (unset: OPENLINEAGE_NAMESPACE, else 'default', as "
+        "OpenLineage's own integrations do)",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of a :class:`~dbt_runner.DbtSession`.
 
@@ -523,6 +548,7 @@ class Settings(BaseSettings):
     ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
     lock: LockSettings = Field(default_factory=LockSettings)  # type: ignore[arg-type]
+    openlineage: OpenLineageSettings = Field(default_factory=OpenLineageSettings)  # type: ignore[arg-type]
 
     #: field -> the command-line flag that gave it (errors name the flag), see flags_of()
     _flags: dict[str, str] = PrivateAttr(default_factory=dict)

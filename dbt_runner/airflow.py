@@ -1,8 +1,10 @@
-"""Settings from Airflow connections, so secrets stay in Airflow's connection store.
+"""Airflow: ``DbtRunnerOperator`` for any dbt project, and settings from Airflow connections.
 
 Install with ``pip install 'dbt-runner[airflow]'``. Nothing in the core package
 imports Airflow; this module imports it only when it has to look a connection
-up by id.
+up by id or when ``DbtRunnerOperator`` is first used (built then on the installed
+Airflow's ``BaseOperator``, 2.10 or 3). The operator, its parameters, its asset
+events and OpenLineage: docs/airflow.md.
 
 * the **warehouse** connection is a ``redshift`` or ``postgres`` connection:
   host, port, login, password, and *Schema* as the database name (that is how
@@ -45,26 +47,36 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ._events import NodeCallback
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, DbtRunnerError
+from ._lineage import Location, target_location, written_nodes
+from ._results import RunResult
 from ._session import DbtSession
 from ._settings import Settings
+from ._steps import Step, cycle_steps
+from ._worker import WorkerClient
 
 __all__ = [
+    "BUILDING_BLOCKS",
     "Cancellable",
     "ConnectionLike",
+    "DbtRunnerOperator",  # noqa: F822 - built on first use (module __getattr__)
+    "asset_events",
     "cancel_on_sigterm",
+    "command_steps",
     "cycle_is_due",
     "dbt_session",
     "get_connection",
@@ -356,7 +368,7 @@ def ssh_values(conn: ConnectionLike, *, key_dir: Path | None = None) -> dict[str
 # ---------------------------------------------------------------------- settings and session
 @contextlib.contextmanager
 def settings_from_connections(
-    warehouse_conn: str | ConnectionLike,
+    warehouse_conn: str | ConnectionLike | None,
     ssh_conn: str | ConnectionLike | None = None,
     *,
     warehouse_type: str | None = None,
@@ -364,7 +376,10 @@ def settings_from_connections(
 ) -> Iterator[Settings]:
     """:class:`~dbt_runner.Settings` from Airflow connections (ids or ``Connection`` objects).
 
-    Other settings come from ``DBT_RUNNER_*`` environment variables;
+    ``warehouse_conn=None``: the warehouse is not an Airflow connection (your own
+    ``profiles.yml``: ``profiles_dir=...``, or ``DBT_RUNNER_WAREHOUSE__*``); a bastion
+    connection may still tunnel to it. Other settings come from ``DBT_RUNNER_*``
+    environment variables;
     ``overrides`` (``Settings`` keywords, e.g. ``threads=3`` or
     ``warehouse={"schema": "staging"}``) win over both. A key given as text
     lives in a private temporary file (0600 in a 0700 directory) until the
@@ -375,10 +390,10 @@ def settings_from_connections(
     """
     key_dir = Path(tempfile.mkdtemp(prefix="dbt_runner_airflow_"))
     try:
-        warehouse = _resolve(warehouse_conn)
-        values: dict[str, Any] = {
-            "warehouse": warehouse_values(warehouse, warehouse_type=warehouse_type)
-        }
+        values: dict[str, Any] = {}
+        if warehouse_conn is not None:
+            warehouse = _resolve(warehouse_conn)
+            values["warehouse"] = warehouse_values(warehouse, warehouse_type=warehouse_type)
         if ssh_conn is not None:
             values["ssh"] = ssh_values(_resolve(ssh_conn), key_dir=key_dir)
         yield Settings(**_deep_merge(values, overrides))
@@ -388,7 +403,7 @@ def settings_from_connections(
 
 @contextlib.contextmanager
 def dbt_session(
-    warehouse_conn_id: str | ConnectionLike,
+    warehouse_conn_id: str | ConnectionLike | None,
     ssh_conn_id: str | ConnectionLike | None = None,
     *,
     warehouse_type: str | None = None,
@@ -468,6 +483,379 @@ def cycle_is_due(when: datetime, every_minutes: int, cycle_minutes: int = 15) ->
         raise ConfigurationError(f"cycle_minutes must be > 0, got {cycle_minutes}")
     slot_start = (when.hour * 60 + when.minute) // cycle_minutes * cycle_minutes
     return slot_start % every_minutes < cycle_minutes
+
+
+# ---------------------------------------------------------------------- the operator
+#: the building blocks a ``command`` may name (anything else is dbt's own arguments)
+BUILDING_BLOCKS = ("cycle", "run_staging", "run_tests", "build_staging")
+#: the operator's template fields (Jinja: ``"{{ params.select }}"``)
+TEMPLATE_FIELDS = (
+    "project_dir",
+    "profiles_dir",
+    "warehouse_conn_id",
+    "ssh_conn_id",
+    "command",
+    "select",
+    "exclude",
+    "target",
+    "vars",
+    "threads",
+    "scope",
+    "worker_socket",
+)
+
+StepsArg = Sequence["Step | Mapping[str, Any]"] | Callable[[Any], Sequence[Any]] | None
+
+
+def command_steps(
+    command: str | Sequence[str],
+    *,
+    select: str | None = None,
+    exclude: str | None = None,
+    vars: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+    scope: str = "recent",
+) -> list[Step]:
+    """The :class:`~dbt_runner.Step` s of a command: a building block (``cycle``,
+    ``run_staging``, ``run_tests``, ``build_staging``) or any dbt command's arguments.
+
+    ``select``/``exclude``/``vars`` become dbt's ``--select``/``--exclude``/``--vars``
+    of a dbt command unless its arguments already give them (the caller's flags win).
+
+    >>> [s.label for s in command_steps("cycle", select="tag:nightly")]
+    ['staging', 'tests']
+    >>> command_steps("build --select tag:marts", exclude="tag:broken", threads=4)[0].args
+    ('build', '--select', 'tag:marts', '--exclude', 'tag:broken')
+    """
+    common: dict[str, Any] = {
+        k: v
+        for k, v in (("select", select), ("exclude", exclude), ("vars", vars), ("threads", threads))
+        if v not in (None, "", {})
+    }
+    if isinstance(command, str) and command in BUILDING_BLOCKS:
+        if command == "cycle":
+            return cycle_steps(scope=scope, **common)
+        if command == "run_staging":
+            return [Step("run_staging", common)]
+        return [Step(command, {**common, "scope": scope})]
+    args = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    if not args:
+        raise ConfigurationError("command is empty: name a building block or dbt's arguments")
+    for flag, value in (("--select", select), ("--exclude", exclude)):
+        short = {"--select": "-s", "--exclude": None}[flag]
+        given = any(a == flag or a.startswith(flag + "=") or (short and a == short) for a in args)
+        if value and not given:
+            args += [flag, value]
+    if vars and not any(a == "--vars" or a.startswith("--vars=") for a in args):
+        args += ["--vars", json.dumps(dict(vars), sort_keys=True)]
+    return [Step("invoke", {"threads": threads} if threads else {}, tuple(args))]
+
+
+def asset_events(
+    results: Mapping[str, RunResult], location: Location
+) -> list[tuple[str, dict[str, Any]]]:
+    """(asset URI, event extra) of each relation the results wrote, in order, once each.
+
+    >>> from dbt_runner import NodeResult, RunResult
+    >>> node = NodeResult("model.shop.orders", "orders", "model", "success", None, None, 1.0,
+    ...                   "Thread-1", 3, None, relation_name='"db"."stg"."orders"')
+    >>> result = RunResult("run", True, "", 1.0, 1, 1, (node,))
+    >>> asset_events({"staging": result}, Location("postgres", "pg", 5432, None))
+    [('postgres://pg:5432/db/stg/orders', {'dbt_unique_id': 'model.shop.orders', \
+'dbt_command': 'run', 'dbt_invocation_id': None, 'rows_affected': 3})]
+    """
+    events: dict[str, dict[str, Any]] = {}
+    for result in results.values():
+        for node in written_nodes(result.nodes):
+            uri = location.asset_uri(node.relation_name)
+            if uri is None:
+                continue
+            # flat and hashable: Airflow 2.10 keys alias events by frozenset(extra.items())
+            events[uri] = {
+                "dbt_unique_id": node.unique_id,
+                "dbt_command": result.command,
+                "dbt_invocation_id": node.invocation_id,
+                "rows_affected": node.rows_affected,
+            }
+    return list(events.items())
+
+
+_OPERATOR: Any = None
+
+
+def _operator_class() -> Any:
+    """``DbtRunnerOperator``, built on the installed Airflow's ``BaseOperator`` (2.10 or 3)."""
+    global _OPERATOR
+    if _OPERATOR is not None:
+        return _OPERATOR
+    airflow = _airflow_names()
+
+    class DbtRunnerOperator(airflow.BaseOperator):  # type: ignore[misc,name-defined]
+        """Runs dbt in-process for any dbt project; one session (one tunnel) per task.
+
+        ``command``: a building block (``"cycle"``, ``"run_staging"``, ``"run_tests"``,
+        ``"build_staging"``) or any dbt command (``"build --select tag:nightly"``, or a
+        list of arguments); ``steps``: :class:`~dbt_runner.Step` s instead (or a callable
+        that returns them from the task's context). The warehouse: your own
+        ``profiles_dir`` (any dbt adapter you installed) or Airflow connections
+        (``warehouse_conn_id``, and ``ssh_conn_id`` for a bastion, with either).
+        ``worker_socket``: run in a warm ``dbt-runner serve`` worker when one answers.
+
+        The results go to XCom as ``{label: RunResult.to_dict()}``; each relation a
+        model, seed or snapshot wrote becomes an asset event (Airflow 3 ``Asset``,
+        2.10 ``Dataset``) through the task's ``AssetAlias``/``DatasetAlias`` outlet.
+        See docs/airflow.md.
+
+        >>> DbtRunnerOperator(task_id="nightly", project_dir="/dags/shop",   # doctest: +SKIP
+        ...                   profiles_dir="/dags/shop", command="build --select tag:nightly")
+        """
+
+        template_fields = TEMPLATE_FIELDS
+        ui_color = "#ff694b"
+
+        def __init__(
+            self,
+            *,
+            project_dir: str | os.PathLike[str] | None = None,
+            profiles_dir: str | os.PathLike[str] | None = None,
+            warehouse_conn_id: str | None = None,
+            ssh_conn_id: str | None = None,
+            warehouse_type: str | None = None,
+            command: str | Sequence[str] = "cycle",
+            steps: StepsArg = None,
+            select: str | None = None,
+            exclude: str | None = None,
+            target: str | None = None,
+            vars: Mapping[str, Any] | str | None = None,
+            threads: int | str | None = None,
+            scope: str = "recent",
+            worker_socket: str | os.PathLike[str] | None = None,
+            settings: Mapping[str, Any] | None = None,
+            asset_alias: str | None = None,
+            outlets: Sequence[Any] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            alias = asset_alias
+            if alias is None:
+                dag = kwargs.get("dag")
+                if dag is None:
+                    dag = _current_dag()
+                dag_id = getattr(dag, "dag_id", None)
+                task_id = kwargs.get("task_id")
+                alias = f"dbt_runner/{dag_id}/{task_id}" if dag_id else f"dbt_runner/{task_id}"
+            self.asset_alias = alias
+            super().__init__(outlets=[*(outlets or ()), airflow.AssetAlias(name=alias)], **kwargs)
+            self.project_dir = None if project_dir is None else str(project_dir)
+            self.profiles_dir = None if profiles_dir is None else str(profiles_dir)
+            self.warehouse_conn_id = warehouse_conn_id
+            self.ssh_conn_id = ssh_conn_id
+            self.warehouse_type = warehouse_type
+            self.command = command
+            self.steps = steps
+            self.select = select
+            self.exclude = exclude
+            self.target = target
+            self.vars = vars
+            self.threads = threads
+            self.scope = scope
+            self.worker_socket = None if worker_socket is None else str(worker_socket)
+            self.settings = dict(settings or {})
+            self._running: Cancellable | None = None
+
+        # -- what runs
+        def steps_for(self, context: Any) -> list[Step]:
+            """The steps of this run: ``steps`` (called with the context when callable),
+            else those of ``command`` with the selection, vars, threads and scope."""
+            if callable(self.steps):
+                given: Sequence[Any] = self.steps(context)
+            elif self.steps is not None:
+                given = self.steps
+            else:
+                return command_steps(
+                    self.command,
+                    select=_opt(self.select),
+                    exclude=_opt(self.exclude),
+                    vars=_vars(self.vars),
+                    threads=_threads(self.threads),
+                    scope=self.scope,
+                )
+            return [s if isinstance(s, Step) else Step.from_dict(s) for s in given]
+
+        def session_overrides(self) -> dict[str, Any]:
+            """``Settings`` keywords of this task (``settings`` plus the named parameters)."""
+            overrides = dict(self.settings)
+            for key, value in (
+                ("project_dir", _opt(self.project_dir)),
+                ("profiles_dir", _opt(self.profiles_dir)),
+                ("target", _opt(self.target)),
+            ):
+                if value is not None:
+                    overrides[key] = value
+            return overrides
+
+        def execute(self, context: Any) -> dict[str, Any]:
+            conns = (_opt(self.warehouse_conn_id), _opt(self.ssh_conn_id))
+            overrides = self.session_overrides()
+
+            def session() -> contextlib.AbstractContextManager[DbtSession]:
+                return dbt_session(*conns, warehouse_type=self.warehouse_type, **overrides)
+
+            try:
+                steps = self.steps_for(context)  # a bad step is a ConfigurationError: no retry
+                log.info("dbt steps: %s", ", ".join(f"{s.label} ({s.operation})" for s in steps))
+                socket_path = _opt(self.worker_socket)
+                if socket_path:  # a warm `dbt-runner serve` worker runs them, if it answers
+                    with settings_from_connections(
+                        *conns, warehouse_type=self.warehouse_type, **overrides
+                    ) as settings:  # the task's own: where the worker is expected to write
+                        where = _location(settings)
+                    client = WorkerClient(socket_path, fallback=session)
+                    self._running = client
+                    with cancel_on_sigterm(client):
+                        results = client.run_steps(steps)
+                else:
+                    with session() as opened:
+                        self._running = opened
+                        results = opened.run_steps(steps)
+                        where = _location(opened.settings)
+            except DbtRunnerError as exc:  # opening failed: its kind says whether to retry
+                if exc.kind.is_infrastructure:
+                    raise
+                raise _fail_now(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                self._running = None
+
+            payload = {label: result.to_dict() for label, result in results.items()}
+            failed = {label: r for label, r in results.items() if not r.success}
+            for label, result in results.items():
+                (log.error if label in failed else log.info)("%s\n%s", label, result.summary())
+            if not failed:
+                if where is not None:
+                    self.record_assets(context, asset_events(results, where))
+                return payload
+            context["ti"].xcom_push(key="dbt_results", value=payload)
+            message = "\n".join(result.summary() for result in failed.values())
+            if any(r.error is not None and r.error.kind.is_infrastructure for r in failed.values()):
+                raise RuntimeError(message)  # Airflow retries the task
+            raise _fail_now(message)
+
+        def record_assets(self, context: Any, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+            """One asset event per written relation, through this task's alias outlet."""
+            accessor = context["outlet_events"][airflow.AssetAlias(name=self.asset_alias)]
+            for uri, extra in events:
+                accessor.add(airflow.Asset(uri=uri), extra=extra)
+            if events:
+                log.info(
+                    "asset events (alias %s): %s", self.asset_alias, ", ".join(u for u, _ in events)
+                )
+
+        def on_kill(self) -> None:
+            """Airflow stops the task: cancel the dbt command on the server."""
+            running = self._running
+            if running is not None and running.cancel():
+                log.warning("on_kill: the dbt command of this task was cancelled on the server")
+
+    DbtRunnerOperator.__module__ = __name__
+    _OPERATOR = DbtRunnerOperator
+    return _OPERATOR
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DbtRunnerOperator":
+        return _operator_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _AirflowNames:
+    def __init__(self, base: Any, asset: Any, alias: Any) -> None:
+        self.BaseOperator, self.Asset, self.AssetAlias = base, asset, alias
+
+
+def _airflow_names() -> _AirflowNames:
+    """BaseOperator, Asset, AssetAlias of Airflow 3 (``airflow.sdk``), else 2.10's
+    BaseOperator, Dataset, DatasetAlias."""
+    try:
+        sdk = importlib.import_module("airflow.sdk")
+        return _AirflowNames(sdk.BaseOperator, sdk.Asset, sdk.AssetAlias)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        base = importlib.import_module("airflow.models.baseoperator").BaseOperator
+        datasets = importlib.import_module("airflow.datasets")
+        return _AirflowNames(base, datasets.Dataset, datasets.DatasetAlias)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            "DbtRunnerOperator needs Apache Airflow 2.10 or 3: pip install 'dbt-runner[airflow]'"
+        ) from exc
+
+
+def _current_dag() -> Any:
+    """The DAG being defined (``with DAG(...)`` / ``@dag``), else None."""
+    for module in ("airflow.sdk.definitions._internal.contextmanager", "airflow.models.dag"):
+        try:
+            context = importlib.import_module(module).DagContext
+        except (ImportError, AttributeError):
+            continue
+        current = getattr(context, "get_current", None) or context.get_current_dag  # 3 | 2.10
+        return current()
+    return None
+
+
+def _location(settings: Settings) -> Location | None:
+    """Where the assets live; None (with a log line) when the target's address is unknown."""
+    try:
+        where = target_location(settings)
+    except ConfigurationError as exc:
+        log.warning("no asset events: %s", exc)
+        return None
+    if where.namespace is None:
+        log.warning(
+            "no asset events: dbt_runner knows no address for a %r target (no host)", where.type
+        )
+        return None
+    return where
+
+
+def _fail_now(message: str) -> Exception:
+    """An exception that fails the task without using its retries."""
+    try:
+        exceptions = importlib.import_module("airflow.sdk.exceptions")
+        return exceptions.AirflowFailException(message)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):  # Airflow 2.10, 3.0
+        exceptions = importlib.import_module("airflow.exceptions")
+        return exceptions.AirflowFailException(message)  # type: ignore[no-any-return]
+
+
+def _opt(value: Any) -> str | None:
+    """A rendered optional text ("" or "None" from a template: not given)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", "None") else text
+
+
+def _threads(value: Any) -> int | None:
+    text = _opt(value)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"threads must be a number, got {text!r}") from None
+
+
+def _vars(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, Mapping):
+        return dict(value) if value else None
+    text = _opt(value)
+    if text is None:
+        return None
+    import yaml
+
+    loaded = yaml.safe_load(text)
+    if not isinstance(loaded, dict):
+        raise ConfigurationError(f"vars must be a mapping, got {text!r}")
+    return loaded
 
 
 # ---------------------------------------------------------------------- helpers

@@ -37,6 +37,7 @@ SLOW_MODULES = (
     "test_models_sample_data.py",
     "test_tls_bastion.py",
     "test_progress.py",
+    "test_openlineage.py",
 )
 
 
@@ -48,6 +49,8 @@ SLOW_UNIT_MODULES = frozenset(
         "test_outputs_duckdb.py",
         "test_differential_duckdb.py",
         "test_benchmarks_smoke.py",
+        # two sessions, a subprocess run, and the base install's venv (built once a run)
+        "test_openlineage.py",
     }
 )
 

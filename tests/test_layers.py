@@ -1,5 +1,5 @@
 """The package's layers: dbt only behind ``dbt_runner/_dbt/``, SSH only behind ``_ssh/``,
-AWS only in ``_aws.py``.
+AWS only in ``_aws.py``, OpenLineage only in ``_openlineage.py``, Airflow only in ``airflow.py``.
 
 A dbt upgrade or a paramiko change then touches one folder. The check reads every
 module's imports (top level and inside functions) with ``ast``.
@@ -24,6 +24,9 @@ OWNERS = {
     # Redshift IAM: AWS's SDK behind one module (its errors judged there: _aws.kind_of)
     "boto3": "_aws.py",
     "botocore": "_aws.py",
+    # optional features: imported by their own module only, and only when used
+    "openlineage": "_openlineage.py",
+    "airflow": "airflow.py",
 }
 
 

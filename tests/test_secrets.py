@@ -32,10 +32,18 @@ def _tree_text(root: Path) -> str:
 
 
 def test_failed_postgres_session_leaks_no_password(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("dbt.adapters.postgres", reason="pip install 'dbt-runner[postgres]'")
     caplog.set_level(logging.DEBUG)
+    # OpenLineage events too (a file under tmp_path: "files left on disk" below reads it)
+    events = tmp_path / "openlineage.jsonl"
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(events))
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
     settings = Settings(
         project_dir=MINI,
         warehouse={
@@ -50,6 +58,7 @@ def test_failed_postgres_session_leaks_no_password(
         },
         state_dir=tmp_path / "state",
         retry={"attempts": 2, "initial_wait_s": 0, "max_wait_s": 0},
+        openlineage={"enabled": True},
     )
     session = DbtSession(settings)
     with session:
@@ -70,6 +79,8 @@ def test_failed_postgres_session_leaks_no_password(
     assert "writer lock" in staging.error.message
     assert any("writer lock: attempt 1 failed" in r.getMessage() for r in caplog.records)
     assert SECRET not in profile_text
+    # the failed command's OpenLineage FAIL event carries the error (without the password)
+    assert '"eventType": "FAIL"' in events.read_text()
     assert not profile_dir.exists()  # the generated profile is gone after close
     assert not any(SECRET in value for value in os.environ.values())
     leaks = {

@@ -40,7 +40,7 @@ from .args import accepts, given, with_defaults
 from .cancel import Cancellation, Stop, active, cancel_on_server
 from .connect_timeout import Registration, clear_read_timeout, connect_only
 from .events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
-from .manifest import node_names, reset_compile_state
+from .manifest import GraphNode, node_graph, node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
 from .results import entries, read_run_results
@@ -53,6 +53,7 @@ __all__ = [
     "Cancellation",
     "DbtEvent",
     "DbtReturn",
+    "GraphNode",
     "NodeInfo",
     "Registration",
     "Route",
@@ -75,6 +76,7 @@ __all__ = [
     "invoke",
     "json_value",
     "libpq_address",
+    "node_graph",
     "node_names",
     "read_run_results",
     "release_duckdb",

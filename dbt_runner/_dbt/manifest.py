@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["node_names", "reset_compile_state"]
+__all__ = ["GraphNode", "node_graph", "node_names", "reset_compile_state"]
 
 
 def reset_compile_state(manifest: Any) -> None:
@@ -41,3 +42,31 @@ def node_names(manifest: Any) -> dict[str, str]:
             if isinstance(name, str):
                 names[uid] = name
     return names
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One node of a parsed manifest as lineage needs it."""
+
+    resource_type: str
+    #: the warehouse relation, as dbt renders it (None: ephemeral, or a test)
+    relation_name: str | None
+    #: the unique_ids it reads from (``ref`` and ``source``)
+    parents: tuple[str, ...]
+
+
+def node_graph(manifest: Any) -> dict[str, GraphNode]:
+    """unique_id -> :class:`GraphNode` for the nodes and sources of a parsed manifest."""
+    graph: dict[str, GraphNode] = {}
+    for attr in ("nodes", "sources", "snapshots"):
+        for uid, node in (getattr(manifest, attr, None) or {}).items():
+            depends_on = getattr(node, "depends_on", None)
+            parents = getattr(depends_on, "nodes", None) or ()
+            relation = getattr(node, "relation_name", None)
+            kind = getattr(node, "resource_type", None) or uid.split(".", 1)[0]
+            graph[str(uid)] = GraphNode(
+                resource_type=str(getattr(kind, "value", kind)),
+                relation_name=relation if isinstance(relation, str) and relation else None,
+                parents=tuple(str(p) for p in parents),
+            )
+    return graph

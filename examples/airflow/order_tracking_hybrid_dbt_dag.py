@@ -1,7 +1,8 @@
 """order_tracking_hybrid_dbt_dag, rebuilt on dbt_runner (Apache Airflow 3 or 2.10, TaskFlow API).
 
-Every 15 minutes **one task** opens one ``DbtSession`` (so one SSH tunnel) from
-two Airflow connections, runs the staging models with 3 threads and, on the
+Every 15 minutes **one task** (``dbt_runner.airflow.DbtRunnerOperator``, see
+docs/airflow.md) opens one ``DbtSession`` (so one SSH tunnel) from two Airflow
+connections, runs the staging models with 3 threads and, on the
 cycle that starts each hour, the staging tests and the audit test, all in the
 same session (each step only after the previous one succeeded). The hourly
 tests are the ``recent`` ones (rows of the last two hours, keys touched there
@@ -34,6 +35,11 @@ task ends (``dbt_runner.airflow.dbt_session`` and ``cancel_on_sigterm``); the
 task then fails without retries for a cancel, and Airflow's own
 ``AirflowTaskTimeout`` / ``AirflowTaskTerminated`` is what it reports.
 
+Assets: each staging table the cycle wrote is an asset event (Airflow 3 ``Asset``,
+2.10 ``Dataset``; URI ``postgres://host:port/database/schema/table`` or
+``redshift://...``) through the task's alias outlet ``dbt_runner/<dag>/<task>``: a
+downstream DAG can be scheduled on them.
+
 Outcome: the task fails when a model or a test fails, with the node names and
 dbt's messages in the task log; model/test failures, compile errors and bad
 configuration fail it at once, while infrastructure failures (tunnel,
@@ -42,26 +48,45 @@ Airflow's task retries. The results, as plain JSON, go to XCom:
 ``return_value`` on success, key ``dbt_results`` on failure, each shaped
 ``{"staging": RunResult, "tests": RunResult?, "audit": RunResult?}``.
 
-``dbt_runner`` is imported inside the task, so parsing this file stays fast.
+Parsing this file imports ``dbt_runner.airflow`` but not dbt: dbt is loaded when the
+task runs.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-try:  # Airflow 3
-    from airflow.sdk import Param, dag, get_current_context, task
-except ImportError:  # Airflow 2.10: the same TaskFlow names, older homes
-    from airflow.decorators import dag, task
-    from airflow.models.param import Param
-    from airflow.operators.python import get_current_context
+from dbt_runner.airflow import DbtRunnerOperator
 
-log = logging.getLogger(__name__)
+try:  # Airflow 3
+    from airflow.sdk import Param, dag
+except ImportError:  # Airflow 2.10: the same TaskFlow names, older homes
+    from airflow.decorators import dag
+    from airflow.models.param import Param
 
 #: the schedule's period; test cadences below are multiples of it
 CYCLE_MINUTES = 15
+
+
+def cycle_steps(context: Any) -> list[Any]:
+    """This cycle's steps: staging; the tests on the hour (the whole-table ones at
+    midnight); the audit on the hour. Each step runs only if the previous one succeeded."""
+    from dbt_runner import Step
+    from dbt_runner.airflow import cycle_is_due
+
+    params = context["params"]
+    # logical_date is None for runs triggered without one; run_after is always set
+    when = context.get("logical_date") or context["dag_run"].run_after
+    full_due = cycle_is_due(when, params["full_tests_every_minutes"], CYCLE_MINUTES)
+    tests_due = full_due or cycle_is_due(when, params["tests_every_minutes"], CYCLE_MINUTES)
+    audit_due = cycle_is_due(when, params["audit_every_minutes"], CYCLE_MINUTES)
+    steps = [Step("run_staging", {"threads": params["threads"]})]
+    if tests_due:
+        steps.append(Step("run_tests", {"scope": "full" if full_due else "recent"}))
+    if audit_due:
+        steps.append(Step("run_tests", {"select": "tag:audit"}, label="audit"))
+    return steps
 
 
 @dag(
@@ -97,80 +122,16 @@ CYCLE_MINUTES = 15
     },
 )
 def order_tracking_hybrid_dbt_dag() -> None:
-    @task(
+    DbtRunnerOperator(
+        task_id="dbt_staging",
+        warehouse_conn_id="{{ params.warehouse_conn_id }}",
+        ssh_conn_id="{{ params.ssh_conn_id or '' }}",
+        worker_socket="{{ params.worker_socket or '' }}",
+        steps=cycle_steps,
         retries=2,
         retry_delay=timedelta(minutes=1),
         execution_timeout=timedelta(minutes=12),
     )
-    def dbt_staging() -> dict[str, Any]:
-        """Staging (+ tests and audit when due) in one session, one tunnel."""
-        from dbt_runner import DbtRunnerError, Step, WorkerClient
-        from dbt_runner.airflow import cancel_on_sigterm, cycle_is_due, dbt_session
-
-        context = get_current_context()
-        params = context["params"]
-        ti = context["ti"]
-        # logical_date is None for runs triggered without one; run_after is always set
-        when = context.get("logical_date") or context["dag_run"].run_after
-        full_due = cycle_is_due(when, params["full_tests_every_minutes"], CYCLE_MINUTES)
-        tests_due = full_due or cycle_is_due(when, params["tests_every_minutes"], CYCLE_MINUTES)
-        scope = "full" if full_due else "recent"
-        audit_due = cycle_is_due(when, params["audit_every_minutes"], CYCLE_MINUTES)
-        log.info("cycle %s: staging, tests %s (%s), audit %s", when, tests_due, scope, audit_due)
-
-        # one session, stopping after a failed step
-        steps = [Step("run_staging", {"threads": params["threads"]})]
-        if tests_due:
-            steps.append(Step("run_tests", {"scope": scope}))
-        if audit_due:
-            steps.append(Step("run_tests", {"select": "tag:audit"}, label="audit"))
-
-        def session() -> Any:
-            return dbt_session(params["warehouse_conn_id"], params["ssh_conn_id"] or None)
-
-        try:
-            if params.get("worker_socket"):  # a warm `dbt-runner serve` worker runs them
-                client = WorkerClient(params["worker_socket"], fallback=session)
-                with cancel_on_sigterm(client):  # on_kill: the worker's child cancels too
-                    results = client.run_steps(steps)
-            else:
-                with session() as s:
-                    results = s.run_steps(steps)
-        except DbtRunnerError as exc:  # opening failed: its kind says whether to retry
-            if exc.kind.is_infrastructure:
-                raise
-            raise _fail_now(f"{type(exc).__name__}: {exc}") from exc
-
-        payload = {name: result.to_dict() for name, result in results.items()}
-        failed = {name: result for name, result in results.items() if not result.success}
-        for name, result in results.items():
-            (log.error if name in failed else log.info)("%s\n%s", name, result.summary())
-        if not failed:
-            return payload
-        ti.xcom_push(key="dbt_results", value=payload)
-        message = "\n".join(result.summary() for result in failed.values())
-        if any(_is_infrastructure(result) for result in failed.values()):
-            raise RuntimeError(message)  # Airflow retries the task
-        raise _fail_now(message)
-
-    dbt_staging()
-
-
-def _is_infrastructure(result: Any) -> bool:
-    """Tunnel, connection or timeout trouble: worth an Airflow retry (a model failure is not).
-
-    The kinds come from dbt_runner's one map (``ErrorKind.is_infrastructure``, exit code 3).
-    """
-    return result.error is not None and bool(result.error.kind.is_infrastructure)
-
-
-def _fail_now(message: str) -> Exception:
-    """An exception that fails the task without using its retries."""
-    try:
-        from airflow.sdk.exceptions import AirflowFailException
-    except ImportError:  # Airflow 3.0
-        from airflow.exceptions import AirflowFailException
-    return AirflowFailException(message)
 
 
 order_tracking_hybrid_dbt_dag()

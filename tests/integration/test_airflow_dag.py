@@ -106,15 +106,13 @@ def _run_child(
 
 # ---------------------------------------------------------------------- tests
 @pytest.mark.timeout(CHILD_TIMEOUT_S + VENV_TIMEOUT_S + 60)
-def test_dag_file_parses_fast_without_importing_dbt_runner(
-    tmp_path: Path, airflow_python: str
-) -> None:
+def test_dag_file_parses_fast_without_importing_dbt(tmp_path: Path, airflow_python: str) -> None:
     out, _ = _run_child(tmp_path, _airflow_env(tmp_path), {"parse_only": True}, airflow_python)
 
     assert out["import_errors"] == {}
     assert out["dag_ids"] == [DAG_ID]
-    # parsing must not pay for dbt: the task imports dbt_runner when it runs
-    assert out["dbt_runner_imported_by_parse"] is False
+    # parsing must not pay for dbt: dbt_runner.airflow loads dbt when the task runs
+    assert out["dbt_imported_by_parse"] is False
     assert out["parse_s"] < 5.0, out["parse_s"]
     print(f"DagBag parsed the folder in {out['parse_s']:.2f}s")
     dag = out["dag"]
@@ -163,10 +161,16 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
             "host_key": sshd.host_public_key,
         },
     }
+    lineage = tmp_path / "openlineage.jsonl"
     env = _airflow_env(
         tmp_path,
         AIRFLOW_CONN_DBT_WAREHOUSE=json.dumps(warehouse),
         AIRFLOW_CONN_DBT_BASTION=json.dumps(bastion),
+        # OpenLineage from inside the task, to a file
+        DBT_RUNNER_OPENLINEAGE__ENABLED="true",
+        OPENLINEAGE__TRANSPORT__TYPE="file",
+        OPENLINEAGE__TRANSPORT__LOG_FILE_PATH=str(lineage),
+        OPENLINEAGE__TRANSPORT__APPEND="true",
     )
     spec = {
         "parse_only": False,
@@ -212,6 +216,29 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
     assert tests["success"] and tests["command"] == "test"
     assert tests["nodes"] and all(n["resource_type"] == "test" for n in tests["nodes"])
     assert all(n["name"].startswith("recent_") for n in tests["nodes"])  # hourly: recent scope
+    # each staging table the cycle wrote is an asset event in Airflow's metadata DB, named by
+    # the warehouse itself (not the tunnel's local end), through the task's alias outlet
+    base = f"postgres://{pg_db.host}:{pg_db.port}/{pg_db.dbname}/staging"
+    assert sorted(e["uri"] for e in hourly["asset_events"]) == [
+        f"{base}/stg_ecs_order_info",
+        f"{base}/stg_uni_tracking_info",
+        f"{base}/stg_uni_tracking_spath",
+    ]
+    assert {e["alias"] for e in hourly["asset_events"]} == {f"dbt_runner/{DAG_ID}/{TASK_ID}"}
+    assert {e["extra"]["dbt_command"] for e in hourly["asset_events"]} == {"run"}
+    # OpenLineage: each staging model's run reads its raw table and writes its staging table,
+    # in the warehouse's namespace (the real host:port, not the tunnel's)
+    events = [json.loads(line) for line in lineage.read_text().splitlines()]
+    model = next(
+        e
+        for e in events
+        if e["job"]["name"] == "model.dbt_runner_staging.stg_ecs_order_info"
+        and e["eventType"] == "COMPLETE"
+    )
+    assert [(d["namespace"], d["name"]) for d in model["inputs"]] == [
+        (f"postgres://{pg_db.host}:{pg_db.port}", f"{pg_db.dbname}.raw.ecs_order_info")
+    ]
+    assert [d["name"] for d in model["outputs"]] == [f"{pg_db.dbname}.staging.stg_ecs_order_info"]
 
     # -- the daily cycle: the whole-table tests
     assert daily["dag_run_state"] == "success", output[-4000:]
@@ -236,6 +263,7 @@ def test_dag_runs_a_cycle_through_the_bastion(tmp_path: Path, pg_db: Any, sshd: 
     assert "stg_uni_tracking_spath: error [model_failure]" in output
     assert 'relation "raw.uni_tracking_spath" does not exist' in output
     assert "AirflowFailException" in output
+    assert broken["asset_events"] == []  # a failed task records no asset event
 
     # -- the bastion agrees: one SSH connection per task run
     assert sshd.accepted_connections() - accepted_before == 3
@@ -289,10 +317,124 @@ def test_infrastructure_failure_is_left_to_airflows_retry(
     assert cycle["try_numbers"] == {TASK_ID: 2}  # failed once, Airflow's retry succeeded
     staging = cycle["xcom"]["return_value"]["staging"]
     assert staging["success"] and len(staging["nodes"]) == 3
+    # the bundled project's tables as Airflow 3 Assets / 2.10 Datasets, rows in its DB
+    rows = {n["name"]: n["rows_affected"] for n in staging["nodes"]}
+    base = f"postgres://127.0.0.1:{cycle['gate_port']}/{pg_db.dbname}/staging"  # its host:port
+    assert {e["uri"]: e["extra"]["rows_affected"] for e in cycle["asset_events"]} == {
+        f"{base}/{name}": count for name, count in rows.items()
+    }
     # the first try's log says why it failed, as an infrastructure kind
     assert "[connection]" in output, output[-4000:]
     assert "AirflowFailException" not in output  # not failed for good
     assert pg_db.password not in output
+
+
+FOREIGN_DAG = """
+from datetime import datetime, timezone
+
+from dbt_runner.airflow import DbtRunnerOperator
+
+try:  # Airflow 3
+    from airflow.sdk import dag
+except ImportError:  # Airflow 2.10
+    from airflow.decorators import dag
+
+PROJECT, PROFILES = {project!r}, {profiles!r}
+
+
+@dag(
+    dag_id="foreign_shop",
+    schedule=None,
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    params={{"select": "+customer_orders"}},
+)
+def foreign_shop():
+    common = dict(project_dir=PROJECT, profiles_dir=PROFILES, target="ci")
+    seed = DbtRunnerOperator(task_id="seed", command="seed", **common)
+    marts = DbtRunnerOperator(
+        task_id="marts",
+        command="build",
+        select="{{{{ params.select }}}}",
+        exclude="test_type:unit",
+        vars={{"region": "eu"}},
+        threads=1,
+        **common,
+    )
+    seed >> marts
+
+
+foreign_shop()
+"""
+
+
+@pytest.mark.timeout(CHILD_TIMEOUT_S + VENV_TIMEOUT_S + 60)
+def test_operator_runs_a_foreign_project_and_records_its_assets(
+    tmp_path: Path, airflow_python: str
+) -> None:
+    """Another team's project (its own profiles.yml, the DuckDB adapter, local packages) in
+    two DbtRunnerOperator tasks: seed, then ``dbt build`` with a templated selection, an
+    exclude, a target, vars and threads. Each relation written is an asset event (Airflow 3)
+    or a dataset event (2.10) in Airflow's metadata DB."""
+    from tests._differential import make_copy
+
+    project = make_copy(tmp_path / "copy")
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    profiles = project / "profiles" / "duckdb"
+    (dags / "foreign_shop.py").write_text(
+        FOREIGN_DAG.format(project=str(project), profiles=str(profiles))
+    )
+    database = tmp_path / "shop.duckdb"
+    env = _airflow_env(
+        tmp_path, AIRFLOW__CORE__DAGS_FOLDER=str(dags), FOREIGN_DUCKDB_PATH=str(database)
+    )
+    spec = {
+        "parse_only": False,
+        "dags_folder": str(dags),
+        "dag_id": "foreign_shop",
+        "task_id": "marts",
+        "cycles": [{"name": "foreign", "logical_date": "2026-01-01T10:00:00+00:00"}],
+    }
+    out, output = _run_child(tmp_path, env, spec, airflow_python)
+
+    assert out["import_errors"] == {}
+    [run] = out["cycles"]
+    assert run["dag_run_state"] == "success", output[-4000:]
+    assert run["task_states"] == {"seed": "success", "marts": "success"}
+    seeded = run["xcoms"]["seed"]["return_value"]["seed"]
+    assert {n["name"] for n in seeded["nodes"]} == {"raw_orders", "raw_customers"}
+    build = run["xcoms"]["marts"]["return_value"]["build"]
+    assert build["success"] and build["command"] == "build" and build["threads"] == 1
+    names = {n["name"]: n for n in build["nodes"]}
+    # +customer_orders: the mart, its parents (the package's model too) and their tests
+    assert {"customer_orders", "stg_customers", "stg_orders", "fx_currencies"} <= set(names)
+    assert "broken_cast" not in names and "orders_incremental" not in names
+    assert not [n for n in build["nodes"] if n["resource_type"] == "unit_test"]  # excluded
+    assert any(n["resource_type"] == "test" for n in build["nodes"])
+    args = build["attempt_log"][0]["args"]
+    assert args[args.index("--vars") + 1] == '{"region": "eu"}'
+    assert args[args.index("--target") + 1] == "ci"
+
+    # the relations, in the target's schema (ci), under the database file's own name
+    base = f"duckdb:{database}/shop/ci"
+    events = {(e["task_id"], e["uri"]): e for e in run["asset_events"]}
+    assert set(events) == {
+        ("seed", f"{base}/raw_orders"),
+        ("seed", f"{base}/raw_customers"),
+        ("marts", f"{base}/stg_customers"),
+        ("marts", f"{base}/stg_orders"),
+        ("marts", f"{base}/fx_currencies"),
+        ("marts", f"{base}/customer_orders"),  # the ephemeral int_orders_eur is no relation
+    }
+    for (task_id, _), event in events.items():
+        assert event["alias"] == f"dbt_runner/foreign_shop/{task_id}"
+    assert events[("marts", f"{base}/customer_orders")]["extra"] == {
+        "dbt_unique_id": "model.foreign_shop.customer_orders",
+        "dbt_command": "build",
+        "dbt_invocation_id": build["invocation_id"],
+        "rows_affected": names["customer_orders"]["rows_affected"],
+    }
 
 
 @pytest.mark.timeout(CHILD_TIMEOUT_S + VENV_TIMEOUT_S + 60)
@@ -434,17 +576,18 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
 
     from airflow.models import DagBag
 
+    dags_folder = spec.get("dags_folder") or str(DAGS_FOLDER)
     t0 = time.monotonic()
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = DagBag(dag_folder=dags_folder)
     out["parse_s"] = round(time.monotonic() - t0, 3)
     out["import_errors"] = {str(k): str(v) for k, v in bag.import_errors.items()}
     out["dag_ids"] = sorted(bag.dag_ids)
-    out["dbt_runner_imported_by_parse"] = "dbt_runner" in sys.modules
-    dag = bag.dags.get(DAG_ID)
+    out["dbt_imported_by_parse"] = any(m == "dbt" or m.startswith("dbt.") for m in sys.modules)
+    dag = bag.dags.get(spec.get("dag_id", DAG_ID))
     if dag is None:
         Path(out_path).write_text(json.dumps(out))
         return
-    task = dag.get_task(TASK_ID)
+    task = dag.get_task(spec.get("task_id", TASK_ID))
     schedule = getattr(dag, "schedule", None) or getattr(dag, "schedule_interval", None)
     out["dag"] = {
         "task_ids": sorted(dag.task_ids),
@@ -464,6 +607,10 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
     from airflow.utils.db import upgradedb
 
     upgradedb()  # `airflow db migrate` on the test's own SQLite database
+    if _airflow_major() == 2:
+        # what Airflow 2's DAG processor does before a run (3's dag.test() does it itself):
+        # the DAG's DatasetAlias outlets exist in the metadata DB
+        dag.sync_to_db()
 
     if spec.get("execution_timeout_s"):
         task.execution_timeout = timedelta(seconds=spec["execution_timeout_s"])
@@ -506,8 +653,10 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
                 "name": cycle["name"],
                 "raised": raised,
                 "gate_opened_on_retry": gate.opened.is_set() if gate else None,
+                "gate_port": gate.port if gate else None,
                 "dag_run_state": str(getattr(dag_run.state, "value", dag_run.state)),
                 **_task_outcome(dag_run),
+                "asset_events": _asset_events(dag_run),
                 "ssh_connections": _count_accepted(spec.get("sshd_log")) - before,
             }
         )
@@ -540,15 +689,50 @@ def _task_outcome(dag_run: Any) -> dict[str, Any]:  # pragma: no cover - runs in
             .all()
         )
         xcoms = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=TASK_ID)
-            .all()
+            session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
         )
+        by_task: dict[str, dict[str, Any]] = {}
+        for x in xcoms:
+            by_task.setdefault(x.task_id, {})[x.key] = _xcom_value(x.value)
         return {
             "task_states": {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis},
             "try_numbers": {ti.task_id: ti.try_number for ti in tis},
-            "xcom": {x.key: _xcom_value(x.value) for x in xcoms},
+            "xcom": by_task.get(TASK_ID, {}),
+            "xcoms": by_task,
         }
+
+
+def _airflow_major() -> int:  # pragma: no cover - runs in the child
+    import airflow
+
+    return int(airflow.__version__.split(".")[0])
+
+
+def _asset_events(dag_run: Any) -> list[dict[str, Any]]:  # pragma: no cover - in the child
+    """The run's asset events as Airflow's metadata DB holds them: Airflow 3's ``asset_event``
+    (2.10: ``dataset_event``) rows, with the asset's URI and the alias they came through."""
+    from airflow.utils.session import create_session
+    from sqlalchemy import text
+
+    kind = "asset" if _airflow_major() >= 3 else "dataset"
+    query = text(
+        f"select a.uri, e.extra, e.source_task_id, al.name from {kind}_event e "
+        f"join {kind} a on a.id = e.{kind}_id "
+        f"left join {kind}_alias_{kind}_event ae on ae.event_id = e.id "
+        f"left join {kind}_alias al on al.id = ae.alias_id "
+        "where e.source_dag_id = :dag_id and e.source_run_id = :run_id order by e.id"
+    )
+    with create_session() as session:
+        rows = session.execute(query, {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id})
+        return [
+            {
+                "uri": uri,
+                "extra": json.loads(extra) if isinstance(extra, str) else extra,
+                "task_id": task_id,
+                "alias": alias,
+            }
+            for uri, extra, task_id, alias in rows
+        ]
 
 
 def _xcom_value(value: Any) -> Any:  # pragma: no cover - runs in the child
