@@ -69,3 +69,15 @@ def test_every_dbt_internal_the_cancel_hooks_wrap_exists() -> None:
     for module, cls, attribute in HOOK_POINTS:
         owner = getattr(importlib.import_module(module), cls)
         assert callable(getattr(owner, attribute, None)), f"{module}.{cls}.{attribute}"
+
+
+def test_every_dbt_internal_the_deprecation_counts_use_exists() -> None:
+    """``_dbt.deprecations`` resets dbt's deprecation counts per command and holds back the
+    summary of the session's own parse: the names it uses exist in the installed dbt."""
+    from dbt_runner._dbt.deprecations import HOOK_POINTS
+
+    for module, attribute in HOOK_POINTS:
+        assert hasattr(importlib.import_module(module), attribute), f"{module}.{attribute}"
+    from dbt import deprecations
+
+    assert isinstance(deprecations.active_deprecations, dict)  # a defaultdict(int)
