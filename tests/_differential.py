@@ -703,11 +703,38 @@ def bakery_parametrize(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(name, values)
 
 
+def doctor_cli(
+    project: Path, profiles_dir: Path, env: Mapping[str, str], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """``dbt-runner doctor`` on ``project`` with its own profile, as a user runs it."""
+    executable = shutil.which("dbt-runner", path=str(Path(sys.executable).parent))
+    if executable is None:  # pragma: no cover - the package's own script
+        pytest.fail("no dbt-runner executable next to the test interpreter")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+    return subprocess.run(
+        [executable, "doctor", "--hold", "0", *flags],
+        cwd=project,
+        env={
+            **clean,
+            **env,
+            "DBT_RUNNER_PROJECT_DIR": str(project),
+            "DBT_RUNNER_PROFILES_DIR": str(profiles_dir),
+        },
+        capture_output=True,
+        text=True,
+        timeout=PLAIN_TIMEOUT_S,
+        check=False,
+    )
+
+
 class BakeryChecks:
     """What the second foreign project compares on every warehouse path (subclass with a
-    ``runs`` fixture): outcomes as in :class:`DifferentialChecks`, and dbt's own messages."""
+    ``runs`` fixture and a ``doctor`` fixture: the library copy's profiles dir and
+    environment): outcomes as in :class:`DifferentialChecks`, and dbt's own messages."""
 
     STEPS: tuple[Step, ...] = BAKERY_STEPS
+    #: also run the doctor with --verbose (once per engine is enough)
+    DOCTOR_VERBOSE = True
 
     def test_plain_dbt_does_what_the_bakery_project_promises(self, runs: Runs) -> None:
         """Guards every comparison against comparing two identical absences."""
@@ -807,3 +834,21 @@ class BakeryChecks:
             assert outcome.dbt_log.count("Running with dbt=") == 1, outcome.dbt_log[-2000:]
             assert outcome.dbt_log.count("Installed from <local @ ../bakery_packages") == 1
         assert "installing the project's packages" not in relayed(lib, logging.INFO)
+
+    def test_doctor_prints_only_its_own_lines_and_dbts_with_verbose(
+        self, runs: Runs, doctor: tuple[Path, dict[str, str]]
+    ) -> None:
+        profiles, env = doctor
+        quiet = doctor_cli(runs.lib_project, profiles, env)
+        assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+        assert "parse         OK" in quiet.stdout  # it parsed, where dbt met its deprecations
+        for stream in (quiet.stdout, quiet.stderr):
+            assert "Deprecated functionality" not in stream
+            assert "encountered deprecations" not in stream
+            assert "[WARNING]" not in stream
+        if not self.DOCTOR_VERBOSE:
+            return
+        verbose = doctor_cli(runs.lib_project, profiles, env, "--verbose")
+        assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+        assert "Deprecated functionality" not in verbose.stdout  # stdout is the report
+        assert deprecation_summaries(verbose.stderr)  # dbt's own lines, asked for
