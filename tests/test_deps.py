@@ -201,3 +201,18 @@ def test_an_unknown_install_deps_value_names_the_variable(
     monkeypatch.setenv("DBT_RUNNER_INSTALL_DEPS", "sometimes")
     with pytest.raises(ConfigurationError, match="DBT_RUNNER_INSTALL_DEPS"):
         Settings()
+
+
+def test_dbt_runner_deps_installs_the_packages_once(project: Path) -> None:
+    """``dbt-runner deps`` ran dbt deps twice: at the session's open, then as the command."""
+    from click.testing import CliRunner
+
+    from dbt_runner.cli import main
+
+    env = {"DBT_RUNNER_WAREHOUSE__PATH": str(project.parent / "wh.duckdb")}
+    result = CliRunner().invoke(main, ["deps", "--json", "--project-dir", str(project)], env=env)
+    assert result.exit_code == 0, result.output
+    log = (project / "logs" / "dbt.log").read_text()
+    assert log.count("Running with dbt=") == 1  # one dbt invocation in all
+    assert log.count("Installed from <local @ ../pkg_b>") == 1
+    assert (project / "dbt_packages" / "pkg_b").is_dir()
