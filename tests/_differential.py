@@ -308,6 +308,33 @@ def _records(name: str) -> Iterator[list[tuple[int, str, str]]]:
         logger.setLevel(level)
 
 
+def duckdb_sides(
+    root: Path,
+    project: str = PROJECT,
+    packages: str = PACKAGES,
+    path_variable: str = "FOREIGN_DUCKDB_PATH",
+) -> tuple[PlainDbt, Library, dict[str, str]]:
+    """Plain dbt on ``root/a``, the library on ``root/b``, each with its own DuckDB file
+    (the project's DuckDB profile reads it from ``path_variable``); the library's env."""
+    plain_project = make_copy(root / "a", project, packages)
+    lib_project = make_copy(root / "b", project, packages)
+    plain_db, lib_db = root / "a" / "warehouse.duckdb", root / "b" / "warehouse.duckdb"
+    plain = PlainDbt(
+        plain_project,
+        plain_project / "profiles" / "duckdb",
+        duckdb_snapshot(plain_db),
+        {path_variable: str(plain_db)},
+    )
+    profiles = lib_project / "profiles" / "duckdb"
+    lib = Library(
+        lib_project,
+        profiles,
+        duckdb_snapshot(lib_db),
+        lambda: library_settings(lib_project, profiles_dir=profiles),
+    )
+    return plain, lib, {path_variable: str(lib_db)}
+
+
 def library_settings(project: Path, **values: Any) -> Settings:
     """The library's settings for copy B: no back-off waits (failures here are not transient)."""
     values.setdefault("retry", {"initial_wait_s": 0, "max_wait_s": 0})
@@ -536,7 +563,25 @@ def parametrize_keys(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(name, values)
 
 
-class DifferentialChecks:
+class SameOutcomes:
+    """What both projects compare after a step (``node_key``, ``data_key`` parametrized)."""
+
+    def test_per_node_statuses_equal_plain_dbt(self, runs: Runs, node_key: str) -> None:
+        plain, lib = runs.pair(node_key)
+        assert plain.statuses, f"{node_key}: plain dbt wrote no run_results.json"
+        # the library's own run_results.json and its RunResult say what plain dbt's says
+        assert lib.statuses == plain.statuses, describe(lib)
+        assert node_statuses(lib) == plain.statuses
+
+    def test_warehouse_holds_the_same_tables_and_rows(self, runs: Runs, data_key: str) -> None:
+        plain, lib = runs.pair(data_key)
+        assert plain.data, f"{data_key}: plain dbt's warehouse is empty"
+        assert sorted(lib.data or {}) == sorted(plain.data)
+        for table, content in plain.data.items():
+            assert (lib.data or {})[table] == content, table
+
+
+class DifferentialChecks(SameOutcomes):
     """The comparisons every warehouse path makes (subclass with STEPS and a ``runs`` fixture)."""
 
     STEPS: tuple[Step, ...] = ()
@@ -567,13 +612,6 @@ class DifferentialChecks:
         assert lib.result is not None
         assert lib.result.attempts == 1  # nothing here is transient: no blind re-runs
 
-    def test_per_node_statuses_equal_plain_dbt(self, runs: Runs, node_key: str) -> None:
-        plain, lib = runs.pair(node_key)
-        assert plain.statuses, f"{node_key}: plain dbt wrote no run_results.json"
-        # the library's own run_results.json and its RunResult say what plain dbt's says
-        assert lib.statuses == plain.statuses, describe(lib)
-        assert node_statuses(lib) == plain.statuses
-
     def test_failing_rows_per_test_equal_plain_dbt(self, runs: Runs, failing_key: str) -> None:
         plain, lib = runs.pair(failing_key)
         assert plain.failures is not None and plain.failures[FAILING_TEST] == 1
@@ -588,13 +626,6 @@ class DifferentialChecks:
         assert {n.unique_id for n in lib.result.failed_nodes} == expected
         assert lib.result.error is not None and lib.result.error.kind.value == "test_failure"
         assert lib.result.exit_code == 1
-
-    def test_warehouse_holds_the_same_tables_and_rows(self, runs: Runs, data_key: str) -> None:
-        plain, lib = runs.pair(data_key)
-        assert plain.data, f"{data_key}: plain dbt's warehouse is empty"
-        assert sorted(lib.data or {}) == sorted(plain.data)
-        for table, content in plain.data.items():
-            assert (lib.data or {})[table] == content, table
 
     def test_source_freshness_statuses_equal_plain_dbt(self, runs: Runs) -> None:
         plain, lib = runs.pair("freshness")
@@ -727,7 +758,7 @@ def doctor_cli(
     )
 
 
-class BakeryChecks:
+class BakeryChecks(SameOutcomes):
     """What the second foreign project compares on every warehouse path (subclass with a
     ``runs`` fixture and a ``doctor`` fixture: the library copy's profiles dir and
     environment): outcomes as in :class:`DifferentialChecks`, and dbt's own messages."""
@@ -763,19 +794,6 @@ class BakeryChecks:
         assert lib.result is not None
         assert (lib.ok, lib.code) == (plain.ok, plain.code), describe(lib)
         assert lib.result.attempts == 1
-
-    def test_per_node_statuses_equal_plain_dbt(self, runs: Runs, node_key: str) -> None:
-        plain, lib = runs.pair(node_key)
-        assert plain.statuses, f"{node_key}: plain dbt wrote no run_results.json"
-        assert lib.statuses == plain.statuses, describe(lib)
-        assert node_statuses(lib) == plain.statuses
-
-    def test_warehouse_holds_the_same_tables_and_rows(self, runs: Runs, data_key: str) -> None:
-        plain, lib = runs.pair(data_key)
-        assert plain.data, f"{data_key}: plain dbt's warehouse is empty"
-        assert sorted(lib.data or {}) == sorted(plain.data)
-        for table, content in plain.data.items():
-            assert (lib.data or {})[table] == content, table
 
     def test_one_deprecation_summary_per_command_with_plain_dbts_counts(
         self, runs: Runs, step_key: str

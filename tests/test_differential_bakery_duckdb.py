@@ -17,14 +17,10 @@ from tests._differential import (
     BAKERY,
     BAKERY_PACKAGES,
     BakeryChecks,
-    Library,
-    PlainDbt,
     Runs,
     bakery_parametrize,
-    duckdb_snapshot,
+    duckdb_sides,
     environment,
-    library_settings,
-    make_copy,
     run_sequence,
 )
 
@@ -36,24 +32,9 @@ pytest_generate_tests = bakery_parametrize
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """Both sides' outcomes of the bakery sequence (run once for the module)."""
     root = tmp_path_factory.mktemp("bakery-duckdb")
-    plain_project = make_copy(root / "a", BAKERY, BAKERY_PACKAGES)
-    lib_project = make_copy(root / "b", BAKERY, BAKERY_PACKAGES)
-    plain_db, lib_db = root / "a" / "warehouse.duckdb", root / "b" / "warehouse.duckdb"
-    plain = PlainDbt(
-        plain_project,
-        plain_project / "profiles" / "duckdb",
-        duckdb_snapshot(plain_db),
-        {"BAKERY_DUCKDB_PATH": str(plain_db)},
-    )
-    profiles = lib_project / "profiles" / "duckdb"
-    lib = Library(
-        lib_project,
-        profiles,
-        duckdb_snapshot(lib_db),
-        lambda: library_settings(lib_project, profiles_dir=profiles),
-    )
+    plain, lib, lib_env = duckdb_sides(root, BAKERY, BAKERY_PACKAGES, "BAKERY_DUCKDB_PATH")
     plain_runs = run_sequence(plain, TestBakeryDuckDB.STEPS)
-    with environment({"BAKERY_DUCKDB_PATH": str(lib_db)}):
+    with environment(lib_env):
         lib_runs = run_sequence(lib, TestBakeryDuckDB.STEPS)
     return Runs(plain_runs, lib_runs, plain.project, lib.project)
 
