@@ -1,4 +1,7 @@
-"""Packages: when a session runs ``dbt deps`` before its first parse.
+"""Packages: when a session runs ``dbt deps`` before its first command (and parse).
+
+A session whose first command is ``deps`` lets that command install them (once, as
+plain dbt); ``clean`` needs none (``DbtSession._install_deps``).
 
 ``DBT_RUNNER_INSTALL_DEPS``:
 
@@ -11,7 +14,7 @@
   plain ``dbt deps`` (every locked package present, no hash yet) are trusted
   as they are and become the baseline. A project without packages costs two
   ``stat`` calls.
-- ``always``: at every open.
+- ``always``: in every session.
 - ``never``: not at all; a project whose packages are missing then fails to
   parse with dbt's own message (kind ``configuration``).
 

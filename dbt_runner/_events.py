@@ -7,8 +7,10 @@ never lets a user's callback break dbt, and is safe to call from any thread.
 
 dbt also prints its own console lines on ``sys.stdout``; :func:`dbt_console_to_log`
 turns them into ``dbt_runner.dbt.console`` DEBUG records instead (the CLI does this,
-so stdout carries only the result). Deprecation notices are relayed once per
-session at WARNING, however many invocations repeat them.
+so stdout carries only the result). dbt's deprecation warnings and its "Summary of
+encountered deprecations" are relayed at WARNING as dbt gives them: each deprecation
+once per command, the summary once at the end of a command with that command's counts
+(:mod:`dbt_runner._dbt.deprecations`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ._dbt.events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
+from ._dbt.events import PARSE_EVENT, DbtEvent, NodeInfo
 from .logging import EVENT_KEY
 
 __all__ = ["PARSE_EVENT", "EventRelay", "NodeEvent", "RelaySnapshot", "dbt_console_to_log"]
@@ -31,6 +33,8 @@ __all__ = ["PARSE_EVENT", "EventRelay", "NodeEvent", "RelaySnapshot", "dbt_conso
 log = logging.getLogger("dbt_runner.dbt")
 console_log = logging.getLogger("dbt_runner.dbt.console")
 
+#: statuses dbt reports at INFO: a saved query's or exposure's NO-OP is not a warning
+_FINE_STATUSES = frozenset({"success", "pass", "no-op"})
 #: node types whose adapter response counts rows written (a test's count is of failing rows)
 _ROW_TYPES = frozenset({"model", "seed", "snapshot"})
 
@@ -100,7 +104,6 @@ class EventRelay:
         self.parse_events = 0
         self.threads_seen: set[str] = set()
         self.full_parse_reasons: list[str] = []
-        self._deprecations_seen: set[str] = set()
         self._started: dict[str, NodeStarted] = {}
         self._finished: dict[str, NodeEnded] = {}
 
@@ -124,17 +127,13 @@ class EventRelay:
                 self.full_parse_reasons.append(str(event.reason))
         elif name in ("NodeStart", "NodeFinished") and event.node is not None:
             self._node(event, event.node)
-        elif name == DEPRECATION_SUMMARY or name.endswith("Deprecation"):
+        elif event.deprecation:
             self._deprecation(event)
 
     def _deprecation(self, event: DbtEvent) -> None:
-        """dbt repeats its deprecation notices after every invocation: log each once."""
-        with self._lock:
-            if event.name in self._deprecations_seen:
-                return
-            self._deprecations_seen.add(event.name)
+        """A deprecation warning or dbt's summary of them, as one log line."""
         text = " ".join((event.text or event.name).split())
-        log.warning("dbt deprecation (shown once per session): %s", text)
+        log.warning("dbt deprecation: %s", text)
 
     def _node(self, event: DbtEvent, info: NodeInfo) -> None:
         thread = event.thread or threading.current_thread().name
@@ -175,7 +174,7 @@ class EventRelay:
                 self._finished[info.unique_id] = NodeEnded(
                     event, thread, now, time.monotonic(), rows
                 )
-            level = logging.INFO if node_event.status in ("success", "pass") else logging.WARNING
+            level = logging.INFO if node_event.status in _FINE_STATUSES else logging.WARNING
             log.log(
                 level,
                 "DONE  %s %s %s in %.2fs%s [%s]%s",

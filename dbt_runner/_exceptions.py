@@ -13,6 +13,7 @@ The hierarchy::
     │                                                         or was unreachable (transient)
     ├── DbtInvocationError          (classified)          ... dbt could not run
     ├── DbtRunFailed                model_failure         1   one or more models failed
+    │                               stale_source          1   (or sources are stale: freshness)
     └── DbtTestsFailed              test_failure          1   one or more tests failed
 
 Every exception carries its :class:`ErrorKind`; the kind alone decides whether
@@ -87,6 +88,9 @@ class ErrorKind(str, Enum):
     CANCELLED = "cancelled"
     #: another run holds the target's writer lock: not retried within the run
     LOCKED = "locked"
+    #: ``dbt source freshness`` found a source older than its ``error_after``: the data
+    #: did not arrive (dbt's ERROR STALE); never retried, exit 1 as in plain dbt
+    STALE_SOURCE = "stale_source"
 
     @property
     def is_transient(self) -> bool:
@@ -114,6 +118,7 @@ _TRANSIENT = frozenset(
 _EXIT_CODES: dict[ErrorKind, int] = {
     ErrorKind.MODEL_FAILURE: EXIT_FAILED,
     ErrorKind.TEST_FAILURE: EXIT_FAILED,
+    ErrorKind.STALE_SOURCE: EXIT_FAILED,
     ErrorKind.COMPILATION: EXIT_FAILED,
     ErrorKind.AUTH: EXIT_CONFIG,
     ErrorKind.CONFIGURATION: EXIT_CONFIG,
@@ -198,13 +203,16 @@ class DbtInvocationError(DbtRunnerError):
 
 
 class _NodesFailed(DbtRunnerError):
-    def __init__(self, message: str, result: RunResult) -> None:
+    def __init__(self, message: str, result: RunResult, kind: ErrorKind | None = None) -> None:
         super().__init__(message)
         self.result = result
+        if kind is not None:
+            self.kind = kind
 
 
 class DbtRunFailed(_NodesFailed):
-    """One or more models failed; ``.result`` lists them."""
+    """One or more models failed (or, with kind ``stale_source``, sources are stale);
+    ``.result`` lists them."""
 
     kind = ErrorKind.MODEL_FAILURE
 

@@ -158,6 +158,8 @@ class Invocation:
         self._output: Any = None
         self._phases: list[Phase] = []  # this invocation's parse/connect phases
         self._attempt_number: int | None = None  # the attempt running now
+        #: the current attempt's deprecation counts (its parse and its command)
+        self._deprecations = _dbt.CommandDeprecations()
 
     # ------------------------------------------------------------------ the cancel path
     @property
@@ -365,6 +367,8 @@ class Invocation:
                 self._cancellation.request(self._cancel[1])
         watchdog = Watchdog(self.timeout_s, self._time_out)
         session._relay.begin()
+        # the attempt's parse and command count dbt's deprecations as one command
+        self._deprecations = _dbt.CommandDeprecations()
         with watchdog:
             outcome = self._run_attempt(number, args, full_args, t0)
         self._output = outcome.output
@@ -412,7 +416,9 @@ class Invocation:
         def run() -> _dbt.DbtReturn:
             nonlocal macro_return
             with _dbt.active(cancellation), _dbt.capture_macro_return() as macro_return:
-                return _dbt.invoke(full_args, manifest, session._relay)
+                return _dbt.invoke(
+                    full_args, manifest, session._relay, deprecations=self._deprecations
+                )
 
         dbt_started, dbt_t0 = utc_now_iso(), time.monotonic()
         res = self._call(run)
@@ -470,7 +476,11 @@ class Invocation:
 
     def _dbt_parse(self, args: list[str]) -> _dbt.DbtReturn | None:
         """``dbt parse`` in the dbt thread (None when cancelled)."""
-        return self._call(lambda: _dbt.invoke(args, None, self._session._relay))
+        return self._call(
+            lambda: _dbt.invoke(
+                args, None, self._session._relay, deprecations=self._deprecations, parse=True
+            )
+        )
 
     def _cancelled_outcome(
         self, number: int, nodes: tuple[NodeResult, ...], manifest: Any
@@ -631,7 +641,10 @@ def parse_error(cause: BaseException | None) -> ErrorInfo:
 
 
 def _node_kind(node: NodeResult) -> ErrorKind:
-    """The kind of a node's own failure: a failed test is a test failure, else its message."""
+    """The kind of a node's own failure: a failed test is a test failure, a source past its
+    freshness ``error_after`` is stale (dbt's ERROR STALE), else its message decides."""
+    if node.resource_type == "source" and node.status == "error":
+        return ErrorKind.STALE_SOURCE  # a freshness query that failed is a "runtime error"
     if node.resource_type in TEST_TYPES:
         if node.status == "fail":
             return ErrorKind.TEST_FAILURE

@@ -369,11 +369,14 @@ class RunResult:
         """Return ``self`` when successful, else raise the matching exception.
 
         ``DbtInvocationError`` when dbt could not run (its ``kind`` says why),
-        ``DbtTestsFailed`` / ``DbtRunFailed`` when nodes failed.
+        ``DbtTestsFailed`` / ``DbtRunFailed`` when nodes failed (``DbtRunFailed`` with kind
+        ``stale_source`` when ``dbt source freshness`` found stale sources).
         """
         if self.success:
             return self
         failed = self.failed_nodes
+        if self.error is not None and self.error.kind is ErrorKind.STALE_SOURCE:
+            raise DbtRunFailed(self.summary(), self, ErrorKind.STALE_SOURCE)
         if self.error is not None and self.error.kind not in (
             ErrorKind.MODEL_FAILURE,
             ErrorKind.TEST_FAILURE,

@@ -1,10 +1,12 @@
 """``DbtSession``: one dbt runner, one parse, one SSH tunnel, many invocations.
 
 Lifecycle: UNOPENED → OPEN → CLOSED. ``open()`` (or ``with``) checks the
-settings, opens the tunnel when a bastion is configured, writes a private
-profile and parses the project once; every invocation then reuses that
-manifest and that tunnel. ``close()`` tears everything down and is safe to call
-twice; a closed session cannot be reopened.
+settings, opens the tunnel when a bastion is configured and writes a private
+profile. The first command installs the project's packages when they are
+missing (``DBT_RUNNER_INSTALL_DEPS``; a first ``deps`` does it itself) and
+parses the project once; every invocation then reuses that manifest and that
+tunnel. ``close()`` tears everything down and is safe to call twice; a closed
+session cannot be reopened.
 
 dbt-core keeps process-wide state, so invocations are serialised: calls on
 one session from several threads wait their turn, and a second session that
@@ -60,6 +62,9 @@ _TARGET_FLAGS = ("--target", "-t")
 #: run_tests(scope=...) -> the tag it leaves out (the bundled project's test variants)
 _TEST_SCOPE_EXCLUDES = {"recent": "tag:full", "full": "tag:recent", "all": ""}
 
+#: commands that need no installed packages: the session installs none before them
+_NEEDS_NO_PACKAGES = frozenset({"deps", "clean"})
+
 #: held while dbt runs in this process (dbt-core cannot run two invocations at once)
 _PROCESS_LOCK = threading.Lock()
 
@@ -102,6 +107,9 @@ class DbtSession:
 
             self._lineage = Lineage(self.settings, self.project_dir)
             callbacks = (*callbacks, self._lineage.on_node)
+        #: held while the packages are checked (and installed) before a first command
+        self._deps_lock = threading.RLock()
+        self._deps_checked = False
         self._relay = EventRelay(callbacks)
         self._tunnel: Tunnel | None = None
         self._profile: GeneratedProfile | None = None
@@ -175,8 +183,6 @@ class DbtSession:
         started_at, t0 = utc_now_iso(), time.monotonic()
         try:
             self._open()
-            self._state = SessionState.OPEN
-            self._install_deps()
         except BaseException:
             self._teardown()
             self._state = SessionState.CLOSED
@@ -484,6 +490,7 @@ class DbtSession:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
+        self._install_deps(args[0])
         if writer_lock:
             with self._writer_lock(args[0]) as busy:
                 if busy is not None:
@@ -514,6 +521,9 @@ class DbtSession:
                 invocation.after_dbt(_PROCESS_LOCK.release)
         if invocation.interrupted is not None:
             raise invocation.interrupted  # the caller's own exception, unchanged
+        if args[0] == "deps" and result.success:
+            # installed as plain `dbt deps` does (the next session's check trusts them)
+            self._deps_checked = True
         return result
 
     def run_steps(self, steps: Sequence[Step]) -> dict[str, RunResult]:
@@ -701,16 +711,33 @@ class DbtSession:
                 "only (DBT_RUNNER_SSH__HOST); set DBT_PROFILE for the session instead"
             )
 
-    def _install_deps(self) -> None:
-        """``dbt deps`` at open, as ``DBT_RUNNER_INSTALL_DEPS`` says (see :mod:`._deps`)."""
+    def _install_deps(self, command: str) -> None:
+        """``dbt deps`` before the session's first command that needs the packages, as
+        ``DBT_RUNNER_INSTALL_DEPS`` says (see :mod:`._deps`); raises when it fails.
+
+        A first command that is ``deps`` installs them itself (once, as plain dbt), and
+        ``clean`` needs none: the check waits for the next command.
+        """
         from ._deps import deps_reason, record_installed
 
-        reason = deps_reason(self.project_dir, self.settings.install_deps)
-        if reason is None:
-            return
-        log.info("installing the project's packages (dbt deps): %s", reason)
-        self.invoke(["deps"]).raise_for_status()
-        record_installed(self.project_dir)
+        with self._deps_lock:
+            if (
+                self._deps_checked
+                or command in _NEEDS_NO_PACKAGES
+                or self._state is not SessionState.OPEN  # invoke() says why
+            ):
+                return
+            self._deps_checked = True
+            reason = deps_reason(self.project_dir, self.settings.install_deps)
+            if reason is None:
+                return
+            log.info("installing the project's packages (dbt deps): %s", reason)
+            try:
+                self.invoke(["deps"]).raise_for_status()
+            except BaseException:
+                self._deps_checked = False  # the next command tries again
+                raise
+            record_installed(self.project_dir)
 
     def _target_dir(self, args: Sequence[str]) -> Path:
         """Where dbt writes this command's artifacts: the caller's ``--target-path`` or ours."""
@@ -816,6 +843,9 @@ class DbtSession:
             ("--no-version-check", None),
             ("--no-use-colors", None),
         ]
+        if not _dbt.given(args, "--log-level"):
+            # our --log-level quiets dbt's console only: dbt would lower its file log to it
+            defaults.append(("--log-level-file", _file_log_level()))
         return _dbt.with_defaults(args, defaults)
 
     def _threads_used(self, full_args: Sequence[str]) -> int | None:
@@ -861,6 +891,21 @@ def _state_dir(settings: Settings, project_dir: Path) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(str(project_dir).encode()).hexdigest()[:12]
     return cache / "dbt_runner" / digest
+
+
+def _file_log_level() -> str:
+    """The level of dbt's ``logs/dbt.log`` in plain dbt without ``--log-level``: the
+    environment's file (else general) level, else dbt's default ``debug``."""
+    for name in (
+        "DBT_ENGINE_LOG_LEVEL_FILE",
+        "DBT_LOG_LEVEL_FILE",
+        "DBT_ENGINE_LOG_LEVEL",
+        "DBT_LOG_LEVEL",
+    ):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return "debug"
 
 
 def _selected_something(result: RunResult, select: str, setting: str | None) -> RunResult:

@@ -541,8 +541,9 @@ class Settings(BaseSettings):
     )
     install_deps: InstallDeps = Field(
         "auto",
-        description="dbt deps when a session opens: auto = when packages.yml/dependencies.yml "
-        "exists and packages are missing or the lock changed; always; never",
+        description="dbt deps before a session's first command (a first `deps` does it "
+        "itself): auto = when packages.yml/dependencies.yml exists and packages are missing "
+        "or the lock changed; always; never",
     )
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)  # type: ignore[arg-type]
     ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]

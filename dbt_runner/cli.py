@@ -254,12 +254,15 @@ def _setup_logging(
     as_json: bool = False,
     progress: bool = False,
     verbose: bool = False,
+    dbt_lines: bool = True,
 ) -> PlainDisplay:
     """Configure logging on stderr; return the progress display the command should use.
 
     ``progress``: the command shows node progress (live in a terminal, else the
     plain START/DONE log lines). ``verbose``: ``dbt_runner``'s DEBUG records too,
-    among them dbt's own console lines (``dbt_runner.dbt.console``).
+    among them dbt's own console lines (``dbt_runner.dbt.console``). ``dbt_lines``
+    False: nothing of dbt's (the ``dbt_runner.dbt`` records: node lines, dbt's
+    warnings) reaches stderr.
     """
     level = logging.WARNING if quiet else logging.INFO
     mode = choose_mode(quiet=quiet, as_json=as_json, log_format=log_format)
@@ -275,10 +278,17 @@ def _setup_logging(
             logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
         )
     handler.setLevel(handler_level)
+    if not dbt_lines:
+        handler.addFilter(_not_dbts)
     logging.basicConfig(level=level, handlers=[handler])
     # other libraries stay at ``level``; only our own records get chattier
     logging.getLogger("dbt_runner").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     return display
+
+
+def _not_dbts(record: logging.LogRecord) -> bool:
+    """A log filter: False for dbt's own lines (relayed under ``dbt_runner.dbt``)."""
+    return not (record.name == "dbt_runner.dbt" or record.name.startswith("dbt_runner.dbt."))
 
 
 @contextmanager
@@ -721,6 +731,12 @@ def _load_results(data: Any) -> dict[str, RunResult]:
 @click.option("--no-parse", is_flag=True, help="Skip the check that the project parses.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="dbt's own lines too (its console and warnings, e.g. deprecations), and debug logs.",
+)
 def doctor(
     target: str | None,
     threads: int | None,
@@ -731,6 +747,7 @@ def doctor(
     no_parse: bool,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
 ) -> None:
     """Diagnose failures layer by layer (SSH, channel, TCP, auth, query, parse).
 
@@ -742,12 +759,14 @@ def doctor(
     target. Exit code 0 when every layer is fine, 2 when a login or the
     bastion's host key/key is refused (or the project's profile or packages are
     wrong), 1 when the project does not compile, 3 for any other failing layer.
+    dbt's own output while it parses (its console, its deprecation warnings) is
+    shown with --verbose only: the report says whether the project parses.
     See docs/troubleshooting.md.
     """
     from ._doctor import run_doctor
 
-    _setup_logging(quiet)
-    with _errors_to_exit_codes(as_json):
+    _setup_logging(quiet, verbose=verbose, dbt_lines=verbose)
+    with _errors_to_exit_codes(as_json), dbt_console_to_log():
         settings = _settings(
             _SessionOptions(
                 project_dir=project_dir, profiles_dir=profiles_dir, target=target, threads=threads

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,18 +94,24 @@ class Outcome:
     #: unique_id -> status of target/sources.json when this step wrote it
     freshness: dict[str, str] | None = None
     artifacts: dict[str, Any] = field(default_factory=dict)
+    #: the exit code: plain dbt's process, the library's ``RunResult.exit_code``
+    code: int | None = None
+    #: what dbt wrote to the project's logs/dbt.log during this step
+    dbt_log: str = ""
+    #: the library's log records during this step: (level, logger, message)
+    records: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def make_copy(root: Path) -> Path:
-    """``root/foreign_project`` (+ its ``local:`` packages beside it): a fresh copy."""
+def make_copy(root: Path, project: str = PROJECT, packages: str = PACKAGES) -> Path:
+    """``root/<project>`` (+ its ``local:`` packages beside it): a fresh copy."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in (PROJECT, PACKAGES):
+    for name in (project, packages):
         shutil.copytree(
             FIXTURES / name,
             root / name,
             ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "*.duckdb"),
         )
-    return root / PROJECT
+    return root / project
 
 
 def dbt_executable() -> str:
@@ -151,8 +159,11 @@ class Side:
         target = self.project / "target"
         before = _invocation(target / "run_results.json")
         fresh_before = _invocation(target / "sources.json")
+        log = self.project / "logs" / "dbt.log"
+        log_offset = log.stat().st_size if log.exists() else 0
         outcome = self._run(args)
         outcome.step = step
+        outcome.dbt_log = _read_from(log, log_offset)
         after = _json(target / "run_results.json")
         if after is not None and after["metadata"]["invocation_id"] != before:
             outcome.statuses = {r["unique_id"]: r["status"] for r in after["results"]}
@@ -169,6 +180,15 @@ class Side:
             shutil.rmtree(self.state, ignore_errors=True)
             shutil.copytree(target, self.state)
         return outcome
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What was appended to ``path`` after ``offset`` bytes (all of it if it shrank)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[offset:].decode(errors="replace") if len(data) >= offset else data.decode()
 
 
 def artifacts(target: Path) -> dict[str, Any]:
@@ -215,7 +235,11 @@ class PlainDbt(Side):
             check=False,
         )
         return Outcome(
-            step=Step("", ()), args=args, ok=done.returncode == 0, output=done.stdout + done.stderr
+            step=Step("", ()),
+            args=args,
+            ok=done.returncode == 0,
+            output=done.stdout + done.stderr,
+            code=done.returncode,
         )
 
 
@@ -238,18 +262,77 @@ class Library(Side):
         self._session: DbtSession | None = None
 
     def _run(self, args: list[str]) -> Outcome:
-        try:
-            if self._session is None:
-                self._session = DbtSession(self.settings()).open()
-            result = self._session.invoke(args)
-        except Exception as exc:  # a library bug: recorded, asserted by the tests
-            return Outcome(step=Step("", ()), args=args, ok=False, raised=exc)
-        return Outcome(step=Step("", ()), args=args, ok=result.success, result=result)
+        with _records("dbt_runner") as records:
+            try:
+                if self._session is None:
+                    self._session = DbtSession(self.settings()).open()
+                result = self._session.invoke(args)
+            except Exception as exc:  # a library bug: recorded, asserted by the tests
+                return Outcome(step=Step("", ()), args=args, ok=False, raised=exc)
+        return Outcome(
+            step=Step("", ()),
+            args=args,
+            ok=result.success,
+            result=result,
+            code=result.exit_code,
+            records=records,
+        )
 
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
             self._session = None
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[tuple[int, str, str]]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelno, record.name, record.getMessage()))
+
+
+@contextlib.contextmanager
+def _records(name: str) -> Iterator[list[tuple[int, str, str]]]:
+    """The log records of logger ``name`` (and its children) inside the block, every level."""
+    records: list[tuple[int, str, str]] = []
+    logger = logging.getLogger(name)
+    handler, level = _Collect(records), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def duckdb_sides(
+    root: Path,
+    project: str = PROJECT,
+    packages: str = PACKAGES,
+    path_variable: str = "FOREIGN_DUCKDB_PATH",
+) -> tuple[PlainDbt, Library, dict[str, str]]:
+    """Plain dbt on ``root/a``, the library on ``root/b``, each with its own DuckDB file
+    (the project's DuckDB profile reads it from ``path_variable``); the library's env."""
+    plain_project = make_copy(root / "a", project, packages)
+    lib_project = make_copy(root / "b", project, packages)
+    plain_db, lib_db = root / "a" / "warehouse.duckdb", root / "b" / "warehouse.duckdb"
+    plain = PlainDbt(
+        plain_project,
+        plain_project / "profiles" / "duckdb",
+        duckdb_snapshot(plain_db),
+        {path_variable: str(plain_db)},
+    )
+    profiles = lib_project / "profiles" / "duckdb"
+    lib = Library(
+        lib_project,
+        profiles,
+        duckdb_snapshot(lib_db),
+        lambda: library_settings(lib_project, profiles_dir=profiles),
+    )
+    return plain, lib, {path_variable: str(lib_db)}
 
 
 def library_settings(project: Path, **values: Any) -> Settings:
@@ -480,7 +563,25 @@ def parametrize_keys(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(name, values)
 
 
-class DifferentialChecks:
+class SameOutcomes:
+    """What both projects compare after a step (``node_key``, ``data_key`` parametrized)."""
+
+    def test_per_node_statuses_equal_plain_dbt(self, runs: Runs, node_key: str) -> None:
+        plain, lib = runs.pair(node_key)
+        assert plain.statuses, f"{node_key}: plain dbt wrote no run_results.json"
+        # the library's own run_results.json and its RunResult say what plain dbt's says
+        assert lib.statuses == plain.statuses, describe(lib)
+        assert node_statuses(lib) == plain.statuses
+
+    def test_warehouse_holds_the_same_tables_and_rows(self, runs: Runs, data_key: str) -> None:
+        plain, lib = runs.pair(data_key)
+        assert plain.data, f"{data_key}: plain dbt's warehouse is empty"
+        assert sorted(lib.data or {}) == sorted(plain.data)
+        for table, content in plain.data.items():
+            assert (lib.data or {})[table] == content, table
+
+
+class DifferentialChecks(SameOutcomes):
     """The comparisons every warehouse path makes (subclass with STEPS and a ``runs`` fixture)."""
 
     STEPS: tuple[Step, ...] = ()
@@ -511,13 +612,6 @@ class DifferentialChecks:
         assert lib.result is not None
         assert lib.result.attempts == 1  # nothing here is transient: no blind re-runs
 
-    def test_per_node_statuses_equal_plain_dbt(self, runs: Runs, node_key: str) -> None:
-        plain, lib = runs.pair(node_key)
-        assert plain.statuses, f"{node_key}: plain dbt wrote no run_results.json"
-        # the library's own run_results.json and its RunResult say what plain dbt's says
-        assert lib.statuses == plain.statuses, describe(lib)
-        assert node_statuses(lib) == plain.statuses
-
     def test_failing_rows_per_test_equal_plain_dbt(self, runs: Runs, failing_key: str) -> None:
         plain, lib = runs.pair(failing_key)
         assert plain.failures is not None and plain.failures[FAILING_TEST] == 1
@@ -533,13 +627,6 @@ class DifferentialChecks:
         assert lib.result.error is not None and lib.result.error.kind.value == "test_failure"
         assert lib.result.exit_code == 1
 
-    def test_warehouse_holds_the_same_tables_and_rows(self, runs: Runs, data_key: str) -> None:
-        plain, lib = runs.pair(data_key)
-        assert plain.data, f"{data_key}: plain dbt's warehouse is empty"
-        assert sorted(lib.data or {}) == sorted(plain.data)
-        for table, content in plain.data.items():
-            assert (lib.data or {})[table] == content, table
-
     def test_source_freshness_statuses_equal_plain_dbt(self, runs: Runs) -> None:
         plain, lib = runs.pair("freshness")
         assert plain.freshness
@@ -550,3 +637,236 @@ class DifferentialChecks:
         for project in (runs.plain_project, runs.lib_project):
             lock = (project / "package-lock.yml").read_text()
             assert "fx_checks" in lock and "fx_money" in lock
+
+
+# ----------------------------------------------------------------- the second foreign project
+# ``tests/fixtures/bakery_project`` (issue 24): another team's project with unit tests, a
+# snapshot, a semantic layer (saved queries with exports: NO-OPs in ``dbt build``, a day
+# time spine), freshness rules that pass, warn, go stale and fail, and settings that make
+# dbt print deprecation warnings, on every command (its flags) and while it parses. The
+# suite compares dbt's own messages per command: what each side's ``logs/dbt.log`` got.
+BAKERY = "bakery_project"
+BAKERY_PACKAGES = "bakery_packages"
+#: the first command that parses is ``seed``: in the session that is its own parse, then
+#: the seed, and dbt's messages of both must read as plain dbt's one ``dbt seed``
+BAKERY_STEPS = (
+    Step("deps", ("deps",)),
+    Step("seed", ("seed",), data=True),
+    Step("build", ("build",), data=True),  # seeds again, snapshot, models, tests, NO-OPs
+    Step("freshness", ("source", "freshness")),
+)
+BAKERY_NODE_STEPS = frozenset({"seed", "build"})
+BAKERY_FAILURES = frozenset({"freshness"})  # stale and missing sources, on purpose
+
+_SOURCE = "source.crumb_bakery.till."
+#: plain dbt's freshness verdicts in target/sources.json, as the project's rules make them
+BAKERY_FRESHNESS = {
+    _SOURCE + "raw_orders": "error",  # last order in 2024, error_after 3 days: stale
+    _SOURCE + "raw_customers": "warn",  # warn_after only
+    _SOURCE + "raw_shops": "pass",  # loaded_at_query: the clock
+}
+#: never loaded: its check fails (dbt's "runtime error"; sources.json leaves it out)
+MISSING_SOURCE = _SOURCE + "raw_deliveries"
+SAVED_QUERIES = (
+    "saved_query.crumb_bakery.daily_takings",
+    "saved_query.crumb_bakery.spend_per_customer",
+)
+BAKERY_UNIT_TESTS = (
+    "unit_test.crumb_bakery.stg_products.prices_are_cents_in_units",
+    "unit_test.crumb_bakery.orders.baskets_flag_bread_and_drinks",
+    "unit_test.crumb_bakery.customers.lifetime_spend_counts_paid_orders_only",
+)
+#: a test that warns on purpose (its unique_id ends in a hash)
+WARNING_TEST = "crumb_kit_at_least_stg_products_unit_price__2_5"
+#: met on every command (dbt reads the project's flags), while parsing, in source freshness
+FLAGS_DEPRECATION = "WEOIncludeExcludeDeprecation"
+PARSE_DEPRECATIONS = {
+    "MissingArgumentsPropertyInGenericTestDeprecation": 2,
+    "PropertyMovedToConfigDeprecation": 1,
+    "MFTimespineWithoutYamlConfigurationDeprecation": 1,
+}
+FRESHNESS_DEPRECATION = "SourceFreshnessProjectHooksNotRun"
+
+_SUMMARY = "Summary of encountered deprecations:"
+_OCCURRENCES = re.compile(r"^- (\w+): (\d+) occurrences?$")
+
+
+def deprecation_summaries(text: str) -> list[dict[str, int]]:
+    """Each "Summary of encountered deprecations" in ``text`` (dbt's console, its log file
+    or a relayed log line) as {deprecation: occurrences}, in order."""
+    found = []
+    for part in text.split(_SUMMARY)[1:]:
+        counts: dict[str, int] = {}
+        # a relayed log line has it on one line: "... - A: 1 occurrence - B: 2 occurrences To see"
+        for line in re.split(r"\n| (?=- \w+: \d+ occurrence)", part):
+            match = _OCCURRENCES.match(line.strip().split(" To see")[0].strip())
+            if match:
+                counts[match[1]] = int(match[2])
+            elif counts and line.strip():
+                break
+        found.append(counts)
+    return found
+
+
+def relayed(outcome: Outcome, level: int = logging.WARNING) -> str:
+    """The library's log lines of at least ``level`` during a step, one per line."""
+    return "\n".join(message for lvl, _, message in outcome.records if lvl >= level)
+
+
+def dbt_log_levels(text: str, needle: str) -> list[str]:
+    """The level dbt wrote each ``logs/dbt.log`` line containing ``needle`` at."""
+    return [m[1] for m in re.finditer(r"\[(\w+)\s*\] \[[^\]]*\]: .*" + re.escape(needle), text)]
+
+
+def bakery_parametrize(metafunc: pytest.Metafunc) -> None:
+    """``pytest_generate_tests`` of the bakery modules (see :func:`parametrize_keys`)."""
+    cls = metafunc.cls
+    if cls is None or not issubclass(cls, BakeryChecks):
+        return
+    keys = [s.key for s in cls.STEPS]
+    choices = {
+        "step_key": keys,
+        "node_key": [k for k in keys if k in BAKERY_NODE_STEPS],
+        "data_key": [s.key for s in cls.STEPS if s.data],
+    }
+    for name, values in choices.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values)
+
+
+def doctor_cli(
+    project: Path, profiles_dir: Path, env: Mapping[str, str], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """``dbt-runner doctor`` on ``project`` with its own profile, as a user runs it."""
+    executable = shutil.which("dbt-runner", path=str(Path(sys.executable).parent))
+    if executable is None:  # pragma: no cover - the package's own script
+        pytest.fail("no dbt-runner executable next to the test interpreter")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+    return subprocess.run(
+        [executable, "doctor", "--hold", "0", *flags],
+        cwd=project,
+        env={
+            **clean,
+            **env,
+            "DBT_RUNNER_PROJECT_DIR": str(project),
+            "DBT_RUNNER_PROFILES_DIR": str(profiles_dir),
+        },
+        capture_output=True,
+        text=True,
+        timeout=PLAIN_TIMEOUT_S,
+        check=False,
+    )
+
+
+class BakeryChecks(SameOutcomes):
+    """What the second foreign project compares on every warehouse path (subclass with a
+    ``runs`` fixture and a ``doctor`` fixture: the library copy's profiles dir and
+    environment): outcomes as in :class:`DifferentialChecks`, and dbt's own messages."""
+
+    STEPS: tuple[Step, ...] = BAKERY_STEPS
+    #: also run the doctor with --verbose (once per engine is enough)
+    DOCTOR_VERBOSE = True
+
+    def test_plain_dbt_does_what_the_bakery_project_promises(self, runs: Runs) -> None:
+        """Guards every comparison against comparing two identical absences."""
+        plain = runs.plain
+        for key, outcome in plain.items():
+            assert outcome.ok is (key not in BAKERY_FAILURES), (key, outcome.output[-2000:])
+        built = plain["build"].statuses or {}
+        assert {built[uid] for uid in SAVED_QUERIES} == {"no-op"}
+        assert {built[uid] for uid in BAKERY_UNIT_TESTS} == {"pass"}
+        assert [s for uid, s in built.items() if uid.split(".")[2] == WARNING_TEST] == ["warn"]
+        freshness = plain["freshness"]
+        assert freshness.freshness == BAKERY_FRESHNESS and freshness.code == 1
+        assert "ERROR STALE freshness of till.raw_orders" in freshness.output
+        assert "ERROR freshness of till.raw_deliveries" in freshness.output
+        # the deprecations the project makes dbt print, per command (the guard of the
+        # summary comparison): all of them where dbt parsed, the flags' one elsewhere
+        summaries = {key: deprecation_summaries(o.dbt_log) for key, o in plain.items()}
+        assert summaries["deps"] == summaries["build"] == [{FLAGS_DEPRECATION: 1}]
+        assert summaries["seed"] == [{FLAGS_DEPRECATION: 1, **PARSE_DEPRECATIONS}]
+        assert summaries["freshness"] == [{FLAGS_DEPRECATION: 1, FRESHNESS_DEPRECATION: 1}]
+        assert "bakery.products_snapshot" in (plain["build"].data or {})
+
+    def test_each_command_ends_like_plain_dbt(self, runs: Runs, step_key: str) -> None:
+        plain, lib = runs.pair(step_key)
+        assert lib.raised is None, f"{step_key}: the library raised {lib.raised!r}"
+        assert lib.result is not None
+        assert (lib.ok, lib.code) == (plain.ok, plain.code), describe(lib)
+        assert lib.result.attempts == 1
+
+    def test_one_deprecation_summary_per_command_with_plain_dbts_counts(
+        self, runs: Runs, step_key: str
+    ) -> None:
+        """dbt's own log of each side, and what the library logs for its user."""
+        plain, lib = runs.pair(step_key)
+        expected = deprecation_summaries(plain.dbt_log)
+        assert len(expected) == 1, plain.dbt_log[-3000:]
+        assert deprecation_summaries(lib.dbt_log) == expected
+        assert deprecation_summaries(relayed(lib)) == expected
+        # each deprecation warned about once per command, as plain dbt does
+        for name in expected[0]:
+            tag = f"[WARNING][{name}]" if name.endswith("Deprecation") else None
+            if tag is not None:
+                assert lib.dbt_log.count(tag) == plain.dbt_log.count(tag), name
+
+    def test_a_no_op_is_not_a_warning(self, runs: Runs) -> None:
+        plain, lib = runs.pair("build")
+        assert lib.result is not None and lib.result.success
+        # plain dbt logs each saved query's NO-OP at info
+        assert dbt_log_levels(plain.dbt_log, "NO-OP saved query") == ["info", "info"]
+        assert dbt_log_levels(lib.dbt_log, "NO-OP saved query") == ["info", "info"]
+        done = {
+            message.split()[2]: level
+            for level, _, message in lib.records
+            if message.startswith("DONE  saved_query ")
+        }
+        assert done == {"daily_takings": logging.INFO, "spend_per_customer": logging.INFO}
+        warned = relayed(lib)
+        assert "saved_query" not in warned and "no-op" not in warned
+        # the test that warns on purpose is a warning on both sides
+        assert "crumb_kit_at_least_stg_products_unit_price__2_5 warn" in warned
+
+    def test_freshness_results_carry_dbts_statuses_and_a_stale_kind(self, runs: Runs) -> None:
+        plain, lib = runs.pair("freshness")
+        assert lib.freshness == plain.freshness == BAKERY_FRESHNESS
+        assert lib.result is not None
+        nodes = {n.unique_id: n for n in lib.result.nodes}
+        statuses = {uid: n.status for uid, n in nodes.items()}
+        assert statuses == {**BAKERY_FRESHNESS, MISSING_SOURCE: "runtime error"}
+        stale = nodes[_SOURCE + "raw_orders"]
+        assert stale.error is not None and stale.error.kind.value == "stale_source"
+        assert stale.error.message.startswith("stale: last loaded ")
+        assert stale.error.message.endswith("; error after 3 days")
+        assert nodes[_SOURCE + "raw_customers"].error is None  # a warning: dbt exits 0 for it
+        assert nodes[_SOURCE + "raw_shops"].error is None
+        missing = nodes[MISSING_SOURCE].error
+        assert missing is not None and missing.kind.value != "stale_source"
+        summary = lib.result.summary()
+        assert "raw_orders: error [stale_source] stale: last loaded" in summary
+        assert "model_failure" not in summary.split("raw_orders:")[1].splitlines()[0]
+
+    def test_deps_runs_once_like_plain_dbt(self, runs: Runs) -> None:
+        plain, lib = runs.pair("deps")
+        for outcome in (plain, lib):
+            assert outcome.dbt_log.count("Running with dbt=") == 1, outcome.dbt_log[-2000:]
+            assert outcome.dbt_log.count("Installed from <local @ ../bakery_packages") == 1
+        assert "installing the project's packages" not in relayed(lib, logging.INFO)
+
+    def test_doctor_prints_only_its_own_lines_and_dbts_with_verbose(
+        self, runs: Runs, doctor: tuple[Path, dict[str, str]]
+    ) -> None:
+        profiles, env = doctor
+        quiet = doctor_cli(runs.lib_project, profiles, env)
+        assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+        assert "parse         OK" in quiet.stdout  # it parsed, where dbt met its deprecations
+        for stream in (quiet.stdout, quiet.stderr):
+            assert "Deprecated functionality" not in stream
+            assert "encountered deprecations" not in stream
+            assert "[WARNING]" not in stream
+        if not self.DOCTOR_VERBOSE:
+            return
+        verbose = doctor_cli(runs.lib_project, profiles, env, "--verbose")
+        assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+        assert "Deprecated functionality" not in verbose.stdout  # stdout is the report
+        assert deprecation_summaries(verbose.stderr)  # dbt's own lines, asked for

@@ -22,9 +22,11 @@ pytest_plugins = [
 SLOW_MODULES = (
     "test_interruptions.py",
     "test_differential_postgres.py",
+    "test_differential_bakery_postgres.py",
     "test_tunnel_soak.py",
     "test_airflow_dag.py",
     "test_differential_duckdb.py",
+    "test_differential_bakery_duckdb.py",
     "test_models_redshift.py",
     "test_redshift_iam.py",
     "test_benchmarks_smoke.py",
@@ -48,6 +50,7 @@ SLOW_UNIT_MODULES = frozenset(
         "test_models_duckdb.py",
         "test_outputs_duckdb.py",
         "test_differential_duckdb.py",
+        "test_differential_bakery_duckdb.py",
         "test_benchmarks_smoke.py",
         # two sessions, a subprocess run, and the base install's venv (built once a run)
         "test_openlineage.py",

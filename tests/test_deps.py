@@ -1,4 +1,5 @@
-"""``DBT_RUNNER_INSTALL_DEPS``: dbt deps when a session opens (auto / always / never).
+"""``DBT_RUNNER_INSTALL_DEPS``: dbt deps before a session's first command (auto / always /
+never).
 
 A DuckDB project with two ``local:`` packages (the dbt hub is not reachable here).
 ``dbt deps`` empties the install path before installing, so a file left in it shows
@@ -167,15 +168,29 @@ def test_projects_without_packages_need_nothing(tmp_path: Path) -> None:
     assert deps_reason(tmp_path, "auto") is None
 
 
-def test_a_failing_deps_at_open_raises_and_closes_the_session(project: Path) -> None:
+def test_a_failing_deps_raises_at_the_first_command_and_is_tried_again(project: Path) -> None:
     from dbt_runner import DbtInvocationError, SessionState
 
     (project / "packages.yml").write_text("packages:\n  - local: ../no_such_package\n")
-    session = DbtSession(settings(project))
-    with pytest.raises(DbtInvocationError) as info:
-        session.open()
-    assert "no_such_package" in str(info.value)
-    assert session.state is SessionState.CLOSED
+    with DbtSession(settings(project)) as session:
+        for _ in range(2):  # not installed: the next command tries again
+            with pytest.raises(DbtInvocationError) as info:
+                session.invoke(["run"])
+            assert "no_such_package" in str(info.value)
+        assert session.state is SessionState.OPEN
+
+
+def test_a_first_deps_command_installs_the_packages_once(project: Path) -> None:
+    """Plain ``dbt deps`` installs once; so does a session whose first command is deps
+    (it does not install them first, then again), and it remembers what it installed."""
+    with DbtSession(settings(project)) as session:
+        assert session.invoke(["deps"]).success
+        sentinel = leave_sentinel(project)
+        assert session.invoke(["run"]).success  # installed: nothing to do before it
+    log = (project / "logs" / "dbt.log").read_text()
+    assert log.count("Installed from <local @ ../pkg_a>") == 1
+    assert sentinel.exists()
+    assert deps_reason(project, "auto") is None  # installed as declared, recorded
 
 
 def test_an_unknown_install_deps_value_names_the_variable(
@@ -186,3 +201,18 @@ def test_an_unknown_install_deps_value_names_the_variable(
     monkeypatch.setenv("DBT_RUNNER_INSTALL_DEPS", "sometimes")
     with pytest.raises(ConfigurationError, match="DBT_RUNNER_INSTALL_DEPS"):
         Settings()
+
+
+def test_dbt_runner_deps_installs_the_packages_once(project: Path) -> None:
+    """``dbt-runner deps`` ran dbt deps twice: at the session's open, then as the command."""
+    from click.testing import CliRunner
+
+    from dbt_runner.cli import main
+
+    env = {"DBT_RUNNER_WAREHOUSE__PATH": str(project.parent / "wh.duckdb")}
+    result = CliRunner().invoke(main, ["deps", "--json", "--project-dir", str(project)], env=env)
+    assert result.exit_code == 0, result.output
+    log = (project / "logs" / "dbt.log").read_text()
+    assert log.count("Running with dbt=") == 1  # one dbt invocation in all
+    assert log.count("Installed from <local @ ../pkg_b>") == 1
+    assert (project / "dbt_packages" / "pkg_b").is_dir()

@@ -23,13 +23,9 @@ from tests._differential import (
     SOURCES,
     UNIT_TEST,
     DifferentialChecks,
-    Library,
-    PlainDbt,
     Runs,
-    duckdb_snapshot,
+    duckdb_sides,
     environment,
-    library_settings,
-    make_copy,
     parametrize_keys,
     run_sequence,
     steps,
@@ -37,26 +33,6 @@ from tests._differential import (
 
 pytestmark = pytest.mark.timeout(900)
 pytest_generate_tests = parametrize_keys
-
-
-def duckdb_sides(root: Path) -> tuple[PlainDbt, Library, dict[str, str]]:
-    """Plain dbt on ``root/a``, the library on ``root/b``; the library's environment."""
-    plain_project, lib_project = make_copy(root / "a"), make_copy(root / "b")
-    plain_db, lib_db = root / "a" / "foreign.duckdb", root / "b" / "foreign.duckdb"
-    plain = PlainDbt(
-        plain_project,
-        plain_project / "profiles" / "duckdb",
-        duckdb_snapshot(plain_db),
-        {"FOREIGN_DUCKDB_PATH": str(plain_db)},
-    )
-    profiles = lib_project / "profiles" / "duckdb"
-    lib = Library(
-        lib_project,
-        profiles,
-        duckdb_snapshot(lib_db),
-        lambda: library_settings(lib_project, profiles_dir=profiles),
-    )
-    return plain, lib, {"FOREIGN_DUCKDB_PATH": str(lib_db)}
 
 
 @pytest.fixture(scope="module")

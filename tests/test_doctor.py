@@ -461,3 +461,21 @@ def test_doctor_with_a_broken_own_target_exits_2_without_its_password(tmp_path: 
     assert "target 'dev' of profile 'foreign'" in result.output
     assert "port" in result.output
     assert "s3cret-own-pw" not in result.output
+
+
+def test_cli_stdout_is_the_report_without_dbts_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dbt prints its console lines (deprecation warnings...) on stdout while the doctor
+    parses: they are captured (shown with --verbose on stderr), stdout is the report."""
+
+    def fake(
+        settings: Settings, *, connections: int | None, hold_s: float, parse: bool
+    ) -> DoctorReport:
+        print("12:00:00  [WARNING][DeprecationsSummary]: Deprecated functionality")
+        return failed_report(ErrorKind.TOO_MANY_CONNECTIONS)
+
+    monkeypatch.setattr(doctor_mod, "run_doctor", fake)
+    for flags in ([], ["--json"]):
+        result = CliRunner().invoke(main, ["doctor", "--hold", "0", *flags], env={})
+        assert result.exit_code == 3, result.output
+        assert "Deprecated functionality" not in result.stdout
+    assert json.loads(result.stdout)["ok"] is False  # --json: nothing but the JSON

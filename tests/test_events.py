@@ -129,6 +129,19 @@ def test_test_node_pass_is_info(caplog: pytest.LogCaptureFixture) -> None:
     assert "DONE  test unique_part_1_part pass" in record.getMessage()
 
 
+@pytest.mark.parametrize("resource_type", ["saved_query", "exposure"])
+def test_a_no_op_is_info_not_a_warning(
+    caplog: pytest.LogCaptureFixture, resource_type: str
+) -> None:
+    """dbt build "runs" saved queries and exposures as NO-OPs, at INFO: not a warning."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    uid = f"{resource_type}.shop.daily_takings"
+    Relay()(finish(uid, "no-op", resource_type=resource_type, rows=None, message="NO-OP"))
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    assert record.levelno == logging.INFO
+    assert f"DONE  {resource_type} daily_takings no-op" in record.getMessage()
+
+
 @pytest.mark.parametrize("rows", [-1, "n/a", None])
 def test_unknown_row_counts_are_none(rows: Any) -> None:
     """Redshift reports -1 for DDL; some adapters report nothing."""
@@ -261,32 +274,34 @@ def _deprecation(name: str, text: str) -> Any:
     return SimpleNamespace(info=SimpleNamespace(name=name, msg=text), data=SimpleNamespace())
 
 
-def test_deprecation_notices_are_logged_once_per_session(
+def test_deprecation_warnings_and_each_summary_are_relayed_as_dbt_fires_them(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """dbt fires its deprecation summary after every invocation; a session logs it once."""
+    """dbt fires each deprecation once per command and one summary at its end (the session
+    makes its process-wide counts per command, tests/test_deprecations.py): the relay logs
+    each as one WARNING line, every command, as plain dbt prints them."""
     caplog.set_level(logging.INFO, logger=LOGGER)
     relay = Relay()  # one per session
-    for occurrences in (1, 2, 3):  # staging, tests, audit
+    for command in ("staging", "tests"):
+        relay(_deprecation("CustomKeyInConfigDeprecation", "Custom key `x` found in\n`config`"))
+        # a deprecation event whose name does not end in "Deprecation"
+        relay(_deprecation("SourceFreshnessProjectHooksNotRun", f"hooks not run ({command})"))
         relay(
             _deprecation(
                 "DeprecationsSummary",
-                f"[WARNING]: Summary of encountered deprecations:\n\n"
-                f"- CustomKeyInConfigDeprecation: {occurrences} occurrences",
+                "[WARNING]: Summary of encountered deprecations:\n\n"
+                "- CustomKeyInConfigDeprecation: 1 occurrence",
             )
         )
-    relay(_deprecation("CustomKeyInConfigDeprecation", "Custom key `x` found in `config`"))
-    relay(_deprecation("CustomKeyInConfigDeprecation", "Custom key `x` found in `config`"))
+    relay(_deprecation("Note", "not a deprecation"))
 
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2, [r.getMessage() for r in warnings]
-    summary, single = (r.getMessage() for r in warnings)
-    assert "Summary of encountered deprecations" in summary and "1 occurrences" in summary
-    assert "\n" not in summary  # one log line
-    assert "Custom key `x`" in single
-    # a new session tells it again
-    Relay()(_deprecation("DeprecationsSummary", "Summary of encountered deprecations"))
-    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 6, warnings
+    assert all("\n" not in w for w in warnings)  # one log line each
+    assert warnings[0] == "dbt deprecation: Custom key `x` found in `config`"
+    assert warnings[1] == "dbt deprecation: hooks not run (staging)"
+    summaries = [w for w in warnings if "Summary of encountered deprecations" in w]
+    assert len(summaries) == 2 and all("1 occurrence" in s for s in summaries)
 
 
 def test_dbt_console_lines_become_debug_records_not_output(

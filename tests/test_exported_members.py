@@ -56,10 +56,12 @@ def test_design_names_are_public(name: str) -> None:
 
 def test_error_kinds_are_exactly_the_design_values() -> None:
     values = {kind.value for kind in dbt_runner.ErrorKind}
-    # DESIGN's nine, "configuration" (issue 13), "cancelled" and "locked" (issue 21)
+    # DESIGN's nine, "configuration" (issue 13), "cancelled" and "locked" (issue 21),
+    # "stale_source" (issue 24: a source past its freshness error_after)
     assert values == {
         "cancelled",
         "locked",
+        "stale_source",
         "configuration",
         "tunnel",
         "connection",
@@ -105,6 +107,7 @@ def test_one_map_gives_every_kind_its_retry_decision_and_exit_code() -> None:
     assert exit_codes == {
         K.MODEL_FAILURE: 1,
         K.TEST_FAILURE: 1,
+        K.STALE_SOURCE: 1,  # plain `dbt source freshness` exits 1 too
         K.COMPILATION: 1,
         K.AUTH: 2,
         K.CONFIGURATION: 2,

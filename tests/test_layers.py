@@ -100,3 +100,15 @@ def test_redshift_connector_keeps_its_timeout_on_the_socket_the_hook_clears() ->
 
     # the module's text: once a session installed the hook, __init__ is the wrapper
     assert "self._usock.settimeout(timeout)" in inspect.getsource(redshift_connector.core)
+
+
+def test_every_dbt_internal_the_deprecation_counts_use_exists() -> None:
+    """``_dbt.deprecations`` resets dbt's deprecation counts per command and holds back the
+    summary of the session's own parse: the names it uses exist in the installed dbt."""
+    from dbt_runner._dbt.deprecations import HOOK_POINTS
+
+    for module, attribute in HOOK_POINTS:
+        assert hasattr(importlib.import_module(module), attribute), f"{module}.{attribute}"
+    from dbt import deprecations
+
+    assert isinstance(deprecations.active_deprecations, dict)  # a defaultdict(int)

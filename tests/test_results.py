@@ -425,3 +425,77 @@ def test_a_result_stored_by_an_older_version_still_loads() -> None:
     back = RunResult.from_dict(old)
     assert back.output is None and back.invocation_id is None and back.phases == ()
     assert back.nodes[0].adapter_response == {} and back.nodes[0].failures is None
+
+
+# ---------------------------------------------------------------------- source freshness
+def _freshness_result(name: str, status: str, age_s: float) -> Any:
+    """A result of ``dbt source freshness`` (dbt's SourceFreshnessResult) as dbt returns it."""
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    def after(count: int, period: str) -> Any:
+        return SimpleNamespace(count=count, period=SimpleNamespace(value=period))
+
+    node = SimpleNamespace(
+        unique_id=f"source.shop.till.{name}",
+        name=name,
+        resource_type="source",
+        relation_name=f'"dev"."{name}"',
+        compiled_path=None,
+        freshness=SimpleNamespace(warn_after=after(12, "hour"), error_after=after(3, "day")),
+    )
+    return SimpleNamespace(
+        node=node,
+        status=status,
+        timing=[],
+        execution_time=0.05,
+        thread_id="Thread-1 (worker)",
+        message=None,  # dbt gives a freshness result no message
+        adapter_response={},
+        failures=None,
+        max_loaded_at=datetime(2024, 3, 5, 11, 45),
+        snapshotted_at=datetime(2024, 3, 15, 23, 45),
+        age=age_s,
+    )
+
+
+def test_a_stale_source_is_named_stale_not_a_model_failure() -> None:
+    """dbt says ERROR STALE: the node keeps dbt's status, its error is ``stale_source``
+    with what made it stale, and the result raises DbtRunFailed of that kind (exit 1)."""
+    from types import SimpleNamespace
+
+    from dbt_runner._dbt import DbtReturn
+    from dbt_runner._invocation import _outcome
+    from dbt_runner._settings import RetrySettings
+
+    results = [
+        _freshness_result("raw_orders", "error", 10.5 * 86400),
+        _freshness_result("raw_customers", "warn", 13 * 3600),
+        _freshness_result("raw_shops", "pass", 60),
+    ]
+    nodes = tuple(node_from_dbt(r, 1) for r in results)
+    res = DbtReturn(success=False, exception=None, value=SimpleNamespace(results=results))
+    nodes, error = _outcome(res, nodes, RetrySettings())
+    stale, late, fresh = nodes
+
+    assert (stale.status, late.status, fresh.status) == ("error", "warn", "pass")
+    assert stale.error is not None and stale.error.kind is ErrorKind.STALE_SOURCE
+    assert stale.message == (
+        "stale: last loaded 10.5 days ago (2024-03-05T11:45:00+00:00); error after 3 days"
+    )
+    assert late.error is None and not late.failed  # a warning, as in plain dbt (exit 0)
+    assert late.message is not None and late.message.endswith("; warn after 12 hours")
+    assert fresh.message is None and fresh.error is None
+    assert error is not None and error.kind is ErrorKind.STALE_SOURCE
+
+    result = RunResult.merge(
+        "source",
+        [Attempt(1, ("source", "freshness"), 1, T0, 1.0, False, nodes, error)],
+        started_at=T0,
+        elapsed_s=1.0,
+    )
+    assert result.exit_code == 1
+    assert "raw_orders: error [stale_source] stale: last loaded 10.5 days ago" in result.summary()
+    with pytest.raises(DbtRunFailed) as info:
+        result.raise_for_status()
+    assert info.value.kind is ErrorKind.STALE_SOURCE and info.value.exit_code == 1

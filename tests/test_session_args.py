@@ -168,3 +168,19 @@ def test_the_callers_log_level_reaches_dbt(
         assert s.invoke(["seed", "--log-level", "debug"]).success
     out = capsys.readouterr()
     assert "Acquiring new duckdb connection" in out.out + out.err
+
+
+def test_dbts_log_file_keeps_its_debug_lines_under_the_quiet_console(
+    copies: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session quiets dbt's console (``--log-level warn``); dbt would lower its
+    ``logs/dbt.log`` to that level too, where plain dbt writes it at ``debug``."""
+    for name in ("DBT_LOG_LEVEL", "DBT_LOG_LEVEL_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    lib, _ = copies
+    with session(lib) as s:
+        assert s.invoke(["seed"]).success
+    out = capsys.readouterr()
+    assert "Acquiring new duckdb connection" not in out.out + out.err  # console: quiet
+    log = (lib / "logs" / "dbt.log").read_text()
+    assert "Acquiring new duckdb connection" in log  # dbt.log: as plain dbt writes it

@@ -16,6 +16,7 @@ module             what of dbt it owns
 ``adapters``       dbt's adapter factory (under its lock): connections, relation
                    caches, threads, DuckDB's process-wide database handle
 ``events``         dbt's event messages as :class:`~.events.DbtEvent` values
+``deprecations``   dbt's deprecation counts and summary, per command as plain dbt
 ``results``        dbt's node results as run_results.json entries
 ``outputs``        a command's own value (ls lines, show rows, compiled SQL, ...)
 ``manifest``       the compile fields of a reused manifest; node names
@@ -39,6 +40,7 @@ from .adapters import (
 from .args import accepts, given, with_defaults
 from .cancel import Cancellation, Stop, active, cancel_on_server
 from .connect_timeout import Registration, clear_read_timeout, connect_only
+from .deprecations import CommandDeprecations
 from .events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
 from .manifest import GraphNode, node_graph, node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
@@ -51,6 +53,7 @@ __all__ = [
     "DEPRECATION_SUMMARY",
     "PARSE_EVENT",
     "Cancellation",
+    "CommandDeprecations",
     "DbtEvent",
     "DbtReturn",
     "GraphNode",

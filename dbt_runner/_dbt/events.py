@@ -17,6 +17,7 @@ __all__ = [
     "PARSE_EVENT",
     "DbtEvent",
     "NodeInfo",
+    "is_deprecation",
     "read_event",
     "translating",
 ]
@@ -54,6 +55,8 @@ class DbtEvent:
     adapter_response: Mapping[str, Any] | None = None
     #: UnableToPartialParse: why dbt parses everything again
     reason: str | None = None
+    #: a deprecation warning of dbt's, or its summary of them (:data:`DEPRECATION_SUMMARY`)
+    deprecation: bool = False
 
 
 def read_event(msg: Any) -> DbtEvent:
@@ -75,6 +78,7 @@ def read_event(msg: Any) -> DbtEvent:
         thread=str(info.thread) if getattr(info, "thread", None) else None,
         text=str(getattr(info, "msg", "") or ""),
         node=node,
+        deprecation=is_deprecation(name),
     )
     if name == "NodeFinished":
         result = data.run_result
@@ -93,6 +97,31 @@ def read_event(msg: Any) -> DbtEvent:
         reason = getattr(data, "reason", None)
         event = DbtEvent(name=name, thread=event.thread, text=event.text, reason=str(reason))
     return event
+
+
+_deprecation_names: tuple[int, frozenset[str]] = (-1, frozenset())
+
+
+def is_deprecation(name: str) -> bool:
+    """True for the name of one of dbt's deprecation events (or of their summary).
+
+    dbt names most of them ``...Deprecation``, not all (``SourceFreshnessProjectHooksNotRun``,
+    ``EnvironmentVariableRenamed``): the names come from dbt's list of deprecations.
+    """
+    global _deprecation_names
+    if name == DEPRECATION_SUMMARY or name.endswith("Deprecation"):
+        return True
+    try:
+        from dbt import deprecations
+
+        known = deprecations.deprecations  # grows when dbt registers a renamed env var
+    except Exception:  # pragma: no cover - dbt moved it: the name rule above still holds
+        return False
+    size, names = _deprecation_names
+    if size != len(known):
+        names = frozenset(str(d._event) for d in list(known.values()) if d._event)
+        _deprecation_names = (len(known), names)
+    return name in names
 
 
 def translating(handler: Callable[[DbtEvent], None]) -> Callable[[Any], None]:

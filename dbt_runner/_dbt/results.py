@@ -42,6 +42,9 @@ def _entry(result: Any, base_dir: Path | None) -> dict[str, Any]:
         compiled = str(base_dir / compiled)  # an absolute target path stays as it is
     if compiled and not Path(compiled).is_file():
         compiled = None  # inline SQL (show/compile --inline) has no file
+    message = result.message
+    if message is None and hasattr(result, "max_loaded_at"):
+        message = _freshness_message(result)
     return {
         "unique_id": str(node.unique_id),
         "name": str(node.name),
@@ -53,12 +56,37 @@ def _entry(result: Any, base_dir: Path | None) -> dict[str, Any]:
         ],
         "execution_time": float(result.execution_time or 0.0),
         "thread_id": result.thread_id,
-        "message": result.message,
+        "message": message,
         "adapter_response": result.adapter_response,
         "failures": result.failures,
         "relation_name": getattr(node, "relation_name", None),
         "compiled_path": str(compiled) if compiled else None,
     }
+
+
+def _age(seconds: float) -> str:
+    """``seconds`` in the largest unit that keeps it readable: ``245.6 days``, ``3.2 hours``."""
+    for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size:
+            value = round(seconds / size, 1)
+            return f"{value:g} {unit}{'' if value == 1 else 's'}"
+    return f"{seconds:.0f} seconds"
+
+
+def _freshness_message(result: Any) -> str | None:
+    """What a source freshness result that is not ``pass`` means (dbt gives it no message):
+    ``stale: last loaded 245.6 days ago (2024-03-05T11:45:00+00:00); error after 3 days``."""
+    status = str(result.status)
+    if status not in ("warn", "error"):
+        return None
+    criteria = getattr(result.node, "freshness", None)
+    after = getattr(criteria, "error_after" if status == "error" else "warn_after", None)
+    limit = ""
+    if after is not None and after.count is not None and after.period is not None:
+        period = str(getattr(after.period, "value", after.period))
+        limit = f"; {status} after {after.count} {period if after.count == 1 else period + 's'}"
+    age = float(result.age or 0.0)
+    return f"stale: last loaded {_age(age)} ago ({_iso(result.max_loaded_at)}){limit}"
 
 
 def entries(value: Any, base_dir: Path | None = None) -> list[dict[str, Any]]:

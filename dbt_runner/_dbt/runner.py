@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .deprecations import CommandDeprecations
 from .events import DbtEvent, translating
 
 __all__ = ["DbtReturn", "imported", "invocation_id", "invoke", "make_runner", "warm_up"]
@@ -58,13 +59,34 @@ def invoke(
     args: Sequence[str],
     manifest: Any = None,
     on_event: Callable[[DbtEvent], None] | None = None,
+    *,
+    deprecations: CommandDeprecations | None = None,
+    parse: bool = False,
 ) -> DbtReturn:
-    """Run ``dbt <args>`` in this thread; ``on_event`` gets dbt's events as plain values."""
+    """Run ``dbt <args>`` in this thread; ``on_event`` gets dbt's events as plain values.
+
+    ``deprecations``: the command this invocation belongs to (its deprecation counts
+    and summary, see :mod:`.deprecations`); ``parse``: it is the command's own parse,
+    before the command itself. Without it, a fresh command of its own.
+    """
     log.debug("dbt %s", " ".join(args))
-    callbacks = [translating(on_event)] if on_event is not None else []
-    res = make_runner(manifest, callbacks).invoke(list(args))
+    counting: list[Callable[[Any], None]] = []  # the invocation's, once it began
+
+    def count(msg: Any) -> None:
+        for callback in counting:
+            callback(msg)
+
+    callbacks: list[Callable[[Any], None]] = [count]
+    if on_event is not None:
+        callbacks.append(translating(on_event))
+    runner = make_runner(manifest, callbacks)
+    with (deprecations or CommandDeprecations()).invocation(parse=parse) as counted:
+        counting.append(counted.on_event)
+        res = runner.invoke(list(args))
+        success = bool(getattr(res, "success", False))
+        counted.ok = success
     return DbtReturn(
-        success=bool(getattr(res, "success", False)),
+        success=success,
         exception=getattr(res, "exception", None),
         value=getattr(res, "result", None),
     )
