@@ -154,6 +154,11 @@ class Invocation:
         #: the caller's BaseException that stopped this invocation, re-raised by invoke()
         self.interrupted: BaseException | None = None
         self._output: Any = None
+        #: a previous run's run_results.json: the first attempt is dbt's ``retry`` of it
+        #: (``invoke(resume=True)``, from the artifact cache)
+        self.resume_from: bytes | None = None
+        #: run_results.json of the latest attempt in which nodes ran (after :meth:`run`)
+        self.last_results: bytes | None = None
 
     # ------------------------------------------------------------------ the cancel path
     @property
@@ -272,7 +277,8 @@ class Invocation:
         t0 = time.monotonic()
         attempts: list[Attempt] = []
         degraded: int | None = None
-        ran: bytes | None = None  # run_results.json of the latest attempt in which nodes ran
+        # run_results.json of the latest attempt in which nodes ran
+        ran: bytes | None = self.resume_from
         target_dir = session._target_dir(self.args)
         try:
             for retry_state in build_retrying(policy, sleep=self._sleep):
@@ -281,7 +287,9 @@ class Invocation:
                         # dbt's retry reads the previous results from the target path
                         (target_dir / _RUN_RESULTS).write_bytes(ran)
                         attempt_args = ["retry", "--target-path", str(target_dir)]
-                        attempt_threads = degraded or attempts[-1].threads
+                        attempt_threads = degraded or (
+                            attempts[-1].threads if attempts else self.threads
+                        )
                     elif degraded is not None:
                         attempt_args, attempt_threads = _set_threads(self.args, degraded), degraded
                     else:
@@ -307,6 +315,7 @@ class Invocation:
                         raise TransientFailure(attempt)
         except TransientFailure:  # pragma: no cover - reraise=True only after the last attempt
             pass
+        self.last_results = ran
         return RunResult.merge(
             command,
             attempts,

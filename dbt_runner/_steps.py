@@ -37,10 +37,10 @@ OPERATIONS: dict[str, str] = {
 }
 #: the keyword arguments each operation takes (the session methods' own)
 _KEYWORDS: dict[str, frozenset[str]] = {
-    "run_staging": frozenset({"select", "exclude", "threads", "vars", "full_refresh"}),
-    "run_tests": frozenset({"select", "exclude", "threads", "vars", "scope"}),
-    "build_staging": frozenset({"select", "exclude", "threads", "vars", "scope"}),
-    "invoke": frozenset({"threads", "timeout_s", "writer_lock"}),
+    "run_staging": frozenset({"select", "exclude", "threads", "vars", "full_refresh", "resume"}),
+    "run_tests": frozenset({"select", "exclude", "threads", "vars", "scope", "resume"}),
+    "build_staging": frozenset({"select", "exclude", "threads", "vars", "scope", "resume"}),
+    "invoke": frozenset({"threads", "timeout_s", "writer_lock", "resume"}),
 }
 
 

@@ -19,6 +19,7 @@ module             what of dbt it owns
 ``results``        dbt's node results as run_results.json entries
 ``outputs``        a command's own value (ls lines, show rows, compiled SQL, ...)
 ``manifest``       the compile fields of a reused manifest; node names
+``fingerprint``    a parse's inputs as dbt resolves them; a saved partial parse loaded
 ``args``           dbt's click commands: which flags a command accepts
 ``profile``        rendering a profile value with dbt's renderer
 =================  ==============================================================
@@ -35,6 +36,13 @@ from .adapters import (
 from .args import accepts, given, with_defaults
 from .cancel import Cancellation, Stop, active, cancel_on_server
 from .events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
+from .fingerprint import (
+    TOP_FILES,
+    ParseInputs,
+    load_partial_parse,
+    parse_inputs,
+    partial_parse_env_vars,
+)
 from .manifest import node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
@@ -44,10 +52,12 @@ from .runner import DbtReturn, invocation_id, invoke, warm_up
 __all__ = [
     "DEPRECATION_SUMMARY",
     "PARSE_EVENT",
+    "TOP_FILES",
     "Cancellation",
     "DbtEvent",
     "DbtReturn",
     "NodeInfo",
+    "ParseInputs",
     "Stop",
     "accepts",
     "active",
@@ -62,7 +72,10 @@ __all__ = [
     "invocation_id",
     "invoke",
     "json_value",
+    "load_partial_parse",
     "node_names",
+    "parse_inputs",
+    "partial_parse_env_vars",
     "read_run_results",
     "release_duckdb",
     "render_value",
