@@ -42,7 +42,7 @@ class Cache:
         self.location = location
         self._s3 = s3
 
-    def keys(self) -> list[str]:
+    def objects(self) -> list[str]:
         if self._s3 is None:
             root = Path(self.location)
             return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
@@ -65,7 +65,7 @@ class Cache:
         self._s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{key}", Body=data)
 
     def parse_keys(self) -> list[str]:
-        return [k for k in self.keys() if k.startswith("parse/") and k.endswith(".zip")]
+        return [k for k in self.objects() if k.startswith("parse/") and k.endswith(".zip")]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -255,7 +255,8 @@ def test_a_corrupt_or_foreign_entry_is_skipped_and_replaced(
         assert second.parse_count == 1
     lines = _cache_lines(caplog)
     assert any(line.startswith("artifact cache: skipping") for line in lines), lines
-    assert any("full parse: cache miss because the cached entry is unusable" in l for l in lines)
+    unusable = "full parse: cache miss because the cached entry is unusable"
+    assert any(unusable in line for line in lines), lines
     unpack(containers.store.read(key))  # rewritten whole by the session that parsed
 
     # a foreign entry: a valid one, written under another fingerprint's key
@@ -342,9 +343,9 @@ def test_two_processes_writing_the_same_entry_at_once_leave_a_good_one(
     writers = [err for _, err in results if "full parse: cache miss because" in err]
     assert writers
     (key,) = containers.store.parse_keys()
-    header, files = unpack(containers.store.read(key), kind="parse")
+    _, files = unpack(containers.store.read(key), kind="parse")
     assert set(files) == {"partial_parse.msgpack"}
-    assert not [k for k in containers.store.keys() if k.endswith(".tmp")]  # no leftovers
+    assert not [k for k in containers.store.objects() if k.endswith(".tmp")]  # no leftovers
     with containers.session(project) as reader:
         reader.invoke(["ls"]).raise_for_status()
         assert reader.parse_count == 0
@@ -443,4 +444,4 @@ def test_concurrent_writers_never_leave_a_partial_entry(
     header, _ = unpack(reader.get(key) or b"", kind="stress")
     assert header["round"] == rounds - 1
     assert reads > 0 and seen  # the reader saw entries while both wrote
-    assert not [k for k in store.keys() if k.endswith(".tmp")]
+    assert not [k for k in store.objects() if k.endswith(".tmp")]
