@@ -566,6 +566,7 @@ class ArtifactCache:
             "state": "ended",
             "written_at": _now(),
         }
+        started = time.monotonic()
         data = pack(header, files)
         keys = [self.results_key(target, None)]
         if selection is not None:
@@ -573,8 +574,10 @@ class ArtifactCache:
         for key in keys:
             self._put(key, data)
         log.info(
-            "artifact cache: saved the results of dbt %s for a retry (%s)",
+            "artifact cache: saved the results of dbt %s for a retry (%d KB, %.2fs, %s)",
             args[0] if args else "?",
+            len(data) // 1024,
+            time.monotonic() - started,
             self.store.describe(keys[0]),
         )
 
@@ -760,6 +763,11 @@ class SessionArtifacts:
         self.cache.save_parse(lookup.fingerprint, msgpack, manifest)
 
     # ------------------------------------------------------------------ retry state
+    @staticmethod
+    def keeps_results(args: Sequence[str]) -> bool:
+        """``args`` is a command whose results a retry needs, or ``dbt retry`` itself."""
+        return bool(args) and (args[0] in RETRYABLE_COMMANDS or args[0] == "retry")
+
     def target_key(self, inputs: Any, remote: tuple[str, int] | None) -> str:
         """Which warehouse target results belong to: project, profile, target and the
         connection (the warehouse's own host and port when the session tunnels)."""

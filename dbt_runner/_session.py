@@ -781,8 +781,10 @@ class DbtSession:
         or ``resume`` start from, and the partial parse dbt's retry parses from. Returns
         the target's key (None: no cache)."""
         args = invocation.args
+        if self._artifacts is None or not self._artifacts.keeps_results(args):
+            return None
         target = self._artifact_target(args)
-        if target is None or self._artifacts is None:
+        if target is None:
             return None
         invocation.resume_from, repeated = self._artifacts.before_command(
             args, target, self._target_dir(args), resume=resume

@@ -445,3 +445,37 @@ def test_concurrent_writers_never_leave_a_partial_entry(
     assert header["round"] == rounds - 1
     assert reads > 0 and seen  # the reader saw entries while both wrote
     assert not [k for k in store.objects() if k.endswith(".tmp")]
+
+
+def test_a_password_profile_hits_across_sessions_and_never_reaches_the_cache(
+    store: Cache, pg_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from testbed.settings import warehouse_of
+
+    counter = iter(range(2))
+
+    def session() -> DbtSession:
+        work = tmp_path / f"pg-container-{next(counter)}"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        return DbtSession(
+            Settings(
+                state_dir=work / "state",
+                artifact_cache=store.location,
+                warehouse=warehouse_of(pg_db),
+            )
+        )
+
+    with session() as first:  # the generated profile reads the password from a secret env var
+        first.invoke(["ls"]).raise_for_status()
+    with session() as second:  # another random secret variable name: still the same inputs
+        second.invoke(["ls"]).raise_for_status()
+        assert second.parse_count == 0
+    password = pg_db.password.encode()
+    assert len(password) >= 8
+    for key in store.objects():
+        data = store.read(key)
+        assert password not in data, key
+        if key.endswith(".zip"):
+            _, files = unpack(data)
+            assert all(password not in body for body in files.values()), key
