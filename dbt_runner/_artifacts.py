@@ -18,10 +18,9 @@ is a directory (a shared volume) or ``s3://bucket/prefix`` that sessions share:
     ``run_results.json`` and ``manifest.json`` of the target's last command,
     what a kept ``target/`` would hold: ``dbt retry`` in a new container reads it.
 ``results/<target>/<selection>.zip``
-    the same per command and selection, for ``resume=True``: re-run only the nodes
-    that failed in the previous run of *this* command. A command writes a
-    ``started`` marker there before it runs, so a run that died before it wrote
-    results is never resumed from an older run's failures.
+    the same per command and selection, with the orchestrator's run id it was given
+    (``resume=<run id>``): a later try of the *same* run re-runs only the nodes that
+    did not succeed; another run's results are never resumed from.
 
 Every entry is one zip (``header.json`` + the files; each file's sha256 in the
 header, and zip's own CRC): written whole to a temporary file and renamed in the
@@ -31,8 +30,8 @@ that does not open, whose header names another fingerprint or format, or whose
 files do not match their checksums is skipped with a warning and counts as a
 miss; the session then parses and writes a good entry over it.
 
-The cache never decides what dbt runs: a miss parses as without a cache, and a
-store that cannot be reached is a warning, not a failed run.
+The cache changes what dbt runs only when asked (``resume``): a miss parses as
+without a cache, and a store that cannot be reached is a warning, not a failed run.
 """
 
 from __future__ import annotations
@@ -539,12 +538,6 @@ class ArtifactCache:
     def results_key(target: str, selection: str | None) -> str:
         return f"results/{target}/{selection or 'latest'}.zip"
 
-    def mark_started(self, target: str, selection: str, args: Sequence[str]) -> None:
-        """Before a command runs: its selection's state is "started, no results yet"."""
-        header = {"kind": "results", "target": target, "selection": selection, "args": list(args)}
-        header.update(state="started", written_at=_now())
-        self._put(self.results_key(target, selection), pack(header, {}))
-
     def save_results(
         self,
         target: str,
@@ -552,9 +545,11 @@ class ArtifactCache:
         args: Sequence[str],
         run_results: bytes,
         manifest: bytes | None,
+        run_id: str | None = None,
     ) -> None:
         """The command's ``run_results.json`` (and ``manifest.json``) as the target's
-        latest results and, with ``selection``, as that selection's."""
+        latest results and, with ``selection``, as that selection's; ``run_id``: the
+        orchestrator's run they belong to (``resume``)."""
         files = {_RUN_RESULTS: run_results}
         if manifest is not None:
             files[_MANIFEST] = manifest
@@ -563,7 +558,7 @@ class ArtifactCache:
             "target": target,
             "selection": selection,
             "args": list(args),
-            "state": "ended",
+            "run_id": run_id,
             "written_at": _now(),
         }
         started = time.monotonic()
@@ -801,14 +796,15 @@ class SessionArtifacts:
         target_key: str,
         target_dir: Path,
         *,
-        resume: bool,
+        resume: str | None,
     ) -> tuple[bytes | None, list[str] | None]:
         """Before ``args`` runs: the run_results.json to resume from (None: run it all)
         and the arguments of the command dbt's ``retry`` will repeat (None: no retry).
 
         ``dbt retry`` gets the target's latest results in ``target_dir`` when they are
-        newer than the ones there; a command run in full first marks its selection
-        as started.
+        newer than the ones there. ``resume`` (a run id) resumes from the results of
+        the same run's previous try of this command and selection when some node did
+        not succeed there.
         """
         command = args[0]
         if command == "retry":
@@ -828,33 +824,28 @@ class SessionArtifacts:
                 )
                 return None, previous
             return None, None
-        if command not in RETRYABLE_COMMANDS:
+        if command not in RETRYABLE_COMMANDS or resume is None:
             return None, None
-        selection = self.selection_key(args)
         described = " ".join(args)[:200]
-        if resume:
-            state = self.cache.load_results(target_key, selection)
-            results = state[1].get(_RUN_RESULTS) if state is not None else None
+        state = self.cache.load_results(target_key, self.selection_key(args))
+        if state is None or state[0].get("run_id") != resume:
+            why = f"no earlier try of run {resume!r} in the artifact cache"
+        else:
+            results = state[1].get(_RUN_RESULTS)
             failed = _failed_nodes(results)
             if results is not None and failed:
                 log.info(
                     "resume: re-running only the %d node(s) that did not succeed in the "
-                    "previous run of dbt %s (written %s)",
+                    "previous try of run %r (dbt %s, written %s)",
                     len(failed),
+                    resume,
                     described,
-                    state[0].get("written_at") if state is not None else "?",
-                    extra=event_extra("resume", nodes=failed),
+                    state[0].get("written_at"),
+                    extra=event_extra("resume", run_id=resume, nodes=failed),
                 )
                 return results, list(args)
-            why = (
-                "no earlier run of it in the artifact cache"
-                if state is None
-                else "its previous run has no results"
-                if results is None
-                else "its previous run succeeded"
-            )
-            log.info("resume: running all of dbt %s: %s", described, why)
-        self.cache.mark_started(target_key, selection, args)
+            why = f"the previous try of run {resume!r} succeeded"
+        log.info("resume: running all of dbt %s: %s", described, why)
         return None, None
 
     def after_command(
@@ -863,21 +854,26 @@ class SessionArtifacts:
         target_key: str,
         target_dir: Path,
         results: bytes | None,
+        run_id: str | None,
     ) -> None:
-        """After a command: its results as the target's latest and its selection's."""
+        """After a command: its results as the target's latest and its selection's
+        (with the run id it was given); after ``dbt retry``, as those of the command
+        it repeated."""
         command = args[0]
-        if results is None or (command not in RETRYABLE_COMMANDS and command != "retry"):
+        if results is None or not self.keeps_results(args):
             return
         selection: str | None = self.selection_key(args)
-        if command == "retry":  # dbt retry re-ran the latest command: its selection's state
+        if command == "retry":
             state = self.cache.load_results(target_key, None)
-            selection = state[0].get("selection") if state is not None else None
+            header = state[0] if state is not None else {}
+            selection, run_id = header.get("selection"), header.get("run_id")
+            args = [str(a) for a in header.get("args") or args]
         manifest: bytes | None
         try:
             manifest = (target_dir / _MANIFEST).read_bytes()
         except OSError:
             manifest = None
-        self.cache.save_results(target_key, selection, args, results, manifest)
+        self.cache.save_results(target_key, selection, args, results, manifest, run_id)
 
 
 def _failed_nodes(run_results: bytes | None) -> list[str]:

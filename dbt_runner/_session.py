@@ -254,15 +254,15 @@ class DbtSession:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         full_refresh: bool = False,
-        resume: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """``dbt run`` of the staging models with ``threads`` threads.
 
         ``select`` defaults to ``DBT_RUNNER_STAGING_SELECT`` (``tag:staging``);
         ``exclude`` is dbt's ``--exclude``. A selection that matches no model is a
         failed result (kind ``configuration``), not an empty success.
-        ``resume=True``: see :meth:`invoke` (an orchestrator's retry re-runs only what
-        failed in the previous try, from ``DBT_RUNNER_ARTIFACT_CACHE``).
+        ``resume``: the orchestrator's run id (see :meth:`invoke`): a retry of the same
+        run re-runs only what failed in its previous try (``DBT_RUNNER_ARTIFACT_CACHE``).
         """
         with self._writer_lock("run") as busy:
             if busy is not None:
@@ -286,7 +286,7 @@ class DbtSession:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         scope: str = "recent",
-        resume: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """``dbt test`` of the staging models' data tests, in this session's tunnel.
 
@@ -320,7 +320,7 @@ class DbtSession:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         scope: str = "recent",
-        resume: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """One ``dbt build`` of the staging models and their tests, instead of
         :meth:`run_staging` then :meth:`run_tests` (one invocation: fewer statements,
@@ -360,7 +360,7 @@ class DbtSession:
         vars: dict[str, Any] | None,
         scope: str | None = None,
         extra: Sequence[str] = (),
-        resume: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """``dbt <command> --select <select>`` for a building block: ``scope``'s tag and
         ``exclude`` in one ``--exclude``, then ``extra``, then ``vars``; a selection that
@@ -389,7 +389,7 @@ class DbtSession:
         threads: int | None = None,
         timeout_s: float | None = None,
         writer_lock: bool = False,
-        resume: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """Run any dbt command (``["build", "--select", "tag:staging"]``) with retries.
 
@@ -404,10 +404,13 @@ class DbtSession:
         dbt runs (an orchestrator's timeout from a signal handler) cancels on the
         server, cleans up and is re-raised unchanged; the session stays usable.
 
-        ``resume=True`` (needs ``DBT_RUNNER_ARTIFACT_CACHE``): when the previous run of
-        the same command and selection on this target did not succeed, re-run only what
-        did not (dbt's ``retry`` on that run's results, from the artifact cache: an
-        orchestrator's retry in a new container); otherwise run the whole command.
+        ``resume`` (needs ``DBT_RUNNER_ARTIFACT_CACHE``): the orchestrator's id of this run,
+        the same for each of its tries (Airflow: ``context["run_id"]``). The command's
+        results are kept in the artifact cache under it; when the previous try of the same
+        run, command and selection on this target did not succeed, only what did not is
+        re-run (dbt's ``retry`` on that try's results, in a new container too). Any other
+        case runs the whole command: a first try, another run's results, a try that
+        succeeded or left no results.
 
         >>> session.invoke(["seed", "--target", "ci"]).raise_for_status()   # doctest: +SKIP
         """
@@ -420,10 +423,10 @@ class DbtSession:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
-        if resume and self.settings.artifact_cache is None:
+        if resume is not None and self.settings.artifact_cache is None:
             raise ConfigurationError(
-                "resume=True re-runs what failed in a previous run, whose results live in the "
-                "artifact cache: set DBT_RUNNER_ARTIFACT_CACHE"
+                "resume re-runs what failed in a previous try of the run, whose results live "
+                "in the artifact cache: set DBT_RUNNER_ARTIFACT_CACHE"
             )
         if writer_lock:
             with self._writer_lock(args[0]) as busy:
@@ -451,7 +454,11 @@ class DbtSession:
                 if artifact_target is not None and invocation.interrupted is None:
                     assert self._artifacts is not None
                     self._artifacts.after_command(
-                        args, artifact_target, self._target_dir(args), invocation.last_results
+                        args,
+                        artifact_target,
+                        self._target_dir(args),
+                        invocation.last_results,
+                        resume,
                     )
             finally:
                 with self._current_lock:
@@ -776,7 +783,7 @@ class DbtSession:
             self._profiles_dir, *_parse_identity(full), self._target_dir(full)
         )
 
-    def _before_command(self, invocation: Invocation, resume: bool) -> str | None:
+    def _before_command(self, invocation: Invocation, resume: str | None) -> str | None:
         """The artifact cache's part before a command: the previous results ``dbt retry``
         or ``resume`` start from, and the partial parse dbt's retry parses from. Returns
         the target's key (None: no cache)."""

@@ -218,7 +218,36 @@ def test_a_directory_or_an_s3_url_is_accepted(value: str) -> None:
 
 def test_resume_needs_the_artifact_cache() -> None:
     with pytest.raises(ConfigurationError, match="DBT_RUNNER_ARTIFACT_CACHE"):
-        DbtSession(Settings()).invoke(["run"], resume=True)
+        DbtSession(Settings()).invoke(["run"], resume="run-1")
+
+
+def _results(*statuses: str) -> bytes:
+    entries = [{"unique_id": f"model.p.m{i}", "status": st} for i, st in enumerate(statuses)]
+    return json.dumps(
+        {"metadata": {"generated_at": "2026-12-06T04:00:00Z"}, "results": entries}
+    ).encode()
+
+
+def test_resume_takes_only_the_same_runs_previous_try(tmp_path: Path) -> None:
+    artifacts = SessionArtifacts(
+        ArtifactCache(open_store(str(tmp_path / "cache"))), tmp_path / "proj", tmp_path / "state"
+    )
+    run = ["run", "--select", "tag:staging"]
+    target = tmp_path / "state" / "target"
+
+    def resumed(run_id: str) -> bytes | None:
+        return artifacts.before_command(run, "tgt", target, resume=run_id)[0]
+
+    assert resumed("run-1") is None  # a first try: nothing to resume from
+    failed = _results("success", "error")
+    artifacts.after_command(run, "tgt", target, failed, "run-1")
+    assert resumed("run-1") == failed  # the next try of run-1 re-runs what failed
+    assert resumed("run-2") is None  # another run never resumes from run-1's failures
+    assert artifacts.before_command(run, "tgt", target, resume=None) == (None, None)
+    other = ["run", "--select", "tag:other"]
+    assert artifacts.before_command(other, "tgt", target, resume="run-1") == (None, None)
+    artifacts.after_command(run, "tgt", target, _results("success", "success"), "run-1")
+    assert resumed("run-1") is None  # it succeeded: a further try runs it all
 
 
 def test_a_selection_key_ignores_threads_only() -> None:

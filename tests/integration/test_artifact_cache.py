@@ -287,7 +287,7 @@ _CHILD = textwrap.dedent(
                 sys.exit("no go signal")
             time.sleep(0.01)
     with DbtSession(Settings(**config["settings"])) as session:
-        result = session.invoke(config["args"], resume=config.get("resume", False))
+        result = session.invoke(config["args"], resume=config.get("resume"))
         print(json.dumps({
             "success": result.success,
             "nodes": {n.name: n.status for n in result.nodes},
@@ -355,7 +355,9 @@ def test_retry_state_reaches_a_new_process_in_a_new_directory(
     containers: Containers, project: Path
 ) -> None:
     run = ["run", "--select", "ok_a", "fail_x", "fail_y"]
-    first, _ = _result(_child(containers, project, run))
+    # try 1 of the orchestrator's run "run-1", in one container
+    first, err = _result(_child(containers, project, run, resume="run-1"))
+    assert "resume: running all of dbt run" in err and "no earlier try of run 'run-1'" in err
     assert not first["success"]
     assert first["nodes"] == {"ok_a": "success", "fail_x": "error", "fail_y": "error"}
 
@@ -369,15 +371,15 @@ def test_retry_state_reaches_a_new_process_in_a_new_directory(
 
     with duckdb.connect(str(containers.db)) as con:
         con.execute("create table main.raw_y as select 2 as id")
-    # the orchestrator's retry of the original task: resume=True re-runs what still failed
-    third, err = _result(_child(containers, project, run, resume=True))
+    # the orchestrator's next try of run-1, in a third container: only what still failed
+    third, err = _result(_child(containers, project, run, resume="run-1"))
     assert "resume: re-running only the 1 node(s)" in err
     assert third["success"] and third["nodes"] == {"fail_y": "success"}
     assert third["attempts"] == [["retry"]]
 
-    # that run succeeded: the next resume of the same selection runs all of it
+    # run-1 succeeded: another try of it (or another run) runs all of the command
     with containers.session(project) as fourth:
-        again = fourth.invoke(run, resume=True)
+        again = fourth.invoke(run, resume="run-1")
     assert {n.name: n.status for n in again.nodes} == {
         "ok_a": "success",
         "fail_x": "success",
