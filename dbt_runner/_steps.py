@@ -125,17 +125,21 @@ def cycle_steps(
     scope: str = "recent",
     vars: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    resume: str | None = None,
 ) -> list[Step]:
     """A cycle: staging then (``tests``) its tests; ``build``: one ``dbt build`` instead.
 
-    ``select``/``exclude``/``vars``/``threads`` apply to every step; ``scope`` to the
-    tests. Options left None are the session's defaults (its settings).
+    ``select``/``exclude``/``vars``/``threads``/``resume`` apply to every step; ``scope``
+    to the tests. Options left None are the session's defaults (its settings).
     """
-    common = {
-        k: v
-        for k, v in (("select", select), ("exclude", exclude), ("vars", vars), ("threads", threads))
-        if v is not None
-    }
+    given = (
+        ("select", select),
+        ("exclude", exclude),
+        ("vars", vars),
+        ("threads", threads),
+        ("resume", resume),
+    )
+    common = {k: v for k, v in given if v is not None}
     if build:
         if not tests:
             raise ConfigurationError("a build cycle runs the tests: it cannot go without them")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
 import zipfile
 from dataclasses import replace
@@ -271,3 +272,22 @@ def test_failed_nodes_are_what_dbt_retry_re_runs() -> None:
     assert _failed_nodes(json.dumps(results).encode()) == ["model.p.b", "model.p.c", "test.p.d"]
     assert _failed_nodes(b"not json") == []
     assert _failed_nodes(None) == []
+
+
+@pytest.mark.parametrize("command", ["staging", "test", "cycle"])
+def test_the_cli_resume_option_needs_the_cache(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from dbt_runner.cli import main
+
+    for name in [n for n in os.environ if n.startswith("DBT_RUNNER_")]:
+        monkeypatch.delenv(name)
+    env = {
+        "DBT_RUNNER_WAREHOUSE__PATH": str(tmp_path / "cli.duckdb"),
+        "DBT_RUNNER_STATE_DIR": str(tmp_path / "state"),
+    }
+    result = CliRunner().invoke(main, [command, "--resume", "manual__1"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "DBT_RUNNER_ARTIFACT_CACHE" in result.output
