@@ -776,19 +776,9 @@ class SessionArtifacts:
     @staticmethod
     def selection_key(args: Sequence[str]) -> str:
         """A command and its selection (every argument but ``--threads``)."""
-        kept: list[str] = []
-        skip = False
-        for arg in args:
-            if skip:
-                skip = False
-                continue
-            if arg == "--threads":
-                skip = True
-                continue
-            if arg.startswith("--threads="):
-                continue
-            kept.append(arg)
-        return _sha(json.dumps(kept))[:20]
+        from ._invocation import without_threads
+
+        return _sha(json.dumps(without_threads(args)))[:20]
 
     def before_command(
         self,

@@ -615,6 +615,11 @@ def _with_error(
 
 def _set_threads(args: Sequence[str], threads: int) -> list[str]:
     """``args`` with its ``--threads`` replaced by ``threads``."""
+    return [*without_threads(args), "--threads", str(threads)]
+
+
+def without_threads(args: Sequence[str]) -> list[str]:
+    """``args`` without its ``--threads`` (``--threads N`` or ``--threads=N``)."""
     out: list[str] = []
     skip = False
     for arg in args:
@@ -627,7 +632,7 @@ def _set_threads(args: Sequence[str], threads: int) -> list[str]:
         if arg.startswith("--threads="):
             continue
         out.append(arg)
-    return [*out, "--threads", str(threads)]
+    return out
 
 
 def _fresh_bytes(path: Path, age_s: float) -> bytes | None:

@@ -732,12 +732,7 @@ class DbtSession:
         manifest = self.manifests.get(key, files)
         if manifest is not None:
             return manifest, None
-        parse_args = ["parse"]
-        if key[0]:
-            parse_args += ["--target", key[0]]
-        if key[1]:
-            parse_args += ["--vars", key[1]]
-        full = self._effective_args(parse_args, None)
+        full = self._effective_args(_parse_args(key), None)
         cached = self._cached_parse(full)
         if cached is not None and cached.manifest is not None:
             self.manifests.put(key, cached.manifest, files)
@@ -799,13 +794,7 @@ class DbtSession:
         if repeated:
             # dbt's retry parses by itself (the repeated command's target and vars): from
             # the cached partial parse, not from nothing
-            key = _manifest_key(repeated)
-            parse_args = ["parse"]
-            if key[0]:
-                parse_args += ["--target", key[0]]
-            if key[1]:
-                parse_args += ["--vars", key[1]]
-            full = self._effective_args(parse_args, None)
+            full = self._effective_args(_parse_args(_manifest_key(repeated)), None)
             assert self._profiles_dir is not None
             self._artifacts.lookup_parse(
                 self._profiles_dir, *_parse_identity(full), self._target_dir(full), decode=False
@@ -919,6 +908,16 @@ def _selected_something(result: RunResult, select: str, setting: str) -> RunResu
 def _manifest_key(args: Sequence[str]) -> tuple[str, str]:
     """What a parsed manifest depends on besides the files: ``(--target, --vars)``."""
     return (_option_value(args, _TARGET_FLAGS) or "", _option_value(args, ("--vars",)) or "")
+
+
+def _parse_args(key: tuple[str, str]) -> list[str]:
+    """The ``dbt parse`` of a manifest key ``(--target, --vars)``."""
+    args = ["parse"]
+    if key[0]:
+        args += ["--target", key[0]]
+    if key[1]:
+        args += ["--vars", key[1]]
+    return args
 
 
 def _parse_identity(args: Sequence[str]) -> tuple[str | None, str | None, str | None]:
