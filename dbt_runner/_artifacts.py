@@ -6,11 +6,12 @@ orchestrator's retry finds no ``run_results.json`` for ``dbt retry``. The cache
 is a directory (a shared volume) or ``s3://bucket/prefix`` that sessions share:
 
 ``parse/<fingerprint>.zip``
-    dbt's ``partial_parse.msgpack`` of one parse, under a fingerprint of
-    everything the parse depends on (:func:`fingerprint`). A session that finds
-    its fingerprint there hands that manifest to dbt and does not parse at all
-    (``DbtSession.parse_count`` stays 0); it also puts the file in its
-    ``target/``, so a later parse in that container is partial.
+    what dbt's parse wrote (``partial_parse.msgpack``, ``manifest.json``,
+    ``semantic_manifest.json``), under a fingerprint of everything the parse
+    depends on (:func:`fingerprint`). A session that finds its fingerprint there
+    hands that manifest to dbt and does not parse at all (``DbtSession.parse_count``
+    stays 0); it puts the files in its ``target/`` as dbt's parse would have, so a
+    later parse in that container is partial.
 ``parse/<project>.latest.json``
     what the last entry written for the project was keyed on: on a miss, the
     log line says which input changed.
@@ -79,6 +80,8 @@ _MAX_FILES = 200_000
 #: directories a project walk never enters
 _SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "node_modules"})
 _PARTIAL_PARSE = "partial_parse.msgpack"
+#: what dbt's parse leaves in target/ besides its partial parse (restored on a hit)
+_PARSE_ARTIFACTS = ("manifest.json", "semantic_manifest.json")
 _RUN_RESULTS = "run_results.json"
 _MANIFEST = "manifest.json"
 
@@ -408,10 +411,14 @@ def _explain(old: dict[str, Any], new: Fingerprint) -> str:
 # ---------------------------------------------------------------------- the cache
 @dataclass
 class ParseHit:
-    """A usable parse entry: the manifest and its msgpack (for ``target/``)."""
+    """A usable parse entry: the manifest and the files dbt's parse wrote (for ``target/``)."""
 
     manifest: Any
-    msgpack: bytes
+    files: dict[str, bytes]
+
+    @property
+    def size(self) -> int:
+        return sum(len(d) for d in self.files.values())
 
 
 class ArtifactCache:
@@ -491,7 +498,7 @@ class ArtifactCache:
                 exc,
             )
             return None, f"the cached entry is unusable ({type(exc).__name__})"
-        return ParseHit(manifest, files[_PARTIAL_PARSE]), ""
+        return ParseHit(manifest, files), ""
 
     def _why_missing(self, fp: Fingerprint) -> str:
         data = self._get(self._latest_key(fp))
@@ -505,8 +512,9 @@ class ArtifactCache:
             return f"no entry for fingerprint {fp.short}"
         return f"no entry for fingerprint {fp.short}: {_explain(old, fp)}"
 
-    def save_parse(self, fp: Fingerprint, msgpack: bytes, manifest: Any) -> bool:
-        """Write the entry for ``fp`` (``msgpack``: dbt's partial parse of ``manifest``)."""
+    def save_parse(self, fp: Fingerprint, files: dict[str, bytes], manifest: Any) -> bool:
+        """Write the entry for ``fp``: what dbt's parse of ``manifest`` wrote (its
+        ``partial_parse.msgpack``, ``manifest.json``, ``semantic_manifest.json``)."""
         from . import _dbt
 
         env = {k: _env_token(v) for k, v in _dbt.partial_parse_env_vars(manifest).items()}
@@ -518,7 +526,7 @@ class ArtifactCache:
             "written_at": _now(),
         }
         started = time.monotonic()
-        data = pack(header, {_PARTIAL_PARSE: msgpack})
+        data = pack(header, files)
         if not self._put(self.parse_key(fp), data):
             return False
         latest = {"fingerprint": fp.digest, "components": fp.components, "files": fp.files}
@@ -699,10 +707,11 @@ class SessionArtifacts:
 
         Logs ``parse: cache hit <fingerprint>`` or ``full parse: cache miss because
         <reason>`` (``parse: ...`` when ``target/`` still holds a partial parse dbt
-        starts from). On a hit the entry's ``partial_parse.msgpack`` is put in
-        ``target_dir`` too. With dbt plugins installed (they may inject nodes) the hit
-        is not handed over: dbt parses from the restored file and checks it itself;
-        ``decode=False`` only restores the file (for a command that parses by itself).
+        starts from). On a hit the entry's files (``partial_parse.msgpack``,
+        ``manifest.json``...) are put in ``target_dir`` too. With dbt plugins installed
+        (they may inject nodes) the hit is not handed over: dbt parses from the restored
+        file and checks it itself; ``decode=False`` only restores the files (for a
+        command that parses by itself).
         """
         started = time.monotonic()
         fp, why = self.fingerprint(profiles_dir, profile, target, cli_vars)
@@ -714,14 +723,15 @@ class SessionArtifacts:
         if hit is None:
             _log_miss(why, local, fp)
             return ParseLookup(fp)
-        _write_atomic(target_dir / _PARTIAL_PARSE, hit.msgpack)
+        for name, body in hit.files.items():  # target/ as dbt's parse would leave it
+            _write_atomic(target_dir / name, body)
         inputs, _ = self.inputs(profiles_dir, profile, target, cli_vars)
         plugins = getattr(inputs, "plugins", ())
         log.info(
             "parse: cache hit %s (%s, %d KB, %.2fs)%s",
             fp.short,
             self.cache.store.describe(self.cache.parse_key(fp)),
-            len(hit.msgpack) // 1024,
+            hit.size // 1024,
             time.monotonic() - started,
             f"; dbt plugins installed ({', '.join(plugins)}): dbt parses from it"
             if plugins
@@ -742,20 +752,22 @@ class SessionArtifacts:
         target_dir: Path,
         manifest: Any,
     ) -> None:
-        """After dbt parsed on a miss: its ``partial_parse.msgpack`` as the entry, unless
+        """After dbt parsed on a miss: what it wrote in ``target/`` as the entry, unless
         the project changed while dbt parsed (the entry would not match its key)."""
         if lookup.fingerprint is None or lookup.hit:
             return
-        try:
-            msgpack = (target_dir / _PARTIAL_PARSE).read_bytes()
-        except OSError:
+        files: dict[str, bytes] = {}
+        for name in (_PARTIAL_PARSE, *_PARSE_ARTIFACTS):
+            with contextlib.suppress(OSError):
+                files[name] = (target_dir / name).read_bytes()
+        if _PARTIAL_PARSE not in files:
             log.info("artifact cache: dbt wrote no %s: nothing to cache", _PARTIAL_PARSE)
             return
         after, _ = self.fingerprint(profiles_dir, profile, target, cli_vars)
         if after is None or after.digest != lookup.fingerprint.digest:
             log.info("artifact cache: the project changed while dbt parsed: not cached")
             return
-        self.cache.save_parse(lookup.fingerprint, msgpack, manifest)
+        self.cache.save_parse(lookup.fingerprint, files, manifest)
 
     # ------------------------------------------------------------------ retry state
     @staticmethod

@@ -184,7 +184,7 @@ def test_an_unreachable_store_is_a_logged_miss(
     fp = fingerprint(inputs, inputs.source_dirs[0].parent, None)
     with caplog.at_level(logging.WARNING, logger="dbt_runner.cache"):
         hit, why = cache.load_parse(fp)
-        saved = cache.save_parse(fp, b"msgpack", object())
+        saved = cache.save_parse(fp, {"partial_parse.msgpack": b"\x80"}, object())
     assert hit is None and why.startswith("no entry for fingerprint")
     assert saved is False
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
