@@ -25,6 +25,7 @@ SLOW_MODULES = (
     "test_tunnel_soak.py",
     "test_airflow_dag.py",
     "test_differential_duckdb.py",
+    "test_artifact_cache.py",
     "test_models_redshift.py",
     "test_benchmarks_smoke.py",
     "test_models_postgres.py",
