@@ -120,7 +120,11 @@ class DbtSession:
 
     @property
     def parse_count(self) -> int:
-        """How many times dbt parsed the project in this session (from dbt's own events)."""
+        """How many times dbt parsed the project in this session (from dbt's own events).
+
+        A manifest taken from the artifact cache (``DBT_RUNNER_ARTIFACT_CACHE``) is not a
+        parse: a session whose first command hit the cache reports 0.
+        """
         return self._relay.parse_events
 
     @property
