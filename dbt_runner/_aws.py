@@ -331,6 +331,27 @@ def _client(session: Any, service: str, wh: WarehouseSettings) -> Any:
     return session.client(service, config=config)
 
 
+def boto3_installed() -> bool:
+    """True when boto3 can be imported (the ``s3`` or ``redshift`` extra)."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def s3_client() -> Any:
+    """An S3 client of the default credential chain (``AWS_ENDPOINT_URL`` honoured), short
+    connect timeouts and botocore's standard retries (for the artifact cache: a store that
+    does not answer is a warning there, never a failed run)."""
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+    )
+    return _boto3().client("s3", config=config)
+
+
 def fetch_login(wh: WarehouseSettings, keys: AwsKeys | None = None) -> Login:
     """A temporary login for ``wh`` (``METHOD=iam``) from AWS, valid :data:`DURATION_S`.
 

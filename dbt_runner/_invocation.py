@@ -160,6 +160,11 @@ class Invocation:
         self._attempt_number: int | None = None  # the attempt running now
         #: the current attempt's deprecation counts (its parse and its command)
         self._deprecations = _dbt.CommandDeprecations()
+        #: a previous run's run_results.json: the first attempt is dbt's ``retry`` of it
+        #: (``invoke(resume=True)``, from the artifact cache)
+        self.resume_from: bytes | None = None
+        #: run_results.json of the latest attempt in which nodes ran (after :meth:`run`)
+        self.last_results: bytes | None = None
 
     # ------------------------------------------------------------------ the cancel path
     @property
@@ -292,7 +297,8 @@ class Invocation:
         earlier = session._take_phases()  # the session's open and writer lock, if not told yet
         attempts: list[Attempt] = []
         degraded: int | None = None
-        ran: bytes | None = None  # run_results.json of the latest attempt in which nodes ran
+        # run_results.json of the latest attempt in which nodes ran
+        ran: bytes | None = self.resume_from
         target_dir = session._target_dir(self.args)
         try:
             for retry_state in build_retrying(policy, sleep=self._sleep):
@@ -301,7 +307,9 @@ class Invocation:
                         # dbt's retry reads the previous results from the target path
                         (target_dir / _RUN_RESULTS).write_bytes(ran)
                         attempt_args = ["retry", "--target-path", str(target_dir)]
-                        attempt_threads = degraded or attempts[-1].threads
+                        attempt_threads = degraded or (
+                            attempts[-1].threads if attempts else self.threads
+                        )
                     elif degraded is not None:
                         attempt_args, attempt_threads = _set_threads(self.args, degraded), degraded
                     else:
@@ -327,6 +335,7 @@ class Invocation:
                         raise TransientFailure(attempt)
         except TransientFailure:  # pragma: no cover - reraise=True only after the last attempt
             pass
+        self.last_results = ran
         return RunResult.merge(
             command,
             attempts,
@@ -666,6 +675,11 @@ def _with_error(
 
 def _set_threads(args: Sequence[str], threads: int) -> list[str]:
     """``args`` with its ``--threads`` replaced by ``threads``."""
+    return [*without_threads(args), "--threads", str(threads)]
+
+
+def without_threads(args: Sequence[str]) -> list[str]:
+    """``args`` without its ``--threads`` (``--threads N`` or ``--threads=N``)."""
     out: list[str] = []
     skip = False
     for arg in args:
@@ -678,7 +692,7 @@ def _set_threads(args: Sequence[str], threads: int) -> list[str]:
         if arg.startswith("--threads="):
             continue
         out.append(arg)
-    return [*out, "--threads", str(threads)]
+    return out
 
 
 def _fresh_bytes(path: Path, age_s: float) -> bytes | None:

@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._dbt import TOP_FILES
+
 __all__ = ["ManifestCache", "ProjectFiles", "project_files"]
 
 log = logging.getLogger("dbt_runner.session")
@@ -41,14 +43,7 @@ _PATH_KEYS = {
     "analysis-paths": ["analyses"],
     "docs-paths": [],  # dbt's default is every path above; they are walked already
 }
-_TOP_FILES = (
-    "dbt_project.yml",
-    "packages.yml",
-    "dependencies.yml",
-    "selectors.yml",
-    "package-lock.yml",
-    ".dbtignore",
-)
+_TOP_FILES = TOP_FILES
 #: manifests kept per cache (one per (target, vars) key, least recently used dropped):
 #: a DAG that passes a new --vars value every cycle must not grow memory without bound
 MAX_MANIFESTS = 4

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _dbt, _signals
+from ._artifacts import SessionArtifacts
 from ._events import EventRelay, NodeCallback
 from ._exceptions import (
     ConfigurationError,
@@ -138,6 +139,8 @@ class DbtSession:
             own_profiles.resolve() / "profiles.yml" if own_profiles is not None else None,
         )
         self.state_dir = _state_dir(self.settings, self.project_dir)
+        #: DBT_RUNNER_ARTIFACT_CACHE, once open (:mod:`dbt_runner._artifacts`)
+        self._artifacts: SessionArtifacts | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -147,7 +150,11 @@ class DbtSession:
 
     @property
     def parse_count(self) -> int:
-        """How many times dbt parsed the project in this session (from dbt's own events)."""
+        """How many times dbt parsed the project in this session (from dbt's own events).
+
+        A manifest taken from the artifact cache (``DBT_RUNNER_ARTIFACT_CACHE``) is not a
+        parse: a session whose first command hit the cache reports 0.
+        """
         return self._relay.parse_events
 
     @property
@@ -199,6 +206,7 @@ class DbtSession:
             # once per session (and again before a command when half its life is gone, or
             # after the tunnel re-opened): every connection of the session uses it
             self._login = self._retried(self._fetch_login)
+        self._open_artifacts()
         if s.profiles_dir is not None:
             if not s.ssh.enabled:
                 self._profiles_dir = s.profiles_dir.resolve()
@@ -337,12 +345,15 @@ class DbtSession:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         full_refresh: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """``dbt run`` of the staging models with ``threads`` threads.
 
         ``select`` defaults to ``DBT_RUNNER_STAGING_SELECT`` (``tag:staging``);
         ``exclude`` is dbt's ``--exclude``. A selection that matches no model is a
         failed result (kind ``configuration``), not an empty success.
+        ``resume``: the orchestrator's run id (see :meth:`invoke`): a retry of the same
+        run re-runs only what failed in its previous try (``DBT_RUNNER_ARTIFACT_CACHE``).
         """
         with self._writer_lock("run") as busy:
             if busy is not None:
@@ -355,6 +366,7 @@ class DbtSession:
                 threads=threads,
                 vars=vars,
                 extra=["--full-refresh"] if full_refresh else [],
+                resume=resume,
             )
 
     def run_tests(
@@ -365,6 +377,7 @@ class DbtSession:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         scope: str = "recent",
+        resume: str | None = None,
     ) -> RunResult:
         """``dbt test`` of the staging models' data tests, in this session's tunnel.
 
@@ -387,6 +400,7 @@ class DbtSession:
             threads=threads,
             vars=vars,
             scope=scope,
+            resume=resume,
         )
 
     def build_staging(
@@ -397,6 +411,7 @@ class DbtSession:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         scope: str = "recent",
+        resume: str | None = None,
     ) -> RunResult:
         """One ``dbt build`` of the staging models and their tests, instead of
         :meth:`run_staging` then :meth:`run_tests` (one invocation: fewer statements,
@@ -422,6 +437,7 @@ class DbtSession:
                 threads=threads,
                 vars=vars,
                 scope=scope,
+                resume=resume,
             )
 
     def _building_block(
@@ -435,6 +451,7 @@ class DbtSession:
         vars: dict[str, Any] | None,
         scope: str | None = None,
         extra: Sequence[str] = (),
+        resume: str | None = None,
     ) -> RunResult:
         """``dbt <command> --select <select>`` for a building block (``select`` None: the
         setting ``setting``'s): ``scope``'s tag and ``exclude`` in one ``--exclude``, then
@@ -455,7 +472,7 @@ class DbtSession:
         args += extra
         if vars:
             args += ["--vars", json.dumps(vars, sort_keys=True)]
-        result = self.invoke(args, threads=threads)
+        result = self.invoke(args, threads=threads, resume=resume)
         return _selected_something(result, selection, None if select else setting_name(setting))
 
     def invoke(
@@ -465,6 +482,7 @@ class DbtSession:
         threads: int | None = None,
         timeout_s: float | None = None,
         writer_lock: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """Run any dbt command (``["build", "--select", "tag:staging"]``) with retries.
 
@@ -479,6 +497,14 @@ class DbtSession:
         dbt runs (an orchestrator's timeout from a signal handler) cancels on the
         server, cleans up and is re-raised unchanged; the session stays usable.
 
+        ``resume`` (needs ``DBT_RUNNER_ARTIFACT_CACHE``): the orchestrator's id of this run,
+        the same for each of its tries (Airflow: ``context["run_id"]``). The command's
+        results are kept in the artifact cache under it; when the previous try of the same
+        run, command and selection on this target did not succeed, only what did not is
+        re-run (dbt's ``retry`` on that try's results, in a new container too). Any other
+        case runs the whole command: a first try, another run's results, a try that
+        succeeded or left no results.
+
         >>> session.invoke(["seed", "--target", "ci"]).raise_for_status()   # doctest: +SKIP
         """
         args = [str(a) for a in args]
@@ -490,12 +516,17 @@ class DbtSession:
             raise ConfigurationError(f"threads must be >= 1, got {threads}")
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
+        if resume is not None and self.settings.artifact_cache is None:
+            raise ConfigurationError(
+                "resume re-runs what failed in a previous try of the run, whose results live "
+                "in the artifact cache: set DBT_RUNNER_ARTIFACT_CACHE"
+            )
         self._install_deps(args[0])
         if writer_lock:
             with self._writer_lock(args[0]) as busy:
                 if busy is not None:
                     return busy
-                return self.invoke(args, threads=threads, timeout_s=timeout_s)
+                return self.invoke(args, threads=threads, timeout_s=timeout_s, resume=resume)
         with self._lock:
             if self._state is not SessionState.OPEN:
                 raise SessionStateError(
@@ -512,7 +543,17 @@ class DbtSession:
             with self._current_lock:
                 self._current = self._last = invocation
             try:
+                artifact_target = self._before_command(invocation, resume)
                 result = invocation.run()
+                if artifact_target is not None and invocation.interrupted is None:
+                    assert self._artifacts is not None
+                    self._artifacts.after_command(
+                        args,
+                        artifact_target,
+                        self._target_dir(args),
+                        invocation.last_results,
+                        resume,
+                    )
             finally:
                 with self._current_lock:
                     self._current = None
@@ -761,6 +802,7 @@ class DbtSession:
             raise SessionStateError("open_for_parsing() needs an unopened session")
         s = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._open_artifacts()
         if s.profiles_dir is not None:
             self._profiles_dir = s.profiles_dir.resolve()
         else:
@@ -801,12 +843,11 @@ class DbtSession:
         manifest = self.manifests.get(key, files)
         if manifest is not None:
             return manifest, None
-        parse_args = ["parse"]
-        if key[0]:
-            parse_args += ["--target", key[0]]
-        if key[1]:
-            parse_args += ["--vars", key[1]]
-        full = self._effective_args(parse_args, None)
+        full = self._effective_args(_parse_args(key), None)
+        cached = self._cached_parse(full)
+        if cached is not None and cached.manifest is not None:
+            self.manifests.put(key, cached.manifest, files)
+            return cached.manifest, None
         if invocation is None:
             parsed: _dbt.DbtReturn | None = _dbt.invoke(full, None, self._relay)
         else:
@@ -818,7 +859,80 @@ class DbtSession:
         if not parsed.success or parsed.value is None:
             return None, parse_error(parsed.exception)
         self.manifests.put(key, parsed.value, files)
+        if cached is not None:
+            assert self._artifacts is not None and self._profiles_dir is not None
+            self._artifacts.save_parse(
+                cached,
+                self._profiles_dir,
+                *_parse_identity(full),
+                self._target_dir(full),
+                parsed.value,
+            )
         return parsed.value, None
+
+    # ------------------------------------------------------------------ artifact cache
+    def _open_artifacts(self) -> None:
+        """Open ``DBT_RUNNER_ARTIFACT_CACHE`` (a missing boto3 is a configuration error)."""
+        location = self.settings.artifact_cache
+        if location is None or self._artifacts is not None:
+            return
+        from ._artifacts import ArtifactCache, open_store
+
+        self._artifacts = SessionArtifacts(
+            ArtifactCache(open_store(location)), self.project_dir, self.state_dir
+        )
+
+    def _cached_parse(self, full: Sequence[str]) -> Any:
+        """The artifact cache's lookup for the parse ``full`` would do (None: no cache)."""
+        if self._artifacts is None:
+            return None
+        assert self._profiles_dir is not None
+        return self._artifacts.lookup_parse(
+            self._profiles_dir, *_parse_identity(full), self._target_dir(full)
+        )
+
+    def _before_command(self, invocation: Invocation, resume: str | None) -> str | None:
+        """The artifact cache's part before a command: the previous results ``dbt retry``
+        or ``resume`` start from, and the partial parse dbt's retry parses from. Returns
+        the target's key (None: no cache)."""
+        args = invocation.args
+        if self._artifacts is None or not self._artifacts.keeps_results(args):
+            return None
+        target = self._artifact_target(args)
+        if target is None:
+            return None
+        invocation.resume_from, repeated = self._artifacts.before_command(
+            args, target, self._target_dir(args), resume=resume
+        )
+        if repeated:
+            # dbt's retry parses by itself (the repeated command's target and vars): from
+            # the cached partial parse, not from nothing
+            full = self._effective_args(_parse_args(_manifest_key(repeated)), None)
+            assert self._profiles_dir is not None
+            self._artifacts.lookup_parse(
+                self._profiles_dir, *_parse_identity(full), self._target_dir(full), decode=False
+            )
+        return target
+
+    def _artifact_target(self, args: Sequence[str]) -> str | None:
+        """The artifact cache's key for the warehouse target ``args`` run on (None: no
+        cache, or a project dbt cannot load: dbt's own error follows)."""
+        if self._artifacts is None:
+            return None
+        assert self._profiles_dir is not None
+        inputs, _ = self._artifacts.inputs(
+            self._profiles_dir, *_parse_identity(self._effective_args(args, None))
+        )
+        if inputs is None:
+            return None
+        remote: tuple[str, int] | None = None
+        if self._own_target is not None:
+            remote = (self._own_target.host, self._own_target.port)
+        elif self.settings.ssh.enabled:
+            wh = self.settings.warehouse
+            assert wh.host is not None and wh.effective_port is not None
+            remote = (wh.host, wh.effective_port)
+        return self._artifacts.target_key(inputs, remote)
 
     def _effective_args(self, args: Sequence[str], threads: int | None) -> list[str]:
         """``args`` plus what the session must add: the caller's flags always win."""
@@ -928,6 +1042,26 @@ def _selected_something(result: RunResult, select: str, setting: str | None) -> 
 def _manifest_key(args: Sequence[str]) -> tuple[str, str]:
     """What a parsed manifest depends on besides the files: ``(--target, --vars)``."""
     return (_option_value(args, _TARGET_FLAGS) or "", _option_value(args, ("--vars",)) or "")
+
+
+def _parse_args(key: tuple[str, str]) -> list[str]:
+    """The ``dbt parse`` of a manifest key ``(--target, --vars)``."""
+    args = ["parse"]
+    if key[0]:
+        args += ["--target", key[0]]
+    if key[1]:
+        args += ["--vars", key[1]]
+    return args
+
+
+def _parse_identity(args: Sequence[str]) -> tuple[str | None, str | None, str | None]:
+    """``(--profile, --target, --vars)`` of a command line: what a parse depends on
+    besides the files."""
+    return (
+        _option_value(args, ("--profile",)),
+        _option_value(args, _TARGET_FLAGS) or _short_target(args),
+        _option_value(args, ("--vars",)),
+    )
 
 
 def _option_value(args: Sequence[str], flags: Sequence[str]) -> str | None:

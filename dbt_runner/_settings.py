@@ -539,6 +539,13 @@ class Settings(BaseSettings):
         description="dbt vars for every command, a JSON object (e.g. "
         '{"test_window_s": 3600}); vars a command passes itself win, key by key',
     )
+    artifact_cache: str | None = Field(
+        None,
+        description="a directory (a shared volume) or s3://bucket/prefix where sessions share "
+        "dbt's partial parse and the last run's results, keyed by a fingerprint: a fresh "
+        "container starts without a full parse, and dbt retry / resume=True find the failed "
+        "run's results (s3:// needs boto3: the 's3' extra); unset = no shared cache",
+    )
     install_deps: InstallDeps = Field(
         "auto",
         description="dbt deps before a session's first command (a first `deps` does it "
@@ -615,6 +622,8 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}SSH__HOST is set but {ENV_PREFIX}WAREHOUSE__TYPE=duckdb has nothing "
                 "to tunnel to: unset the SSH host or use redshift/postgres"
             )
+        if self.artifact_cache is not None:
+            _check_artifact_cache(self.artifact_cache)
         if self.raw_schema is not None and self.vars.get("raw_schema", self.raw_schema) != (
             self.raw_schema
         ):
@@ -647,6 +656,23 @@ class Settings(BaseSettings):
     def resolved_project_dir(self) -> Path:
         """The dbt project this session runs."""
         return (self.project_dir or bundled_project_dir()).resolve()
+
+
+def _check_artifact_cache(value: str) -> None:
+    """A directory or ``s3://bucket[/prefix]``; nothing else (no silent other meaning)."""
+    name = f"{ENV_PREFIX}ARTIFACT_CACHE"
+    if not value.strip():
+        raise ValueError(f"{name} is empty: unset it, or name a directory or s3://bucket/prefix")
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return
+    if scheme != "s3":
+        raise ValueError(
+            f"{name}: {scheme}:// is not supported; name a directory or s3://bucket/prefix"
+        )
+    bucket = rest.split("/", 1)[0]
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ValueError(f"{name}: {bucket!r} is not an S3 bucket name (s3://bucket/prefix)")
 
 
 def _describe(exc: ValidationError, flags: Mapping[str, str]) -> str:

@@ -37,10 +37,10 @@ OPERATIONS: dict[str, str] = {
 }
 #: the keyword arguments each operation takes (the session methods' own)
 _KEYWORDS: dict[str, frozenset[str]] = {
-    "run_staging": frozenset({"select", "exclude", "threads", "vars", "full_refresh"}),
-    "run_tests": frozenset({"select", "exclude", "threads", "vars", "scope"}),
-    "build_staging": frozenset({"select", "exclude", "threads", "vars", "scope"}),
-    "invoke": frozenset({"threads", "timeout_s", "writer_lock"}),
+    "run_staging": frozenset({"select", "exclude", "threads", "vars", "full_refresh", "resume"}),
+    "run_tests": frozenset({"select", "exclude", "threads", "vars", "scope", "resume"}),
+    "build_staging": frozenset({"select", "exclude", "threads", "vars", "scope", "resume"}),
+    "invoke": frozenset({"threads", "timeout_s", "writer_lock", "resume"}),
 }
 
 
@@ -125,17 +125,21 @@ def cycle_steps(
     scope: str = "recent",
     vars: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    resume: str | None = None,
 ) -> list[Step]:
     """A cycle: staging then (``tests``) its tests; ``build``: one ``dbt build`` instead.
 
-    ``select``/``exclude``/``vars``/``threads`` apply to every step; ``scope`` to the
-    tests. Options left None are the session's defaults (its settings).
+    ``select``/``exclude``/``vars``/``threads``/``resume`` apply to every step; ``scope``
+    to the tests. Options left None are the session's defaults (its settings).
     """
-    common = {
-        k: v
-        for k, v in (("select", select), ("exclude", exclude), ("vars", vars), ("threads", threads))
-        if v is not None
-    }
+    given = (
+        ("select", select),
+        ("exclude", exclude),
+        ("vars", vars),
+        ("threads", threads),
+        ("resume", resume),
+    )
+    common = {k: v for k, v in given if v is not None}
     if build:
         if not tests:
             raise ConfigurationError("a build cycle runs the tests: it cannot go without them")

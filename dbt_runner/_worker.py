@@ -493,11 +493,14 @@ class WorkerClient:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         full_refresh: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """Like :meth:`DbtSession.run_staging`, in the worker."""
         kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
         if full_refresh:
             kwargs["full_refresh"] = True
+        if resume is not None:
+            kwargs["resume"] = resume
         return self._one(Step("run_staging", kwargs))
 
     def run_tests(
@@ -508,10 +511,13 @@ class WorkerClient:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         scope: str = "recent",
+        resume: str | None = None,
     ) -> RunResult:
         """Like :meth:`DbtSession.run_tests`, in the worker."""
         kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
         kwargs["scope"] = scope
+        if resume is not None:
+            kwargs["resume"] = resume
         return self._one(Step("run_tests", kwargs))
 
     def build_staging(
@@ -522,10 +528,13 @@ class WorkerClient:
         threads: int | None = None,
         vars: dict[str, Any] | None = None,
         scope: str = "recent",
+        resume: str | None = None,
     ) -> RunResult:
         """Like :meth:`DbtSession.build_staging`, in the worker."""
         kwargs = _given(select=select, exclude=exclude, threads=threads, vars=vars)
         kwargs["scope"] = scope
+        if resume is not None:
+            kwargs["resume"] = resume
         return self._one(Step("build_staging", kwargs))
 
     def invoke(
@@ -535,11 +544,14 @@ class WorkerClient:
         threads: int | None = None,
         timeout_s: float | None = None,
         writer_lock: bool = False,
+        resume: str | None = None,
     ) -> RunResult:
         """Like :meth:`DbtSession.invoke`, in the worker."""
         kwargs = _given(threads=threads, timeout_s=timeout_s)
         if writer_lock:
             kwargs["writer_lock"] = True
+        if resume is not None:
+            kwargs["resume"] = resume
         return self._one(Step("invoke", kwargs, tuple(args)))
 
     def cycle(

@@ -458,6 +458,15 @@ def main() -> None:
     """
 
 
+_resume_option = click.option(
+    "--resume",
+    metavar="RUN_ID",
+    help="The orchestrator's run id (the same for each try, e.g. Airflow's {{ run_id }}): a "
+    "later try of the run re-runs only what failed in the previous one. Needs "
+    "DBT_RUNNER_ARTIFACT_CACHE.",
+)
+
+
 @main.command()
 @_session_options
 @click.option(
@@ -467,15 +476,17 @@ def main() -> None:
 @_exclude_option
 @click.option("--full-refresh", is_flag=True, help="Rebuild the incremental models from scratch.")
 @_vars_option
+@_resume_option
 def staging(
     opts: _SessionOptions,
     select: str | None,
     exclude: str | None,
     full_refresh: bool,
     dbt_vars: dict[str, Any] | None,
+    resume: str | None,
 ) -> None:
     """Run the staging models (dbt run)."""
-    kwargs = _given(select=select, exclude=exclude, vars=dbt_vars)
+    kwargs = _given(select=select, exclude=exclude, vars=dbt_vars, resume=resume)
     if full_refresh:
         kwargs["full_refresh"] = True
     _run_steps([Step("run_staging", kwargs)], opts)
@@ -490,15 +501,17 @@ def staging(
 @_exclude_option
 @_scope_option
 @_vars_option
+@_resume_option
 def test_(
     opts: _SessionOptions,
     select: str | None,
     exclude: str | None,
     scope: str,
     dbt_vars: dict[str, Any] | None,
+    resume: str | None,
 ) -> None:
     """Run the data tests (dbt test)."""
-    kwargs = _given(select=select, exclude=exclude, vars=dbt_vars)
+    kwargs = _given(select=select, exclude=exclude, vars=dbt_vars, resume=resume)
     _run_steps([Step("run_tests", {**kwargs, "scope": scope})], opts)
 
 
@@ -521,6 +534,7 @@ def test_(
 )
 @_scope_option
 @_vars_option
+@_resume_option
 def cycle(
     opts: _SessionOptions,
     select: str | None,
@@ -529,6 +543,7 @@ def cycle(
     build: bool,
     scope: str,
     dbt_vars: dict[str, Any] | None,
+    resume: str | None,
 ) -> None:
     """Staging, then its tests, in one session (one tunnel, one parse).
 
@@ -537,7 +552,13 @@ def cycle(
     if build and not tests:
         raise click.UsageError("--build runs the tests: it cannot go with --no-tests")
     steps = cycle_steps(
-        tests=tests, build=build, select=select, exclude=exclude, scope=scope, vars=dbt_vars
+        tests=tests,
+        build=build,
+        select=select,
+        exclude=exclude,
+        scope=scope,
+        vars=dbt_vars,
+        resume=resume,
     )
     _run_steps(steps, opts, keyed=True)  # same JSON shape whether or not tests ran
 

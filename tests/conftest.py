@@ -27,6 +27,7 @@ SLOW_MODULES = (
     "test_airflow_dag.py",
     "test_differential_duckdb.py",
     "test_differential_bakery_duckdb.py",
+    "test_artifact_cache.py",
     "test_models_redshift.py",
     "test_redshift_iam.py",
     "test_benchmarks_smoke.py",

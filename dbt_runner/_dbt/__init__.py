@@ -20,6 +20,7 @@ module             what of dbt it owns
 ``results``        dbt's node results as run_results.json entries
 ``outputs``        a command's own value (ls lines, show rows, compiled SQL, ...)
 ``manifest``       the compile fields of a reused manifest; node names
+``fingerprint``    a parse's inputs as dbt resolves them; a saved partial parse loaded
 ``args``           dbt's click commands: which flags a command accepts
 ``profile``        rendering a profile value with dbt's renderer
 ``routes``         address overrides: dbt-postgres' and redshift_connector's
@@ -42,6 +43,13 @@ from .cancel import Cancellation, Stop, active, cancel_on_server
 from .connect_timeout import Registration, clear_read_timeout, connect_only
 from .deprecations import CommandDeprecations
 from .events import DEPRECATION_SUMMARY, PARSE_EVENT, DbtEvent, NodeInfo
+from .fingerprint import (
+    TOP_FILES,
+    ParseInputs,
+    load_partial_parse,
+    parse_inputs,
+    partial_parse_env_vars,
+)
 from .manifest import GraphNode, node_graph, node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
@@ -52,12 +60,14 @@ from .runner import DbtReturn, imported, invocation_id, invoke, warm_up
 __all__ = [
     "DEPRECATION_SUMMARY",
     "PARSE_EVENT",
+    "TOP_FILES",
     "Cancellation",
     "CommandDeprecations",
     "DbtEvent",
     "DbtReturn",
     "GraphNode",
     "NodeInfo",
+    "ParseInputs",
     "Registration",
     "Route",
     "Stop",
@@ -79,8 +89,11 @@ __all__ = [
     "invoke",
     "json_value",
     "libpq_address",
+    "load_partial_parse",
     "node_graph",
     "node_names",
+    "parse_inputs",
+    "partial_parse_env_vars",
     "read_run_results",
     "release_duckdb",
     "render_value",
