@@ -26,7 +26,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 MINI = ROOT / "tests" / "fixtures" / "mini_project"
 ARTIFACTS = ROOT / "artifacts"
-SUCCESS_GREEN = (0x2C, 0xA0, 0x2C)  # dbt_runner._timeline.STATUS_COLOURS["success"]
 
 
 def _chromium() -> str | None:
@@ -81,24 +80,19 @@ def decode_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]
     return width, height, rows
 
 
-def bar_bands(
-    rows: list[list[tuple[int, int, int]]], colour: tuple[int, int, int], least: int = 40
-) -> int:
-    """How many separate horizontal bands of ``colour`` are at least ``least`` pixels wide
-    (a band: consecutive pixel rows with a run of 12 or more, wider than a legend swatch;
-    its width: its widest run, so a label drawn across a bar does not split it)."""
-    bands, widest, inside = 0, 0, False
-    for row in [*rows, []]:
-        run = best = 0
-        for pixel in row:
-            run = run + 1 if pixel == colour else 0
-            best = max(best, run)
-        if best >= 12:
-            widest, inside = max(widest, best) if inside else best, True
-        elif inside:
-            bands += widest >= least
-            inside = False
-    return bands
+_NODE_RECT = re.compile(
+    r'<g class="node" data-name="([^"]*)" data-status="([^"]*)"><title>.*?</title>'
+    r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)"',
+    re.DOTALL,
+)
+
+
+def drawn_bars(svg_text: str) -> list[tuple[str, str, float, float, float]]:
+    """(name, status, x, y, width) of every node bar the SVG draws."""
+    return [
+        (name, status, float(x), float(y), float(w))
+        for name, status, x, y, w in _NODE_RECT.findall(svg_text)
+    ]
 
 
 def _browser(chromium: str, tmp_path: Path, *args: str, timeout: int = 180) -> str:
@@ -167,9 +161,16 @@ def test_timeline_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert (width, height) == (1200, 900)
     colours = {pixel for row in rows for pixel in row}
     assert len(colours) > 50, "a blank page has a handful of colours; a chart has many"
-    # a green bar in each of staging's three thread slots (the tests' are narrower), and
-    # the phases before them
-    assert bar_bands(rows, SUCCESS_GREEN, least=60) == 3, f"see {png}"
+    # every node's bar is drawn where the SVG puts it, in its status's colour (the bars'
+    # widths follow the nodes' durations, so the pixel inside each bar is checked, not a
+    # width), and the phases before them
+    bars = drawn_bars(svg.read_text())
+    assert sorted(name for name, *_ in bars) == sorted(
+        n.name for r in results.values() for n in r.nodes
+    ), f"see {svg}"
+    for name, status, x, y, w in bars:
+        pixel = rows[int(y) + 4][int(x + min(3.0, w / 2))]
+        assert pixel == _colour(STATUS_COLOURS[status]), f"{name}: {pixel} at {x},{y}: see {png}"
     for phase in ("open", "parse", "connect"):
         assert _colour(PHASE_COLOURS[phase]) in colours, f"no {phase} phase drawn: see {png}"
     assert _colour(STATUS_COLOURS["error"]) in colours, f"no failed bar: see {png}"

@@ -36,7 +36,9 @@ READY_S = 120.0
 
 def _env(settings: Settings) -> dict[str, str]:
     """The DBT_RUNNER_* environment equal to ``settings`` (what the worker reads)."""
-    dumped: dict[str, Any] = settings.model_dump(exclude_none=True)
+    # what the settings were given (a default left unset: a DuckDB warehouse takes no
+    # METHOD, not even the default one)
+    dumped: dict[str, Any] = settings.model_dump(exclude_none=True, exclude_unset=True)
     top = {k: dumped[k] for k in ("project_dir", "state_dir", "threads") if k in dumped}
     return runner_env(top, **{s: dumped.get(s, {}) for s in ("warehouse", "ssh", "retry")})
 
