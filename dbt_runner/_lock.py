@@ -50,6 +50,8 @@ _APPLICATION = "dbt_runner writer lock"
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 #: how often a DuckDB file held by another process is tried again while waiting
 _DUCKDB_POLL_S = 0.1
+#: a wait for the lock longer than this is logged (INFO) once
+_SAY_WAITING_S = 1.0
 
 
 def advisory_key(schema: str) -> int:
@@ -104,9 +106,19 @@ class WriterLock:
         )
         t0 = time.monotonic()
         waiter.start()
+        said = False
         try:
             while waiter.is_alive() and not abort.is_set():
                 _signals.join(waiter, _signals.HANDLER_SLICE_S)
+                if not said and waiter.is_alive() and time.monotonic() - t0 >= _SAY_WAITING_S:
+                    said = True  # a long wait is visible progress, not silence
+                    log.info(
+                        "waiting for the writer lock (%s): another run holds it; up to %gs "
+                        "(%sLOCK_TIMEOUT_S)",
+                        self.describe,
+                        timeout_s,
+                        ENV_PREFIX,
+                    )
         except BaseException:
             abort.set()  # the caller's interrupt: stop waiting on the server too
             self._interrupt()

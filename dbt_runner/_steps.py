@@ -156,17 +156,22 @@ def run_steps(
     *,
     each: Callable[[str], AbstractContextManager[Any]] | None = None,
     results: dict[str, RunResult] | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> dict[str, RunResult]:
     """Run ``steps`` in one open session, stopping after a failed one: label -> result.
 
     ``each(label)``, if given, is entered around each step (the CLI's progress display);
-    ``results``, if given, is filled as the steps end (and returned).
+    ``results``, if given, is filled as the steps end (and returned); ``waiting(label)``,
+    if given, is called before the writer lock is taken for the step ``label`` (the CLI
+    says what an interrupt stopped).
     """
     labels = [step.label for step in steps]
     if len(set(labels)) != len(labels):
         raise ConfigurationError(f"step labels must be unique, got {labels}")
     results = {} if results is None else results
     writer = next((step for step in steps if step.writes), None)
+    if writer is not None and waiting is not None:
+        waiting(writer.label)
     # one writer lock for every step (tests read what staging wrote), when one writes
     with session._writer_lock(writer.label) if writer is not None else nullcontext() as busy:
         if busy is not None:

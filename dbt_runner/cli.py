@@ -360,6 +360,9 @@ def _run_steps(steps: list[Step], opts: _SessionOptions, *, keyed: bool = False)
         where[0] = label
         return display.invocation(label)
 
+    def waiting(label: str) -> None:
+        where[0] = f"the wait for the writer lock ({label})"
+
     def cancel_running(signum: int) -> bool:
         return bool(running) and running[0].cancel()
 
@@ -371,7 +374,7 @@ def _run_steps(steps: list[Step], opts: _SessionOptions, *, keyed: bool = False)
             try:
                 with DbtSession(settings, callbacks=display.callbacks) as session:
                     running.append(session)
-                    run_steps(session, steps, each=each, results=results)
+                    run_steps(session, steps, each=each, results=results, waiting=waiting)
                     running.clear()
             finally:
                 # failed: a step failed, or none finished (an exception, an interrupt)

@@ -425,6 +425,56 @@ def test_an_interrupted_run_in_an_empty_dir_leaves_nothing(
     assert list(empty.iterdir()) == [], err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_wait_for_the_writer_lock_is_shown_and_an_interrupt_there_says_so(
+    tmp_path: Path, bundled_state: Path
+) -> None:
+    """Another process holds the DuckDB file (the writer lock): the wait is logged, and
+    Ctrl-C during it names the wait, not "opening the session"."""
+    import signal
+    import threading
+
+    import duckdb
+
+    path = tmp_path / "wh.duckdb"
+    holder = duckdb.connect(str(path))  # this process holds the file's lock
+    env = {**_bare_env(bundled_state), "DBT_RUNNER_WAREHOUSE__PATH": str(path)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dbt_runner.cli", "staging"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    waiting = threading.Event()
+
+    def read() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            lines.append(line)
+            if "waiting for the writer lock" in line:
+                waiting.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert waiting.wait(120), "".join(lines)
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=120)
+        reader.join(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        holder.close()
+    err = "".join(lines)
+    assert child.returncode == 130, err
+    assert "LOCK_TIMEOUT_S" in err
+    assert "interrupted by SIGINT during the wait for the writer lock (staging)" in err, err
+
+
 @pytest.mark.parametrize(
     ("variables", "named"),
     [
