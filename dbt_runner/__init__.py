@@ -29,7 +29,14 @@ from ._exceptions import (
 )
 from ._results import Attempt, ErrorInfo, NodeResult, RunResult
 from ._session import DbtSession, SessionState
-from ._settings import LockSettings, RetrySettings, Settings, SSHSettings, WarehouseSettings
+from ._settings import (
+    ConnectionSettings,
+    LockSettings,
+    RetrySettings,
+    Settings,
+    SSHSettings,
+    WarehouseSettings,
+)
 from ._steps import Step, cycle_steps
 from ._worker import Worker, WorkerClient
 
@@ -59,6 +66,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Attempt",
     "ConfigurationError",
+    "ConnectionSettings",
     "DbtInvocationError",
     "DbtRunFailed",
     "DbtRunnerError",

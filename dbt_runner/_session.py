@@ -108,6 +108,12 @@ class DbtSession:
             own_profiles.resolve() / "profiles.yml" if own_profiles is not None else None,
         )
         self.state_dir = _state_dir(self.settings, self.project_dir)
+        #: dbt's PostgreSQL connections kept for the next node or command (CONNECTIONS__REUSE)
+        self._pool = (
+            _dbt.ConnectionPool(self.settings.connections.idle_s)
+            if self.settings.connections.reuse
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -223,6 +229,8 @@ class DbtSession:
             self._writer.release()
             self._writer = None
         self.manifests.clear()
+        if self._pool is not None:  # before the tunnel: their ends reach the server
+            self._pool.close()
         if self.settings.warehouse.type == "duckdb":
             _dbt.release_duckdb()
         if self._tunnel is not None:
@@ -538,13 +546,20 @@ class DbtSession:
         """Before an attempt: the writer lock this session holds is still held (a tunnel
         that dropped took its connection, and the server released it): else take it again."""
         lock = self._writer
-        if lock is None or lock.alive():
+        if lock is None:
+            return None
+        if lock.fresh:  # taken just before this first attempt, through the same tunnel
+            lock.fresh = False
+            return None
+        if lock.alive():
             return None
         log.warning(
             "the writer lock's connection was lost (%s): taking the lock again", lock.describe
         )
         lock.release()
-        return self._take_writer_lock(lock)
+        error = self._take_writer_lock(lock)
+        lock.fresh = False  # the next attempt checks it again
+        return error
 
     def _new_writer_lock(self) -> WriterLock | None:
         from ._warehouse import as_warehouse
@@ -750,7 +765,13 @@ class DbtSession:
         if self._tunnel is None:
             return
         port_before = self._tunnel.local_port
-        if self._tunnel.ensure_open() and self._tunnel.local_port != port_before:
+        if not self._tunnel.ensure_open():
+            return
+        if self._pool is not None:  # the connections it carried went with the old tunnel
+            self._pool.clear()
+        if self._writer is not None:  # so did the writer lock's: check it before relying on it
+            self._writer.fresh = False
+        if self._tunnel.local_port != port_before:
             profile = self._own_profile or self._profile
             assert profile is not None
             profile.write(self._tunnel.local_host, self._tunnel.local_port)

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from ._exceptions import ConfigurationError
 
 __all__ = [
+    "ConnectionSettings",
     "LockSettings",
     "RetrySettings",
     "SSHSettings",
@@ -231,6 +232,24 @@ class LockSettings(_Section):
     )
 
 
+class ConnectionSettings(_Section):
+    """dbt's warehouse connections within a session: ``DBT_RUNNER_CONNECTIONS__*``."""
+
+    reuse: bool = Field(
+        True,
+        description="PostgreSQL: keep dbt's connections for the next node and the next command "
+        "of the session, each reset with DISCARD ALL to a fresh session's state before reuse "
+        "(fewer connection opens: docs/performance.md); false = a new connection per node, "
+        "as plain dbt. Redshift and a profile with role are never pooled",
+    )
+    idle_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="close a kept connection after this many seconds unused between commands",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of a :class:`~dbt_runner.DbtSession`.
 
@@ -305,6 +324,7 @@ class Settings(BaseSettings):
     ssh: SSHSettings = Field(default_factory=SSHSettings)  # type: ignore[arg-type]
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
     lock: LockSettings = Field(default_factory=LockSettings)  # type: ignore[arg-type]
+    connections: ConnectionSettings = Field(default_factory=ConnectionSettings)  # type: ignore[arg-type]
 
     def __init__(self, **values: Any) -> None:
         unknown = unknown_variables(os.environ)

@@ -15,6 +15,9 @@ module             what of dbt it owns
                    Ctrl-C sequence (the hooks on dbt's task and connection manager)
 ``adapters``       dbt's adapter factory (under its lock): connections, relation
                    caches, threads, DuckDB's process-wide database handle
+``reuse``          keeping dbt's PostgreSQL connections for the next node or command
+                   of a session, each reset to a fresh session (the hooks on dbt's
+                   connection open and close)
 ``events``         dbt's event messages as :class:`~.events.DbtEvent` values
 ``results``        dbt's node results as run_results.json entries
 ``outputs``        a command's own value (ls lines, show rows, compiled SQL, ...)
@@ -39,12 +42,14 @@ from .manifest import node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
 from .results import entries, read_run_results
+from .reuse import ConnectionPool, pooled
 from .runner import DbtReturn, invocation_id, invoke, warm_up
 
 __all__ = [
     "DEPRECATION_SUMMARY",
     "PARSE_EVENT",
     "Cancellation",
+    "ConnectionPool",
     "DbtEvent",
     "DbtReturn",
     "NodeInfo",
@@ -63,6 +68,7 @@ __all__ = [
     "invoke",
     "json_value",
     "node_names",
+    "pooled",
     "read_run_results",
     "release_duckdb",
     "render_value",
