@@ -235,17 +235,11 @@ class Bed:
         Difference two readings around a cycle for its statements and connection opens
         (``log_statement = all``, ``log_connections = on``; the floor's included).
         """
+        from testbed.postgres import logged_activity
+
         assert self.pg is not None
-        who = f"{self.user}@{self.dbname} "
-        statements = connections = 0
-        for line in self.pg.log_text().splitlines():
-            if who not in line:
-                continue
-            if "LOG:  statement: " in line or "LOG:  execute " in line:
-                statements += 1
-            elif "LOG:  connection authorized" in line:
-                connections += 1
-        return statements, connections
+        seen = logged_activity(self.pg.log_text(), self.user, self.dbname)
+        return len(seen.statements), seen.connections
 
     def sql(self, statement: str) -> list[tuple[Any, ...]]:
         """Run one statement (autocommit) as the bench user; return its rows."""
