@@ -137,6 +137,8 @@ class Bed:
     log: Callable[[str], None] = print
     #: latency mode: round-trip time added between the bastion and the warehouse
     rtt_ms: float = 0.0
+    #: sslmode of the postgres adapter's sessions (the Redshift stand-in has no TLS)
+    sslmode: str = "disable"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dbr-bench-")))
 
     pg: PostgresServer | None = None
@@ -349,7 +351,7 @@ class Bed:
             "DBT_RUNNER_WAREHOUSE__PASSWORD": ep.password,
             "DBT_RUNNER_WAREHOUSE__DBNAME": ep.dbname,
             "DBT_RUNNER_WAREHOUSE__SCHEMA": schema,
-            "DBT_RUNNER_WAREHOUSE__SSLMODE": "disable",
+            "DBT_RUNNER_WAREHOUSE__SSLMODE": self.sslmode if adapter == "postgres" else "disable",
             "DBT_RUNNER_SSH__HOST": self.sshd.host,
             "DBT_RUNNER_SSH__PORT": str(self.sshd.port),
             "DBT_RUNNER_SSH__USER": self.sshd.user,

@@ -285,7 +285,7 @@ def write_old_profile(
         "dbname": ep.dbname,
         "schema": schema,
         "threads": 1,
-        "sslmode": "disable",
+        "sslmode": bed.sslmode if adapter == "postgres" else "disable",
         "connect_timeout": 10,
     }
     if adapter == "redshift":
@@ -697,6 +697,7 @@ class SizeRun:
             adapters=tuple(args.adapters),
             log=out,
             rtt_ms=args.rtt_ms,
+            sslmode=args.sslmode,
         )
         self.report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
         self.runners: dict[str, Contenders] = {}
@@ -1184,6 +1185,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="latency mode: add this round-trip time between bastion and warehouse "
         "(a delaying proxy on loopback; the floor pays it too)",
     )
+    p.add_argument(
+        "--sslmode",
+        default="disable",
+        choices=("disable", "require"),
+        help="sslmode of dbt_runner's postgres sessions (new, warm, ...): require = TLS, as "
+        "production's default (every connection open pays its handshake); the Redshift "
+        "stand-in has no TLS",
+    )
     p.add_argument("--no-latency", dest="latency", action="store_false")
     p.add_argument("--latency-queries", type=int, default=100)
     p.add_argument("--json", type=Path, default=None, help="also write every figure here")
@@ -1238,6 +1247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out(f"machine: {machine()}")
     if args.rtt_ms:
         out(f"latency mode: {args.rtt_ms:g} ms round trip added between bastion and warehouse")
+    if args.sslmode != "disable":
+        out(f"postgres sessions with sslmode={args.sslmode} (TLS)")
     out(
         f"contenders {args.contenders}, adapters {args.adapters}, {args.rounds} rounds, "
         f"{args.orders_per_minute} orders/min, 15-min batch appended before every cycle"
