@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dbt_runner._dbt.reuse import RESET_STATEMENT, ConnectionPool
+from dbt_runner._dbt.reuse import RESET_IN_TRANSACTION, RESET_STATEMENT, ConnectionPool
 from testbed.sshd import wait_until
 
 READY, BEGIN = 1, 2  # psycopg2's connection.status
@@ -22,20 +22,24 @@ IDLE, INTRANS = 0, 2  # libpq's transaction status
 
 @dataclass
 class Handle:
-    """A psycopg2 connection as the pool sees it."""
+    """A psycopg2 connection as the pool sees it: psycopg2's own view of the transaction
+    (``status``) and the server's (``transaction``), which a COMMIT or ROLLBACK sent as a
+    statement sets apart."""
 
     autocommit: bool = False
     closed: int = 0
     status: int = READY
     transaction: int = IDLE
-    fail: bool = False
+    #: the next statement fails: "lost" (the connection ends) or "refused" (an error)
+    fail: str = ""
     sent: list[tuple[str, bool]] = field(default_factory=list)
 
     def get_transaction_status(self) -> int:
         return self.transaction
 
     def rollback(self) -> None:
-        self.sent.append(("ROLLBACK", self.autocommit))
+        if self.status == BEGIN:
+            self.sent.append(("ROLLBACK", self.autocommit))
         self.status, self.transaction = READY, IDLE
 
     def close(self) -> None:
@@ -46,9 +50,19 @@ class Handle:
         yield self
 
     def execute(self, sql: str) -> None:
-        if self.fail:
+        if self.fail == "lost":
+            self.closed = 2
             raise OSError("server closed the connection unexpectedly")
+        if self.fail == "refused":
+            raise OSError('syntax error at or near "DISCARD"')
+        if not self.autocommit and self.status == READY:
+            self.sent.append(("BEGIN", False))  # psycopg2's own
+            self.status, self.transaction = BEGIN, INTRANS
         self.sent.append((sql, self.autocommit))
+        if sql in ("ROLLBACK", "COMMIT"):
+            self.transaction = IDLE  # psycopg2 does not notice
+        elif sql == RESET_IN_TRANSACTION:
+            self.transaction = INTRANS
 
 
 @dataclass
@@ -76,7 +90,14 @@ def opened(pool: ConnectionPool, handle: Handle, **kw: Any) -> Connection:
     return connection
 
 
-def test_a_handle_dbt_closes_is_reset_and_handed_to_the_next_connection() -> None:
+def kept(pool: ConnectionPool, *handles: Handle) -> None:
+    """dbt opened ``handles`` and closed them, in this order."""
+    for handle in handles:
+        opened(pool, handle)
+        pool.give_back(handle)
+
+
+def test_an_idle_handle_is_reset_outside_a_transaction_before_reuse() -> None:
     pool = ConnectionPool(idle_s=60)
     handle = Handle()
     opened(pool, handle)
@@ -84,41 +105,68 @@ def test_a_handle_dbt_closes_is_reset_and_handed_to_the_next_connection() -> Non
     pool.give_back(handle)
     assert not handle.closed and pool.stats() == {"opened": 1, "reused": 0, "idle": 1}
     assert pool.take(Connection()) is handle
-    # the reset ran outside a transaction; the handle is as dbt's adapter left it
+    # DISCARD ALL cannot run in a transaction; the handle is as dbt's adapter left it
     assert handle.sent == [(RESET_STATEMENT, True)] and handle.autocommit is False
     assert pool.stats() == {"opened": 1, "reused": 1, "idle": 0}
     assert pool.take(Connection()) is None  # one handle, one user at a time
 
 
+def test_after_dbt_s_commit_the_reset_begins_the_transaction_psycopg2_believes_in() -> None:
+    """dbt ended the node with COMMIT as a statement: psycopg2 still believes in its
+    transaction. The reset comes in one message that ends inside a new transaction, in
+    which the next node's first statement runs (no BEGIN of psycopg2's own)."""
+    pool = ConnectionPool(idle_s=60)
+    handle = Handle()
+    opened(pool, handle)
+    handle.execute("COMMIT")  # the node's last statement
+    handle.sent.clear()
+    pool.give_back(handle)
+    assert handle.sent == []  # nothing to roll back: the server is idle
+    assert pool.take(Connection()) is handle
+    handle.execute("select 1")
+    assert handle.sent == [(RESET_IN_TRANSACTION, False), ("select 1", False)]
+    assert (handle.status, handle.transaction) == (BEGIN, INTRANS)
+
+
 def test_no_transaction_stays_open_on_a_kept_handle() -> None:
     pool = ConnectionPool(idle_s=60)
-    inside = Handle(status=BEGIN, transaction=INTRANS)  # a statement without dbt's begin
-    committed = Handle(status=BEGIN, transaction=IDLE)  # a COMMIT sent as a statement
-    for handle in (inside, committed):
-        opened(pool, handle)
-        pool.give_back(handle)
-        assert handle.sent == [("ROLLBACK", False)]
-        assert (handle.status, handle.transaction) == (READY, IDLE)
-    assert pool.stats()["idle"] == 2
+    handle = Handle(status=BEGIN, transaction=INTRANS)  # a statement without dbt's begin
+    kept(pool, handle)
+    assert handle.sent == [("ROLLBACK", False)] and handle.transaction == IDLE
+    assert pool.stats()["idle"] == 1
 
 
-def test_a_handle_that_fails_its_reset_is_closed_and_dbt_opens_a_new_one() -> None:
+def test_a_handle_whose_connection_is_gone_is_closed_and_dbt_opens_a_new_one() -> None:
     pool = ConnectionPool(idle_s=60)
     dead, alive = Handle(), Handle()
-    for handle in (alive, dead):
-        opened(pool, handle)
-        pool.give_back(handle)
-    dead.fail = True
+    kept(pool, alive, dead)
+    dead.fail = "lost"
     assert pool.take(Connection()) is alive  # the newest first: dead, closed; then alive
     assert dead.closed
     assert pool.take(Connection()) is None
 
 
+def test_a_server_that_refuses_the_reset_ends_reuse_for_the_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that speaks PostgreSQL's protocol without DISCARD: said once, then every
+    connection is dbt's own again."""
+    pool = ConnectionPool(idle_s=60)
+    other, refusing = Handle(), Handle()
+    kept(pool, other, refusing)
+    refusing.fail = "refused"
+    assert pool.take(Connection()) is None
+    assert refusing.closed and other.closed
+    assert "not reusing warehouse connections any more" in caplog.text
+    again = Handle()
+    opened(pool, again)
+    assert not pool.owns(again)
+
+
 def test_only_the_same_credentials_get_a_handle() -> None:
     pool = ConnectionPool(idle_s=60)
     handle = Handle()
-    opened(pool, handle)
-    pool.give_back(handle)
+    kept(pool, handle)
     assert pool.take(Connection(credentials=Credentials(host="other"))) is None
     assert pool.take(Connection()) is handle
 
@@ -149,22 +197,19 @@ def test_a_cancel_closes_the_idle_and_keeps_nothing_until_the_next_attempt() -> 
     assert pool.take(Connection()) is None
     pool.resume()
     again = Handle()
-    opened(pool, again)
-    pool.give_back(again)
+    kept(pool, again)
     assert pool.take(Connection()) is again
 
 
 def test_idle_handles_close_after_idle_s_and_with_the_session() -> None:
     pool = ConnectionPool(idle_s=0.2)
     first = Handle()
-    opened(pool, first)
-    pool.give_back(first)
+    kept(pool, first)
     pool.park()
     assert wait_until(lambda: bool(first.closed), timeout=10)
     pool.resume()
     second = Handle()
-    opened(pool, second)
-    pool.give_back(second)
+    kept(pool, second)
     pool.close()
     assert second.closed
     third = Handle()

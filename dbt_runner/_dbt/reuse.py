@@ -17,18 +17,30 @@ command of the session. What a node finds is what a new connection gives it:
 * **no transaction crosses a node**: dbt's own ``close`` rolls back the transaction
   it knows of; a handle still inside one (a statement sent without dbt's
   ``begin``) is rolled back when it comes back, before it is kept;
-* **a fresh session's state**: before a kept handle is handed out again it runs
-  PostgreSQL's ``DISCARD ALL`` (the documented "reset a session to its initial
-  state": temporary tables, ``SET``/``SET ROLE``/session authorization back to the
-  connection's defaults, prepared statements, cursors, ``LISTEN``, advisory locks,
-  sequence state, cached plans). Connection-time settings are defaults, so the
-  profile's ``search_path`` and ``application_name`` stay;
-* **never a broken connection**: that statement is also the proof the connection is
+* **a fresh session's state**: before a kept handle is handed out again it is
+  reset with PostgreSQL's ``DISCARD ALL`` (the documented "reset a session to its
+  initial state": temporary tables, ``SET``/``SET ROLE``/session authorization back
+  to the connection's defaults, prepared statements, cursors, ``LISTEN``, advisory
+  locks, sequence state, cached plans). Connection-time settings are defaults, so
+  the profile's ``search_path`` and ``application_name`` stay;
+* **never a broken connection**: the reset is also the proof the connection is
   alive; a handle that fails it is closed and dbt opens a new connection, as it
   would have anyway. The session empties the pool when its tunnel re-opens, when an
   invocation is cancelled (:meth:`ConnectionPool.suspend`: idle connections are
   closed, none is kept or handed out until the next attempt), after
   ``idle_s`` without use, and when it closes.
+
+**The reset costs no statement.** psycopg2 (not autocommit, dbt-postgres' default)
+sends a ``BEGIN`` before the first statement of every transaction. dbt ends a node
+with ``COMMIT`` or ``ROLLBACK`` sent as statements, which psycopg2 does not notice:
+it goes on believing in its transaction, and would send the next statements without
+a ``BEGIN``. A kept handle in that state gets :data:`RESET_IN_TRANSACTION` as one
+message: ``DISCARD ALL``'s documented equivalent inside a transaction of its own,
+committed, then the ``BEGIN`` of the transaction psycopg2 believes in, which the
+node's first statement then runs in, exactly where a new connection's ``BEGIN``
+would have put it. Every other kept handle (idle as psycopg2 sees it, or
+autocommit) gets :data:`RESET_STATEMENT` before psycopg2's own ``BEGIN``: one
+statement more than a new connection, where it saves the connection's opening.
 
 Only ``postgres`` connections are kept. A profile with ``role`` is not pooled:
 dbt-postgres sets it with ``set role`` after connecting, which ``DISCARD ALL``
@@ -61,11 +73,19 @@ log = logging.getLogger("dbt_runner.session")
 #: (module, class, attribute) of every dbt internal the reuse hooks wrap
 HOOK_POINTS: tuple[tuple[str, str, str], ...] = (
     ("dbt.adapters.contracts.connection", "LazyHandle", "resolve"),
-    ("dbt.adapters.base.connections", "BaseConnectionManager", "_close_handle"),
+    ("dbt.adapters.base.connections", "BaseConnectionManager", "close"),
 )
 
-#: the statement that makes a kept connection a fresh session again (PostgreSQL)
+#: the statement that makes a kept connection a fresh session again (PostgreSQL); it
+#: cannot run inside a transaction block
 RESET_STATEMENT = "DISCARD ALL"
+#: the same reset in a transaction of its own (PostgreSQL documents DISCARD ALL as
+#: equivalent to these nine statements), then the transaction the node runs in
+RESET_IN_TRANSACTION = (
+    "BEGIN; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; "
+    "UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; "
+    "DISCARD SEQUENCES; COMMIT; BEGIN"
+)
 #: connection types whose handles are kept, and the reason the others are not
 _POOLED_TYPES = frozenset({"postgres"})
 _NOT_POOLED = {
@@ -156,11 +176,14 @@ class ConnectionPool:
                 if kept is None:
                     return None
                 self._idle.remove(kept)
-            if _reset(kept):
+            outcome = _reset(kept)
+            if outcome == "fresh":
                 with self._lock:
                     self._out[id(kept.handle)] = kept
                     self.reused += 1
                 return kept.handle
+            if outcome == "refused":  # a server that speaks PostgreSQL but has no DISCARD
+                self._refuse("the server refused the session reset before a reuse")
 
     def adopt(self, connection: Any) -> None:
         """dbt opened ``connection`` under this pool: its handle may be kept later."""
@@ -249,10 +272,19 @@ class ConnectionPool:
         with self._lock:
             closing = [k for k in self._idle if which(k)]
             self._idle = [k for k in self._idle if not which(k)]
+            # handles dbt closed itself, outside an invocation (after a cancel): forgotten
+            self._out = {i: k for i, k in self._out.items() if not getattr(k.handle, "closed", 1)}
         for kept in closing:
             _close(kept.handle)
         if closing:
             log.debug("closed %d idle warehouse connection(s)", len(closing))
+
+    def _refuse(self, why: str) -> None:
+        """Keep nothing more in this session (a server without DISCARD: not PostgreSQL)."""
+        with self._lock:
+            self._closed = True
+        log.warning("not reusing warehouse connections any more: %s", why)
+        self._close_idle()
 
     def _say_once(self, what: str, why: str | None) -> None:
         if why is None or what in self._said:
@@ -261,40 +293,48 @@ class ConnectionPool:
         log.info("not reusing warehouse connections: %s", why)
 
 
-def _reset(kept: _Kept) -> bool:
-    """``DISCARD ALL`` on a kept handle; False (and the handle closed) when it failed."""
+def _reset(kept: _Kept) -> str:
+    """Reset a kept handle to a fresh session (see the module doc): ``"fresh"``, else the
+    handle is closed and this says why: ``"lost"`` (the connection is gone) or
+    ``"refused"`` (the server answered the reset with an error)."""
     handle = kept.handle
     try:
         if getattr(handle, "closed", 0):
-            raise ConnectionError("closed")
-        handle.autocommit = True  # DISCARD ALL cannot run inside a transaction block
-        with handle.cursor() as cursor:
-            cursor.execute(RESET_STATEMENT)
-        handle.autocommit = kept.autocommit
-        return True
+            return "lost"
+        if not kept.autocommit and handle.status != _READY:
+            # psycopg2 believes in a transaction the server ended: reset, then begin it
+            with handle.cursor() as cursor:
+                cursor.execute(RESET_IN_TRANSACTION)
+            expected = _INTRANS
+        else:
+            handle.autocommit = True  # DISCARD ALL cannot run inside a transaction block
+            with handle.cursor() as cursor:
+                cursor.execute(RESET_STATEMENT)
+            handle.autocommit = kept.autocommit
+            expected = _IDLE
+        if handle.get_transaction_status() == expected:
+            return "fresh"
+        outcome = "refused"
     except Exception as exc:
         log.debug("a kept warehouse connection failed its reset (%s): closed", exc)
-        _close(handle)
-        return False
+        outcome = "lost" if getattr(handle, "closed", 1) else "refused"
+    _close(handle)
+    return outcome
 
 
 def _rolled_back(handle: Any) -> bool:
-    """True when ``handle`` is idle outside a transaction (rolled back if it was in one).
-
-    Two views must agree: the server's (libpq's transaction status) and psycopg2's own.
-    They differ after a ``COMMIT`` sent as a statement (dbt's ``clear_transaction``):
-    the server is idle, psycopg2 still believes in its transaction and would send the
-    next statements without a ``BEGIN``. Its ``rollback()`` sets both straight (the
-    server answers a warning: no transaction in progress).
-    """
+    """True when ``handle`` is outside any transaction on the server, rolled back if it was
+    inside one dbt did not know of (psycopg2's own view may still be "in a transaction":
+    :func:`_reset` deals with that)."""
     try:
         if getattr(handle, "closed", 0):
             return False
         status = handle.get_transaction_status()
-        if status in (_INTRANS, _INERROR) or (status == _IDLE and handle.status != _READY):
-            handle.rollback()
+        if status in (_INTRANS, _INERROR) and handle.status != _READY and not handle.autocommit:
+            with handle.cursor() as cursor:
+                cursor.execute("ROLLBACK")
             status = handle.get_transaction_status()
-        return bool(status == _IDLE and handle.status == _READY)
+        return bool(status == _IDLE)
     except Exception:
         return False
 
@@ -336,11 +376,11 @@ def install_hooks() -> None:
         resolve.__dbt_runner_original__ = original
         setattr(LazyHandle, "resolve", resolve)  # noqa: B010 - a dbt method, replaced
 
-        closer = BaseConnectionManager.__dict__["_close_handle"]
-        close_handle = _close_handle(closer.__func__)
-        functools.update_wrapper(close_handle, closer.__func__)
-        close_handle.__dbt_runner_original__ = closer
-        setattr(BaseConnectionManager, "_close_handle", classmethod(close_handle))  # noqa: B010
+        closer = BaseConnectionManager.__dict__["close"]
+        close = _close_connection(closer.__func__)
+        functools.update_wrapper(close, closer.__func__)
+        close.__dbt_runner_original__ = closer
+        setattr(BaseConnectionManager, "close", classmethod(close))  # noqa: B010
         _installed = True
 
 
@@ -369,28 +409,39 @@ def _resolve(original: Any) -> Any:
     return resolve
 
 
-class _Returned:
-    """What a dbt connection holds once its handle went back to the pool: closed."""
+class _Returning:
+    """The handle dbt sees while it closes a kept connection: its rollback is the same
+    ``ROLLBACK`` statement (psycopg2 keeps believing in its transaction: see the module
+    doc), its close gives the real handle back to the pool. Closed afterwards."""
 
     closed = 1
 
     def __init__(self, pool: ConnectionPool, handle: Any) -> None:
-        self._give: Callable[[], None] | None = functools.partial(pool.give_back, handle)
+        self._pool: ConnectionPool | None = pool
+        self._handle = handle
+
+    def rollback(self) -> None:
+        handle = self._handle
+        if handle.autocommit or handle.status == _READY:
+            handle.rollback()  # nothing psycopg2 would send differently
+            return
+        with handle.cursor() as cursor:
+            cursor.execute("ROLLBACK")
 
     def close(self) -> None:
-        give, self._give = self._give, None
-        if give is not None:
-            give()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.give_back(self._handle)
 
 
-def _close_handle(original: Any) -> Any:
-    def close_handle(cls: Any, connection: Any) -> Any:
+def _close_connection(original: Any) -> Any:
+    def close(cls: Any, connection: Any) -> Any:
         pool = _ACTIVE
         handle = getattr(connection, "_handle", None)
         if pool is None or handle is None or not pool.owns(handle):
             return original(cls, connection)
-        # dbt's own close (its ConnectionClosed event), the handle going back instead
-        connection.handle = _Returned(pool, handle)
+        # dbt's own close (its Rollback and ConnectionClosed events) on the stand-in
+        connection.handle = _Returning(pool, handle)
         return original(cls, connection)
 
-    return close_handle
+    return close
