@@ -22,9 +22,10 @@ real incremental work on the same staging tables):
 * ``warm``  a ``dbt-runner serve`` worker (started once per adapter, not timed)
   and one ``WorkerClient.cycle()`` per cycle: a forked child of a parent that
   already imported dbt opens its own tunnel and session.
-* ``newnr``, ``warmnr`` ``new`` and ``warm`` with ``DBT_RUNNER_CONNECTIONS__REUSE=false``:
-  a new warehouse connection per node and command step, as plain dbt (``warmnr`` has
-  a worker of its own).
+* ``newnr``, ``warmnr`` ``new`` and ``warm`` with ``DBT_RUNNER_CONNECTIONS__REUSE=off``:
+  a new warehouse connection per node and command step, as plain dbt; ``newss``,
+  ``warmss`` with ``=session`` (kept from ``run`` to ``test``). The warm variants have
+  a worker each.
 * ``floor`` the SQL dbt executed in ``new``'s last cycle (``target/compiled`` +
   ``target/run``: temp table, delete, insert per model) replayed on 3 parallel
   direct connections, then the test queries on 3: the warehouse alone.
@@ -76,8 +77,10 @@ ALL_CONTENDERS = (
     "prefect",
     "new",
     "newnr",
+    "newss",
     "warm",
     "warmnr",
+    "warmss",
     "warmnpc",
     "warmbuild",
     "warmlean",
@@ -91,6 +94,8 @@ PREFECT_PYTHON = Path(
 )
 SESSION_STEPS = ("open", "staging", "tests", "close")
 STEP_TIMEOUT_S = 1800  # no single subprocess may run longer than this
+#: warm variants with a worker of their own: DBT_RUNNER_CONNECTIONS__REUSE for it
+_REUSE_VARIANTS = {"nr": "off", "ss": "session"}
 
 
 class BenchError(RuntimeError):
@@ -367,7 +372,10 @@ class Contenders:
 
     # -- new
     def newnr(self) -> tuple[float, dict[str, float], float]:
-        return self.new(state=self.workdir / f"newnr_{self.adapter}", reuse=False)
+        return self.new(state=self.workdir / f"newnr_{self.adapter}", reuse="off")
+
+    def newss(self) -> tuple[float, dict[str, float], float]:
+        return self.new(state=self.workdir / f"newss_{self.adapter}", reuse="session")
 
     def new(
         self,
@@ -375,12 +383,12 @@ class Contenders:
         *,
         full_refresh: bool = False,
         state: Path | None = None,
-        reuse: bool = True,
+        reuse: str | None = None,
     ) -> tuple[float, dict[str, float], float]:
         env = dict(self.base_env)
         env.update(self.bed.runner_env(self.adapter, self.schema, state or self.new_state))
-        if not reuse:
-            env["DBT_RUNNER_CONNECTIONS__REUSE"] = "false"
+        if reuse is not None:
+            env["DBT_RUNNER_CONNECTIONS__REUSE"] = reuse
         args = [sys.executable, "-m", "benchmarks.cycle", "--child"]
         if variables:
             args += ["--vars", json.dumps(variables)]
@@ -517,6 +525,9 @@ class Contenders:
     def warmnr(self) -> tuple[float, dict[str, float], float]:
         return self.warm("nr")
 
+    def warmss(self) -> tuple[float, dict[str, float], float]:
+        return self.warm("ss")
+
     def _worker_client(self, variant: str) -> Any:
         """The client of this variant's worker (started on first use, not timed)."""
         from dbt_runner import Settings, WorkerClient
@@ -525,8 +536,8 @@ class Contenders:
             return self._workers[variant][1]
         state = self.workdir / f"warm{variant}_{self.adapter}"
         env = self.bed.runner_env(self.adapter, self.schema, state)
-        if variant == "nr":
-            env["DBT_RUNNER_CONNECTIONS__REUSE"] = "false"
+        if variant in _REUSE_VARIANTS:
+            env["DBT_RUNNER_CONNECTIONS__REUSE"] = _REUSE_VARIANTS[variant]
         sock = self.workdir / f"warm{variant}_{self.adapter}.sock"
         script = str(Path(sys.executable).parent / "dbt-runner")
         worker = subprocess.Popen(
@@ -554,11 +565,11 @@ class Contenders:
         ``--populate-cache``); ``warmnpc``: the same two dbt commands with
         ``--no-populate-cache``; ``warmbuild``: one ``dbt build``
         (``cycle(build=True)``); ``warmlean``: that build with ``--no-write-json``
-        (no run_results.json or manifest.json). They share one worker; ``warmnr``
-        (``warm`` without connection reuse) has its own."""
+        (no run_results.json or manifest.json). They share one worker; ``warmnr`` and
+        ``warmss`` (``warm`` with CONNECTIONS__REUSE off and session) have their own."""
         from dbt_runner import Step
 
-        client = self._worker_client("nr" if variant == "nr" else "")
+        client = self._worker_client(variant if variant in _REUSE_VARIANTS else "")
         t0 = time.monotonic()
         if variant == "npc":
             npc = "--no-populate-cache"
@@ -741,7 +752,9 @@ class SizeRun:
                     "dbtcli": c.dbtcli,
                     "new": c.new,
                     "newnr": c.newnr,
+                    "newss": c.newss,
                     "warmnr": c.warmnr,
+                    "warmss": c.warmss,
                     "warm": c.warm,
                     "warmnpc": c.warmnpc,
                     "warmbuild": c.warmbuild,
@@ -951,8 +964,12 @@ def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict
         ("warmlean", "floor"),
         ("newnr", "floor"),
         ("warmnr", "floor"),
+        ("newss", "floor"),
+        ("warmss", "floor"),
         ("new", "newnr"),
         ("warm", "warmnr"),
+        ("newss", "newnr"),
+        ("warmss", "warmnr"),
     )
     for a, b in pairs:
         if a in by and b in by:

@@ -395,7 +395,7 @@ class Invocation:
 
         res = self._call(run)
         self.after_dbt(_dbt.drop_connections)  # the cancelled ones too: no backend is left
-        if pool is not None:  # after a cancel no kept connection stays open either
+        if pool is not None:  # the command's kept connections close (after a cancel: now)
             self.after_dbt(lambda: pool.suspend() if self._cancel is not None else pool.park())
         if res is None:  # cancelled before dbt started, or dbt never stopped
             return self._cancelled_outcome(number, (), manifest)

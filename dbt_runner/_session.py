@@ -108,11 +108,10 @@ class DbtSession:
             own_profiles.resolve() / "profiles.yml" if own_profiles is not None else None,
         )
         self.state_dir = _state_dir(self.settings, self.project_dir)
-        #: dbt's PostgreSQL connections kept for the next node or command (CONNECTIONS__REUSE)
+        #: dbt's PostgreSQL connections kept for the next node (CONNECTIONS__REUSE)
+        reuse = self.settings.connections
         self._pool = (
-            _dbt.ConnectionPool(self.settings.connections.idle_s)
-            if self.settings.connections.reuse
-            else None
+            _dbt.ConnectionPool(reuse.reuse, reuse.idle_s) if reuse.reuse != "off" else None
         )
 
     # ------------------------------------------------------------------ lifecycle

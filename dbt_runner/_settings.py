@@ -235,18 +235,22 @@ class LockSettings(_Section):
 class ConnectionSettings(_Section):
     """dbt's warehouse connections within a session: ``DBT_RUNNER_CONNECTIONS__*``."""
 
-    reuse: bool = Field(
-        True,
-        description="PostgreSQL: keep dbt's connections for the next node and the next command "
-        "of the session, each reset with DISCARD ALL to a fresh session's state before reuse "
-        "(fewer connection opens: docs/performance.md); false = a new connection per node, "
-        "as plain dbt. Redshift and a profile with role are never pooled",
+    reuse: Literal["off", "command", "session"] = Field(
+        "command",
+        description="PostgreSQL: command = a connection dbt closes is kept for the command's "
+        "next node, reset first with DISCARD ALL to a fresh session's state, and closed when "
+        "the command ends (each command logs in anew, as plain dbt); session = also kept for "
+        "the next commands, until IDLE_S unused (fewer opens; a command may then run on "
+        "sessions that logged in before a change of the role's settings or connection "
+        "limit); off = a new connection per node, as plain dbt. Redshift and a profile with "
+        "role are never kept. docs/performance.md section 10",
     )
     idle_s: float = Field(
         60.0,
         gt=0,
         le=3600,
-        description="close a kept connection after this many seconds unused between commands",
+        description="REUSE=session: close a kept connection after this many seconds unused "
+        "between commands",
     )
 
 

@@ -98,7 +98,7 @@ def kept(pool: ConnectionPool, *handles: Handle) -> None:
 
 
 def test_an_idle_handle_is_reset_outside_a_transaction_before_reuse() -> None:
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     handle = Handle()
     opened(pool, handle)
     assert pool.owns(handle)
@@ -115,7 +115,7 @@ def test_after_dbt_s_commit_the_reset_begins_the_transaction_psycopg2_believes_i
     """dbt ended the node with COMMIT as a statement: psycopg2 still believes in its
     transaction. The reset comes in one message that ends inside a new transaction, in
     which the next node's first statement runs (no BEGIN of psycopg2's own)."""
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     handle = Handle()
     opened(pool, handle)
     handle.execute("COMMIT")  # the node's last statement
@@ -129,7 +129,7 @@ def test_after_dbt_s_commit_the_reset_begins_the_transaction_psycopg2_believes_i
 
 
 def test_no_transaction_stays_open_on_a_kept_handle() -> None:
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     handle = Handle(status=BEGIN, transaction=INTRANS)  # a statement without dbt's begin
     kept(pool, handle)
     assert handle.sent == [("ROLLBACK", False)] and handle.transaction == IDLE
@@ -137,7 +137,7 @@ def test_no_transaction_stays_open_on_a_kept_handle() -> None:
 
 
 def test_a_handle_whose_connection_is_gone_is_closed_and_dbt_opens_a_new_one() -> None:
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     dead, alive = Handle(), Handle()
     kept(pool, alive, dead)
     dead.fail = "lost"
@@ -151,7 +151,7 @@ def test_a_server_that_refuses_the_reset_ends_reuse_for_the_session(
 ) -> None:
     """A server that speaks PostgreSQL's protocol without DISCARD: said once, then every
     connection is dbt's own again."""
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     other, refusing = Handle(), Handle()
     kept(pool, other, refusing)
     refusing.fail = "refused"
@@ -164,7 +164,7 @@ def test_a_server_that_refuses_the_reset_ends_reuse_for_the_session(
 
 
 def test_only_the_same_credentials_get_a_handle() -> None:
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     handle = Handle()
     kept(pool, handle)
     assert pool.take(Connection(credentials=Credentials(host="other"))) is None
@@ -177,7 +177,7 @@ def test_only_the_same_credentials_get_a_handle() -> None:
     ids=["redshift", "role"],
 )
 def test_redshift_and_a_profile_with_a_role_are_not_kept(connection: Connection) -> None:
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     connection._handle = Handle()
     pool.adopt(connection)
     assert not pool.owns(connection._handle)
@@ -185,7 +185,7 @@ def test_redshift_and_a_profile_with_a_role_are_not_kept(connection: Connection)
 
 
 def test_a_cancel_closes_the_idle_and_keeps_nothing_until_the_next_attempt() -> None:
-    pool = ConnectionPool(idle_s=60)
+    pool = ConnectionPool()
     idle, busy = Handle(), Handle()
     opened(pool, idle)
     opened(pool, busy)
@@ -201,15 +201,26 @@ def test_a_cancel_closes_the_idle_and_keeps_nothing_until_the_next_attempt() -> 
     assert pool.take(Connection()) is again
 
 
-def test_idle_handles_close_after_idle_s_and_with_the_session() -> None:
-    pool = ConnectionPool(idle_s=0.2)
+def test_a_command_s_kept_handles_close_when_it_ends() -> None:
+    pool = ConnectionPool()  # scope="command": dbt's own reuse, within one command
+    handle = Handle()
+    kept(pool, handle)
+    pool.park()
+    assert handle.closed
+    assert pool.take(Connection()) is None
+
+
+def test_across_commands_idle_handles_close_after_idle_s_and_with_the_session() -> None:
+    pool = ConnectionPool("session", idle_s=1.0)
     first = Handle()
     kept(pool, first)
     pool.park()
-    assert wait_until(lambda: bool(first.closed), timeout=10)
+    assert not first.closed  # kept for the next command...
+    assert wait_until(lambda: bool(first.closed), timeout=10)  # ...until idle_s unused
     pool.resume()
     second = Handle()
     kept(pool, second)
+    pool.park()
     pool.close()
     assert second.closed
     third = Handle()

@@ -15,9 +15,9 @@ module             what of dbt it owns
                    Ctrl-C sequence (the hooks on dbt's task and connection manager)
 ``adapters``       dbt's adapter factory (under its lock): connections, relation
                    caches, threads, DuckDB's process-wide database handle
-``reuse``          keeping dbt's PostgreSQL connections for the next node or command
-                   of a session, each reset to a fresh session (the hooks on dbt's
-                   connection open and close)
+``reuse``          keeping dbt's PostgreSQL connections for the next node (of the
+                   command, or of the session), each reset to a fresh session (the
+                   hooks on dbt's connection open and close)
 ``events``         dbt's event messages as :class:`~.events.DbtEvent` values
 ``results``        dbt's node results as run_results.json entries
 ``outputs``        a command's own value (ls lines, show rows, compiled SQL, ...)

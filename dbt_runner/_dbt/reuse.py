@@ -11,8 +11,15 @@ its node: ``set_connection_name`` hands a thread's open connection to the next n
 default) makes ``release`` keep the connection until the command ends.
 
 A :class:`ConnectionPool` keeps the driver handles dbt closes and gives them to the
-next connection dbt opens with the same credentials, in any thread and in any later
-command of the session. What a node finds is what a new connection gives it:
+next connection dbt opens with the same credentials, in any thread. By default only
+within one command, as dbt's own reuse (``scope="command"``): when the command ends
+the pool closes what it kept, and the next command logs in anew, so what the server
+decides at login — a role's or database's settings (``ALTER ROLE ... SET
+lock_timeout``), its connection limit, a revoked login, ``pg_hba.conf`` — reaches each
+command as it reaches plain dbt's. ``scope="session"`` also keeps them for the next
+commands (closed after ``idle_s`` unused): fewer opens, but a command may then run on
+sessions that logged in before such a change. What a node finds is what a new
+connection gives it:
 
 * **no transaction crosses a node**: dbt's own ``close`` rolls back the transaction
   it knows of; a handle still inside one (a statement sent without dbt's
@@ -25,10 +32,10 @@ command of the session. What a node finds is what a new connection gives it:
   the profile's ``search_path`` and ``application_name`` stay;
 * **never a broken connection**: the reset is also the proof the connection is
   alive; a handle that fails it is closed and dbt opens a new connection, as it
-  would have anyway. The session empties the pool when its tunnel re-opens, when an
+  would have anyway. The session empties the pool when a command ends (or, across
+  commands, after ``idle_s`` without use), when its tunnel re-opens, when an
   invocation is cancelled (:meth:`ConnectionPool.suspend`: idle connections are
-  closed, none is kept or handed out until the next attempt), after
-  ``idle_s`` without use, and when it closes.
+  closed, none is kept or handed out until the next attempt), and when it closes.
 
 **The reset costs no statement.** psycopg2 (not autocommit, dbt-postgres' default)
 sends a ``BEGIN`` before the first statement of every transaction. dbt ends a node
@@ -115,12 +122,17 @@ class _Kept:
 class ConnectionPool:
     """The reusable PostgreSQL connections of one session (thread-safe).
 
-    >>> pool = ConnectionPool(idle_s=60)
+    >>> pool = ConnectionPool(scope="command")
     >>> pool.stats()
     {'opened': 0, 'reused': 0, 'idle': 0}
     """
 
-    def __init__(self, idle_s: float) -> None:
+    def __init__(self, scope: str = "command", idle_s: float = 60.0) -> None:
+        """``scope``: ``"command"`` (closed when each command ends) or ``"session"``
+        (kept for the next commands, closed after ``idle_s`` unused)."""
+        if scope not in ("command", "session"):
+            raise ValueError(f"scope must be 'command' or 'session', got {scope!r}")
+        self.scope = scope
         self.idle_s = idle_s
         self._lock = threading.Lock()
         self._idle: list[_Kept] = []
@@ -236,7 +248,11 @@ class ConnectionPool:
             self._suspended = False
 
     def park(self) -> None:
-        """An invocation ended: close what stays idle for ``idle_s`` from now."""
+        """A command ended: close what it kept (``scope="command"``), or what stays idle for
+        ``idle_s`` from now (``"session"``)."""
+        if self.scope == "command":
+            self._close_idle()
+            return
         with self._lock:
             if self._closed or not self._idle:
                 return

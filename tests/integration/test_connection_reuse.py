@@ -4,8 +4,9 @@ without it; only the connection opens go down.
 A PostgreSQL server of this module's own logs every statement and every connection
 (``log_statement = all``, ``log_connections = on``), as ``benchmarks/cycle.py`` counts
 them. Each comparison runs the same commands on identical data in two databases: once
-with ``CONNECTIONS__REUSE`` on (the default) and once off (a new connection per node,
-as plain dbt); plain dbt against the library with reuse on is the differential suite
+with ``CONNECTIONS__REUSE=command`` (the default: a command's nodes share connections)
+and once ``off`` (a new connection per node, as plain dbt); plain dbt against the
+library with the default is the differential suite
 (``tests/integration/test_differential_postgres.py``).
 
 ``tests/fixtures/session_state_project`` is the project that would show a leak: each
@@ -135,7 +136,8 @@ def _load(side: Side, start: int, end: int) -> None:
 def _cycle(side: Side, tmp_path: Path, reuse_on: bool) -> tuple[RunResult, RunResult]:
     """Staging built once; then one cycle (run_staging + run_tests) in a new session, as a
     fresh process runs it, counted from the log."""
-    settings = make_settings(side.db, None, tmp_path / "state", connections={"reuse": reuse_on})
+    scope = "command" if reuse_on else "off"
+    settings = make_settings(side.db, None, tmp_path / "state", connections={"reuse": scope})
     _load(side, T0, T0 + 7200)
     with DbtSession(settings) as session:
         assert session.run_staging().success
@@ -216,7 +218,7 @@ def test_a_reused_connection_carries_nothing_from_the_node_before(
     sides: dict[str, Side], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     side = sides["reuse"]
-    fresh = _probe(side, tmp_path, "s_fresh", reuse=False)
+    fresh = _probe(side, tmp_path, "s_fresh", reuse="off")
     reused = _probe(side, tmp_path, "s_reuse")
     nodes = {f"model.session_state.probe_{m}": "success" for m in "abcd"}
     nodes["operation.session_state.session_state-on-run-start-0"] = "success"
@@ -249,6 +251,7 @@ def test_a_kept_connection_the_server_ended_is_not_handed_to_dbt(
         project_dir=PROBE,
         threads=2,
         retry={"attempts": 1},  # a failure is not hidden by a retry
+        connections={"reuse": "session"},  # kept from one command to the next
     )
     with DbtSession(settings) as session:
         assert session.invoke(["run"]).success
@@ -268,12 +271,15 @@ def test_a_kept_connection_the_server_ended_is_not_handed_to_dbt(
     assert first.isdisjoint(second)
 
 
-def test_kept_connections_close_when_idle_and_with_the_session(
+def test_kept_connections_close_with_their_command_or_after_idle_s(
     sides: dict[str, Side], tmp_path: Path
 ) -> None:
+    """The default keeps a connection for its command only: none is left once the command
+    ended, as with plain dbt. Across commands (``session``) they wait for the next command,
+    then close after ``idle_s`` unused, or with the session."""
     side = sides["reuse"]
 
-    def settings(idle_s: float) -> Settings:
+    def settings(**connections: Any) -> Settings:
         return make_settings(
             side.db,
             None,
@@ -281,14 +287,17 @@ def test_kept_connections_close_when_idle_and_with_the_session(
             schema="s_idle",
             project_dir=PROBE,
             threads=2,
-            connections={"idle_s": idle_s},
+            connections=connections,
         )
 
-    with DbtSession(settings(600)) as session:
+    with DbtSession(settings()) as session:
+        assert session.invoke(["run"]).success
+        assert wait_until(lambda: side.backends() == 0, timeout=5), "kept past the command"
+    with DbtSession(settings(reuse="session", idle_s=600)) as session:
         assert session.invoke(["run"]).success
         assert side.backends() > 0
     assert wait_until(lambda: side.backends() == 0, timeout=5), "left open by close()"
-    with DbtSession(settings(1)) as session:
+    with DbtSession(settings(reuse="session", idle_s=1)) as session:
         assert session.invoke(["run"]).success
         assert wait_until(lambda: side.backends() == 0, timeout=15), "kept past idle_s"
         assert session.invoke(["run"]).success  # and the session goes on
