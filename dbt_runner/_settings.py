@@ -243,7 +243,7 @@ class ConnectionSettings(_Section):
         "the next commands, until IDLE_S unused (fewer opens; a command may then run on "
         "sessions that logged in before a change of the role's settings or connection "
         "limit); off = a new connection per node, as plain dbt. Redshift and a profile with "
-        "role are never kept. docs/performance.md section 10",
+        "role are never kept. docs/performance.md section 11",
     )
     idle_s: float = Field(
         60.0,
