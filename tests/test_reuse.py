@@ -7,6 +7,7 @@ Redshift) is in ``tests/integration/test_connection_reuse.py``.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +162,38 @@ def test_a_server_that_refuses_the_reset_ends_reuse_for_the_session(
     again = Handle()
     opened(pool, again)
     assert not pool.owns(again)
+
+
+def test_a_node_waits_for_the_handle_another_node_is_handing_back() -> None:
+    """Thread B needs a connection while thread A's node is rolling back its own: B gets
+    A's (one round trip) instead of opening a new one."""
+    pool = ConnectionPool()
+    handle = Handle()
+    opened(pool, handle)
+    pool.returning(handle)  # dbt began to close it
+    got: list[Any] = []
+    taker = threading.Thread(target=lambda: got.append(pool.take(Connection())))
+    taker.start()
+    # it waits (on the pool's condition), it does not return None to open a new one
+    assert wait_until(lambda: len(pool._back._waiters) == 1, timeout=10)
+    assert got == []
+    pool.give_back(handle)
+    taker.join(10)
+    assert got == [handle]
+
+
+def test_a_wait_for_a_handle_ends_with_a_cancel() -> None:
+    pool = ConnectionPool()
+    handle = Handle()
+    opened(pool, handle)
+    pool.returning(handle)
+    got: list[Any] = []
+    taker = threading.Thread(target=lambda: got.append(pool.take(Connection())))
+    taker.start()
+    assert wait_until(lambda: len(pool._back._waiters) == 1, timeout=10)
+    pool.suspend()
+    taker.join(10)
+    assert got == [None]  # dbt opens its own, as after any cancel
 
 
 def test_only_the_same_credentials_get_a_handle() -> None:

@@ -99,6 +99,9 @@ _NOT_POOLED = {
     "redshift": "Amazon Redshift has no DISCARD: a session's temporary tables cannot be "
     "reset, so each node gets a new connection as in plain dbt",
 }
+#: how long a connection dbt wants waits for one another node is handing back (its
+#: rollback: one round trip) before it opens a new one
+RETURN_WAIT_S = 5.0
 #: libpq's PQtransactionStatus values (psycopg2.extensions.TRANSACTION_STATUS_*)
 _IDLE, _INTRANS, _INERROR = 0, 2, 3
 #: psycopg2's own view (psycopg2.extensions.STATUS_READY): outside a transaction
@@ -135,7 +138,11 @@ class ConnectionPool:
         self.scope = scope
         self.idle_s = idle_s
         self._lock = threading.Lock()
+        #: notified when a handle dbt closes is back (kept or closed)
+        self._back = threading.Condition(self._lock)
         self._idle: list[_Kept] = []
+        #: credentials key -> handles on their way back (dbt's close runs their rollback)
+        self._returning: dict[str, int] = {}
         #: id(handle) -> what dbt holds now (opened or handed out under this pool)
         self._out: dict[int, _Kept] = {}
         self._suspended = False
@@ -180,12 +187,18 @@ class ConnectionPool:
         key = self.key(connection)
         if key is None:
             return None
+        deadline = time.monotonic() + RETURN_WAIT_S
         while True:
             with self._lock:
-                if not self._accepting():
-                    return None
-                kept = next((k for k in reversed(self._idle) if k.key == key), None)
-                if kept is None:
+                kept = self._idle_for(key)
+                # a node that just ended hands its connection back in a round trip: cheaper
+                # to wait for it than to open one
+                while kept is None and self._returning.get(key) and self._accepting():
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._back.wait(left):
+                        break
+                    kept = self._idle_for(key)
+                if kept is None or not self._accepting():
                     return None
                 self._idle.remove(kept)
             outcome = _reset(kept)
@@ -196,6 +209,10 @@ class ConnectionPool:
                 return kept.handle
             if outcome == "refused":  # a server that speaks PostgreSQL but has no DISCARD
                 self._refuse("the server refused the session reset before a reuse")
+
+    def _idle_for(self, key: str) -> _Kept | None:
+        """The newest idle handle for ``key`` (under the lock)."""
+        return next((k for k in reversed(self._idle) if k.key == key), None)
 
     def adopt(self, connection: Any) -> None:
         """dbt opened ``connection`` under this pool: its handle may be kept later."""
@@ -215,6 +232,13 @@ class ConnectionPool:
         with self._lock:
             return id(handle) in self._out
 
+    def returning(self, handle: Any) -> None:
+        """dbt begins to close ``handle`` (one :meth:`owns`): :meth:`give_back` follows."""
+        with self._lock:
+            kept = self._out.get(id(handle))
+            if kept is not None:
+                self._returning[kept.key] = self._returning.get(kept.key, 0) + 1
+
     def give_back(self, handle: Any) -> None:
         """dbt closes ``handle`` (one :meth:`owns`): keep it idle, rolled back, or close it."""
         with self._lock:
@@ -222,21 +246,26 @@ class ConnectionPool:
             accepting = self._accepting()
         if kept is None:
             return
-        if not accepting or not _rolled_back(handle):
+        try:
+            if accepting and _rolled_back(handle):
+                kept.idle_since = time.monotonic()
+                with self._lock:
+                    if self._accepting():
+                        self._idle.append(kept)
+                        return
             _close(handle)
-            return
-        kept.idle_since = time.monotonic()
-        with self._lock:
-            if self._accepting():
-                self._idle.append(kept)
-                return
-        _close(handle)
+        finally:
+            with self._lock:
+                if self._returning.get(kept.key):
+                    self._returning[kept.key] -= 1
+                self._back.notify_all()
 
     # ------------------------------------------------------------------ the session's side
     def suspend(self) -> None:
         """A cancel: close the idle connections; keep and hand out none until :meth:`resume`."""
         with self._lock:
             self._suspended = True
+            self._back.notify_all()
         self._close_idle()
 
     def resume(self) -> None:
@@ -271,6 +300,7 @@ class ConnectionPool:
         """The session closes: close every idle connection; keep none from now on."""
         with self._lock:
             self._closed = True
+            self._back.notify_all()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -299,6 +329,7 @@ class ConnectionPool:
         """Keep nothing more in this session (a server without DISCARD: not PostgreSQL)."""
         with self._lock:
             self._closed = True
+            self._back.notify_all()
         log.warning("not reusing warehouse connections any more: %s", why)
         self._close_idle()
 
@@ -457,7 +488,12 @@ def _close_connection(original: Any) -> Any:
         if pool is None or handle is None or not pool.owns(handle):
             return original(cls, connection)
         # dbt's own close (its Rollback and ConnectionClosed events) on the stand-in
-        connection.handle = _Returning(pool, handle)
-        return original(cls, connection)
+        pool.returning(handle)
+        stand_in = _Returning(pool, handle)
+        connection.handle = stand_in
+        try:
+            return original(cls, connection)
+        finally:
+            stand_in.close()  # given back once, whatever dbt's close did
 
     return close
