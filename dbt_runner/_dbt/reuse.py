@@ -120,6 +120,8 @@ class _Kept:
     #: the handle's ``autocommit`` as dbt's adapter left it after opening
     autocommit: bool
     idle_since: float = 0.0
+    #: dbt is closing it (:meth:`ConnectionPool.returning`): a node may wait for it
+    returning: bool = False
 
 
 class ConnectionPool:
@@ -236,7 +238,8 @@ class ConnectionPool:
         """dbt begins to close ``handle`` (one :meth:`owns`): :meth:`give_back` follows."""
         with self._lock:
             kept = self._out.get(id(handle))
-            if kept is not None:
+            if kept is not None and not kept.returning:
+                kept.returning = True
                 self._returning[kept.key] = self._returning.get(kept.key, 0) + 1
 
     def give_back(self, handle: Any) -> None:
@@ -256,7 +259,8 @@ class ConnectionPool:
             _close(handle)
         finally:
             with self._lock:
-                if self._returning.get(kept.key):
+                if kept.returning:
+                    kept.returning = False
                     self._returning[kept.key] -= 1
                 self._back.notify_all()
 
