@@ -137,6 +137,8 @@ class Bed:
     log: Callable[[str], None] = print
     #: latency mode: round-trip time added between the bastion and the warehouse
     rtt_ms: float = 0.0
+    #: sslmode of the postgres adapter's sessions (the Redshift stand-in has no TLS)
+    sslmode: str = "disable"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dbr-bench-")))
 
     pg: PostgresServer | None = None
@@ -235,17 +237,11 @@ class Bed:
         Difference two readings around a cycle for its statements and connection opens
         (``log_statement = all``, ``log_connections = on``; the floor's included).
         """
+        from testbed.postgres import logged_activity
+
         assert self.pg is not None
-        who = f"{self.user}@{self.dbname} "
-        statements = connections = 0
-        for line in self.pg.log_text().splitlines():
-            if who not in line:
-                continue
-            if "LOG:  statement: " in line or "LOG:  execute " in line:
-                statements += 1
-            elif "LOG:  connection authorized" in line:
-                connections += 1
-        return statements, connections
+        seen = logged_activity(self.pg.log_text(), self.user, self.dbname)
+        return len(seen.statements), seen.connections
 
     def sql(self, statement: str) -> list[tuple[Any, ...]]:
         """Run one statement (autocommit) as the bench user; return its rows."""
@@ -355,7 +351,7 @@ class Bed:
             "DBT_RUNNER_WAREHOUSE__PASSWORD": ep.password,
             "DBT_RUNNER_WAREHOUSE__DBNAME": ep.dbname,
             "DBT_RUNNER_WAREHOUSE__SCHEMA": schema,
-            "DBT_RUNNER_WAREHOUSE__SSLMODE": "disable",
+            "DBT_RUNNER_WAREHOUSE__SSLMODE": self.sslmode if adapter == "postgres" else "disable",
             "DBT_RUNNER_SSH__HOST": self.sshd.host,
             "DBT_RUNNER_SSH__PORT": str(self.sshd.port),
             "DBT_RUNNER_SSH__USER": self.sshd.user,

@@ -22,6 +22,10 @@ real incremental work on the same staging tables):
 * ``warm``  a ``dbt-runner serve`` worker (started once per adapter, not timed)
   and one ``WorkerClient.cycle()`` per cycle: a forked child of a parent that
   already imported dbt opens its own tunnel and session.
+* ``newnr``, ``warmnr`` ``new`` and ``warm`` with ``DBT_RUNNER_CONNECTIONS__REUSE=off``:
+  a new warehouse connection per node and command step, as plain dbt; ``newss``,
+  ``warmss`` with ``=session`` (kept from ``run`` to ``test``). The warm variants have
+  a worker each.
 * ``floor`` the SQL dbt executed in ``new``'s last cycle (``target/compiled`` +
   ``target/run``: temp table, delete, insert per model) replayed on 3 parallel
   direct connections, then the test queries on 3: the warehouse alone.
@@ -72,7 +76,11 @@ ALL_CONTENDERS = (
     "dbtcli",
     "prefect",
     "new",
+    "newnr",
+    "newss",
     "warm",
+    "warmnr",
+    "warmss",
     "warmnpc",
     "warmbuild",
     "warmlean",
@@ -86,6 +94,8 @@ PREFECT_PYTHON = Path(
 )
 SESSION_STEPS = ("open", "staging", "tests", "close")
 STEP_TIMEOUT_S = 1800  # no single subprocess may run longer than this
+#: warm variants with a worker of their own: DBT_RUNNER_CONNECTIONS__REUSE for it
+_REUSE_VARIANTS = {"nr": "off", "ss": "session"}
 
 
 class BenchError(RuntimeError):
@@ -280,7 +290,7 @@ def write_old_profile(
         "dbname": ep.dbname,
         "schema": schema,
         "threads": 1,
-        "sslmode": "disable",
+        "sslmode": bed.sslmode if adapter == "postgres" else "disable",
         "connect_timeout": 10,
     }
     if adapter == "redshift":
@@ -306,8 +316,8 @@ class Contenders:
         write_old_profile(self.bed, self.adapter, self.schema, self.old_port, self.old_dir)
         self.new_state = self.workdir / f"new_{self.adapter}"
         self.new7d_state = self.workdir / f"new7d_{self.adapter}"
-        self._worker: subprocess.Popen[bytes] | None = None
-        self._client: Any = None
+        #: the warm workers by variant ("" or "nr"): (process, client)
+        self._workers: dict[str, tuple[subprocess.Popen[bytes], Any]] = {}
         self._prefect_server: subprocess.Popen[bytes] | None = None
         self._prefect_api = ""
 
@@ -361,15 +371,24 @@ class Contenders:
         return time.monotonic() - t0, steps, rss
 
     # -- new
+    def newnr(self) -> tuple[float, dict[str, float], float]:
+        return self.new(state=self.workdir / f"newnr_{self.adapter}", reuse="off")
+
+    def newss(self) -> tuple[float, dict[str, float], float]:
+        return self.new(state=self.workdir / f"newss_{self.adapter}", reuse="session")
+
     def new(
         self,
         variables: dict[str, Any] | None = None,
         *,
         full_refresh: bool = False,
         state: Path | None = None,
+        reuse: str | None = None,
     ) -> tuple[float, dict[str, float], float]:
         env = dict(self.base_env)
         env.update(self.bed.runner_env(self.adapter, self.schema, state or self.new_state))
+        if reuse is not None:
+            env["DBT_RUNNER_CONNECTIONS__REUSE"] = reuse
         args = [sys.executable, "-m", "benchmarks.cycle", "--child"]
         if variables:
             args += ["--vars", json.dumps(variables)]
@@ -503,39 +522,59 @@ class Contenders:
     def warmlean(self) -> tuple[float, dict[str, float], float]:
         return self.warm("lean")
 
+    def warmnr(self) -> tuple[float, dict[str, float], float]:
+        return self.warm("nr")
+
+    def warmss(self) -> tuple[float, dict[str, float], float]:
+        return self.warm("ss")
+
+    def _worker_client(self, variant: str) -> Any:
+        """The client of this variant's worker (started on first use, not timed)."""
+        from dbt_runner import Settings, WorkerClient
+
+        if variant in self._workers:
+            return self._workers[variant][1]
+        state = self.workdir / f"warm{variant}_{self.adapter}"
+        env = self.bed.runner_env(self.adapter, self.schema, state)
+        if variant in _REUSE_VARIANTS:
+            env["DBT_RUNNER_CONNECTIONS__REUSE"] = _REUSE_VARIANTS[variant]
+        sock = self.workdir / f"warm{variant}_{self.adapter}.sock"
+        script = str(Path(sys.executable).parent / "dbt-runner")
+        worker = subprocess.Popen(
+            [script, "serve", "--socket", str(sock), "--quiet"], env={**self.base_env, **env}
+        )
+        deadline = time.monotonic() + 120
+        while not sock.exists():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                worker.kill()
+                worker.wait(30)
+                raise BenchError("warm: the worker did not start")
+            time.sleep(0.05)
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            client = WorkerClient(sock, settings=Settings())
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self._workers[variant] = (worker, client)
+        return client
+
     def warm(self, variant: str = "") -> tuple[float, dict[str, float], float]:
         """``warm``: ``WorkerClient.cycle(threads=3)`` (dbt's own default,
         ``--populate-cache``); ``warmnpc``: the same two dbt commands with
         ``--no-populate-cache``; ``warmbuild``: one ``dbt build``
         (``cycle(build=True)``); ``warmlean``: that build with ``--no-write-json``
-        (no run_results.json or manifest.json). They share one worker."""
-        from dbt_runner import Settings, Step, WorkerClient
+        (no run_results.json or manifest.json). They share one worker; ``warmnr`` and
+        ``warmss`` (``warm`` with CONNECTIONS__REUSE off and session) have their own."""
+        from dbt_runner import Step
 
-        env = self.bed.runner_env(self.adapter, self.schema, self.workdir / f"warm_{self.adapter}")
-        if self._worker is None:
-            sock = self.workdir / f"warm_{self.adapter}.sock"
-            script = str(Path(sys.executable).parent / "dbt-runner")
-            self._worker = subprocess.Popen(
-                [script, "serve", "--socket", str(sock), "--quiet"], env={**self.base_env, **env}
-            )
-            deadline = time.monotonic() + 120
-            while not sock.exists():
-                if self._worker.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError("warm: the worker did not start")
-                time.sleep(0.05)
-            saved = dict(os.environ)
-            os.environ.update(env)
-            try:
-                self._client = WorkerClient(sock, settings=Settings())
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-        assert self._client is not None
+        client = self._worker_client(variant if variant in _REUSE_VARIANTS else "")
         t0 = time.monotonic()
         if variant == "npc":
             npc = "--no-populate-cache"
             results = list(
-                self._client.run_steps(
+                client.run_steps(
                     [
                         Step("invoke", {"threads": 3}, ("run", "--select", "tag:staging", npc)),
                         Step("invoke", {"threads": 3}, ("test", *TEST_SCOPE, npc)),
@@ -545,12 +584,12 @@ class Contenders:
         elif variant == "lean":  # build_staging()'s command, without dbt's JSON artifacts
             build = ["build", *TEST_SCOPE, "--no-write-json"]
             results = list(
-                self._client.run_steps([Step("invoke", {"threads": 3}, tuple(build))]).values()
+                client.run_steps([Step("invoke", {"threads": 3}, tuple(build))]).values()
             )
         else:
-            results = self._client.cycle(threads=3, build=variant == "build")
+            results = client.cycle(threads=3, build=variant == "build")
         wall = time.monotonic() - t0
-        if not self._client.last_ran_in_worker or not all(r.success for r in results):
+        if not client.last_ran_in_worker or not all(r.success for r in results):
             raise BenchError(f"warm ({self.adapter}) failed: {[r.summary() for r in results]}")
         steps = {r.command: r.elapsed_s for r in results}
         steps["process_overhead"] = wall - sum(steps.values())
@@ -565,10 +604,10 @@ class Contenders:
                 self._prefect_server.kill()
                 self._prefect_server.wait(10)
             self._prefect_server = None
-        if self._worker is not None:
-            self._worker.terminate()
-            self._worker.wait(30)
-            self._worker = None
+        for worker, _ in self._workers.values():
+            worker.terminate()
+            worker.wait(30)
+        self._workers.clear()
 
     def new7d(self) -> tuple[float, dict[str, float], float]:
         return self.new(VARS_7D, state=self.new7d_state)
@@ -669,6 +708,7 @@ class SizeRun:
             adapters=tuple(args.adapters),
             log=out,
             rtt_ms=args.rtt_ms,
+            sslmode=args.sslmode,
         )
         self.report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
         self.runners: dict[str, Contenders] = {}
@@ -711,6 +751,10 @@ class SizeRun:
                     "old": c.old,
                     "dbtcli": c.dbtcli,
                     "new": c.new,
+                    "newnr": c.newnr,
+                    "newss": c.newss,
+                    "warmnr": c.warmnr,
+                    "warmss": c.warmss,
                     "warm": c.warm,
                     "warmnpc": c.warmnpc,
                     "warmbuild": c.warmbuild,
@@ -918,6 +962,14 @@ def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict
         ("warmlean", "warm"),
         ("warmbuild", "floor"),
         ("warmlean", "floor"),
+        ("newnr", "floor"),
+        ("warmnr", "floor"),
+        ("newss", "floor"),
+        ("warmss", "floor"),
+        ("new", "newnr"),
+        ("warm", "warmnr"),
+        ("newss", "newnr"),
+        ("warmss", "warmnr"),
     )
     for a, b in pairs:
         if a in by and b in by:
@@ -1150,6 +1202,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="latency mode: add this round-trip time between bastion and warehouse "
         "(a delaying proxy on loopback; the floor pays it too)",
     )
+    p.add_argument(
+        "--sslmode",
+        default="disable",
+        choices=("disable", "require"),
+        help="sslmode of dbt_runner's postgres sessions (new, warm, ...): require = TLS, as "
+        "production's default (every connection open pays its handshake); the Redshift "
+        "stand-in has no TLS",
+    )
     p.add_argument("--no-latency", dest="latency", action="store_false")
     p.add_argument("--latency-queries", type=int, default=100)
     p.add_argument("--json", type=Path, default=None, help="also write every figure here")
@@ -1204,6 +1264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out(f"machine: {machine()}")
     if args.rtt_ms:
         out(f"latency mode: {args.rtt_ms:g} ms round trip added between bastion and warehouse")
+    if args.sslmode != "disable":
+        out(f"postgres sessions with sslmode={args.sslmode} (TLS)")
     out(
         f"contenders {args.contenders}, adapters {args.adapters}, {args.rounds} rounds, "
         f"{args.orders_per_minute} orders/min, 15-min batch appended before every cycle"

@@ -31,6 +31,7 @@ from ._exceptions import (
 from ._results import Attempt, ErrorInfo, NodeResult, Phase, RunResult
 from ._session import DbtSession, SessionState
 from ._settings import (
+    ConnectionSettings,
     LockSettings,
     OpenLineageSettings,
     RetrySettings,
@@ -67,6 +68,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Attempt",
     "ConfigurationError",
+    "ConnectionSettings",
     "CredentialsError",
     "DbtInvocationError",
     "DbtRunFailed",

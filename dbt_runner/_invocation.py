@@ -192,11 +192,14 @@ class Invocation:
     def _cancel_running(self, cancellation: _dbt.Cancellation, why: str) -> None:
         if not cancellation.request(why):
             return
-        canceller = threading.Thread(
-            target=lambda: _dbt.cancel_on_server(skip=set(cancellation.committed)),
-            name="dbt_runner-cancel",
-            daemon=True,
-        )
+        pool = self._session._pool
+
+        def cancel_on_server() -> None:
+            if pool is not None:  # idle kept connections close now; none is reused
+                pool.suspend()
+            _dbt.cancel_on_server(skip=set(cancellation.committed))
+
+        canceller = threading.Thread(target=cancel_on_server, name="dbt_runner-cancel", daemon=True)
         self._canceller = canceller
         canceller.start()
 
@@ -416,15 +419,22 @@ class Invocation:
         assert cancellation is not None
         # what a fresh dbt process would start from: no connection an earlier invocation
         # left behind, the manifest as parse left it (dbt compiles nodes in place), empty
-        # relation caches
+        # relation caches; kept connections are reset before each reuse (_dbt.reuse)
         _dbt.drop_connections()
         _dbt.reset_compile_state(manifest)
         _dbt.clear_relation_caches()
+        pool = session._pool
+        if pool is not None:
+            pool.resume()
         macro_return = None
 
         def run() -> _dbt.DbtReturn:
             nonlocal macro_return
-            with _dbt.active(cancellation), _dbt.capture_macro_return() as macro_return:
+            with (
+                _dbt.active(cancellation),
+                _dbt.pooled(pool),
+                _dbt.capture_macro_return() as macro_return,
+            ):
                 return _dbt.invoke(
                     full_args, manifest, session._relay, deprecations=self._deprecations
                 )
@@ -432,6 +442,8 @@ class Invocation:
         dbt_started, dbt_t0 = utc_now_iso(), time.monotonic()
         res = self._call(run)
         self.after_dbt(_dbt.drop_connections)  # the cancelled ones too: no backend is left
+        if pool is not None:  # the command's kept connections close (after a cancel: now)
+            self.after_dbt(lambda: pool.suspend() if self._cancel is not None else pool.park())
         if res is None:  # cancelled before dbt started, or dbt never stopped
             return self._cancelled_outcome(number, (), manifest)
         nodes = self._nodes(res, t0, manifest, number, session._target_dir(args))

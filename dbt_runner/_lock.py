@@ -73,6 +73,9 @@ class WriterLock:
         self._settings = settings
         self._conn: Any = None
         self._lock = threading.Lock()
+        #: True from a successful acquire until the session first relies on it: the
+        #: connection that just took the lock needs no ``select 1`` to prove it alive
+        self.fresh = False
         wh = settings.warehouse
         self.describe = (
             f"duckdb {wh.path}"
@@ -154,6 +157,7 @@ class WriterLock:
         """Give the lock back (close its connection); safe to call twice."""
         with self._lock:
             conn, self._conn = self._conn, None
+        self.fresh = False
         if conn is None:
             return
         try:
@@ -205,9 +209,13 @@ class WriterLock:
             cursor.execute("select pg_try_advisory_lock(%s)", (key,))
             row = cursor.fetchone()
             return None if row and row[0] else self._busy(timeout_s)
-        cursor.execute(f"set lock_timeout = {max(1, int(timeout_s * 1000))}")
-        cursor.execute("select pg_advisory_lock(%s)", (key,))  # 55P03 when it runs out
-        cursor.execute("set lock_timeout = 0")
+        # one round trip: the SET and the wait (55P03 when it runs out) in one message.
+        # The connection runs nothing else that waits on a lock, so the timeout stays.
+        cursor.execute(
+            f"set lock_timeout = {max(1, int(timeout_s * 1000))}; select pg_advisory_lock(%s)",
+            (key,),
+        )
+        self.fresh = True
         return None
 
     def _acquire_redshift(self, conn: Any, timeout_s: float) -> ErrorInfo | None:
@@ -230,6 +238,7 @@ class WriterLock:
         cursor.execute(f"set statement_timeout to {max(1, int(timeout_s * 1000))}")
         cursor.execute(f"lock {table}")  # 57014 (statement timeout) when it runs out
         cursor.execute("set statement_timeout to 0")
+        self.fresh = True
         return None
 
     def _acquire_duckdb(self, timeout_s: float, abort: threading.Event) -> ErrorInfo | None:
@@ -252,6 +261,7 @@ class WriterLock:
                 continue
             with self._lock:
                 self._conn = conn
+            self.fresh = True
             return None
 
     def _interrupt(self) -> None:

@@ -141,6 +141,11 @@ class DbtSession:
         self.state_dir = _state_dir(self.settings, self.project_dir)
         #: DBT_RUNNER_ARTIFACT_CACHE, once open (:mod:`dbt_runner._artifacts`)
         self._artifacts: SessionArtifacts | None = None
+        #: dbt's PostgreSQL connections kept for the next node (CONNECTIONS__REUSE)
+        reuse = self.settings.connections
+        self._pool = (
+            _dbt.ConnectionPool(reuse.reuse, reuse.idle_s) if reuse.reuse != "off" else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -314,6 +319,8 @@ class DbtSession:
             self._writer.release()
             self._writer = None
         self.manifests.clear()
+        if self._pool is not None:  # before the tunnel: their ends reach the server
+            self._pool.close()
         if self.settings.warehouse.type == "duckdb":
             _dbt.release_duckdb()
         if self._route is not None:
@@ -674,13 +681,20 @@ class DbtSession:
         """Before an attempt: the writer lock this session holds is still held (a tunnel
         that dropped took its connection, and the server released it): else take it again."""
         lock = self._writer
-        if lock is None or lock.alive():
+        if lock is None:
+            return None
+        if lock.fresh:  # taken just before this first attempt, through the same tunnel
+            lock.fresh = False
+            return None
+        if lock.alive():
             return None
         log.warning(
             "the writer lock's connection was lost (%s): taking the lock again", lock.describe
         )
         lock.release()
-        return self._take_writer_lock(lock)
+        error = self._take_writer_lock(lock)
+        lock.fresh = False  # the next attempt checks it again
+        return error
 
     def _new_writer_lock(self) -> WriterLock | None:
         from ._warehouse import as_warehouse
@@ -977,6 +991,11 @@ class DbtSession:
         """Before a command: the tunnel is open (re-opened if it died: the route follows its
         new local port), and a Redshift IAM login is fresh (:meth:`_ensure_login`)."""
         reopened = self._tunnel.ensure_open() if self._tunnel is not None else False
+        if reopened:
+            if self._pool is not None:  # the connections it carried went with the old tunnel
+                self._pool.clear()
+            if self._writer is not None:  # so did the writer lock's: check it before use
+                self._writer.fresh = False
         self._ensure_login(reopened)
 
 

@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from ._exceptions import ConfigurationError
 
 __all__ = [
+    "ConnectionSettings",
     "LockSettings",
     "OpenLineageSettings",
     "RetrySettings",
@@ -474,6 +475,28 @@ class OpenLineageSettings(_Section):
     )
 
 
+class ConnectionSettings(_Section):
+    """dbt's warehouse connections within a session: ``DBT_RUNNER_CONNECTIONS__*``."""
+
+    reuse: Literal["off", "command", "session"] = Field(
+        "command",
+        description="PostgreSQL: command = a connection dbt closes is kept for the command's "
+        "next node, reset first with DISCARD ALL to a fresh session's state, and closed when "
+        "the command ends (each command logs in anew, as plain dbt); session = also kept for "
+        "the next commands, until IDLE_S unused (fewer opens; a command may then run on "
+        "sessions that logged in before a change of the role's settings or connection "
+        "limit); off = a new connection per node, as plain dbt. Redshift and a profile with "
+        "role are never kept. docs/performance.md section 11",
+    )
+    idle_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="REUSE=session: close a kept connection after this many seconds unused "
+        "between commands",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of a :class:`~dbt_runner.DbtSession`.
 
@@ -557,6 +580,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)  # type: ignore[arg-type]
     lock: LockSettings = Field(default_factory=LockSettings)  # type: ignore[arg-type]
     openlineage: OpenLineageSettings = Field(default_factory=OpenLineageSettings)  # type: ignore[arg-type]
+    connections: ConnectionSettings = Field(default_factory=ConnectionSettings)  # type: ignore[arg-type]
 
     #: field -> the command-line flag that gave it (errors name the flag), see flags_of()
     _flags: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -109,6 +110,44 @@ def _quote_ident(name: str) -> str:
 
 def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+#: one entry of the server log (log_line_prefix '%m [%p] %u@%d '): a first line that starts
+#: with the timestamp; a statement's further lines follow, each starting with a tab
+_LOG_ENTRY = re.compile(
+    r"^\d{4}-\d\d-\d\d [^\[]*\[(?P<pid>\d+)\] (?P<who>\S*) (?P<level>[A-Z]+):  "
+    r"(?P<message>.*?)(?=^\d{4}-\d\d-\d\d |\Z)",
+    re.M | re.S,
+)
+
+
+@dataclass(frozen=True)
+class LoggedActivity:
+    """What one role did on one database, as the server logged it (``log_statement = all``,
+    ``log_connections = on``): every statement sent, in log order, and the connections
+    opened."""
+
+    statements: tuple[str, ...]
+    connections: int
+
+
+def logged_activity(log: str, user: str, dbname: str) -> LoggedActivity:
+    """Statements and connection opens of ``user`` on ``dbname`` in ``log`` (a slice of
+    :meth:`PostgresServer.log_text`)."""
+    who = f"{user}@{dbname}"
+    statements: list[str] = []
+    connections = 0
+    for entry in _LOG_ENTRY.finditer(log):
+        if entry["who"] != who or entry["level"] != "LOG":
+            continue
+        message = entry["message"]
+        if message.startswith("statement: "):
+            statements.append(message.removeprefix("statement: ").rstrip("\n"))
+        elif message.startswith("execute "):  # an extended-protocol statement
+            statements.append(message.split(": ", 1)[-1].rstrip("\n"))
+        elif message.startswith("connection authorized"):
+            connections += 1
+    return LoggedActivity(tuple(statements), connections)
 
 
 class PostgresError(RuntimeError):

@@ -35,6 +35,7 @@ SLOW_MODULES = (
     "test_outputs_duckdb.py",
     "test_models_duckdb.py",
     "test_failure_table.py",
+    "test_connection_reuse.py",
     "test_faults.py",
     "test_worker.py",
     "test_models_sample_data.py",

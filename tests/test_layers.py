@@ -68,12 +68,12 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert _imports(module) >= {"dbt", "paramiko"}
 
 
-def test_every_dbt_internal_the_cancel_hooks_wrap_exists() -> None:
-    """The hooks of ``_dbt.cancel`` name dbt internals: a dbt release that moves one
-    fails here, not in the middle of a production cancel."""
-    from dbt_runner._dbt.cancel import HOOK_POINTS
+def test_every_dbt_internal_the_hooks_wrap_exists() -> None:
+    """The hooks of ``_dbt.cancel`` and ``_dbt.reuse`` name dbt internals: a dbt release
+    that moves one fails here, not in the middle of a production cancel or cycle."""
+    from dbt_runner._dbt import cancel, reuse
 
-    for module, cls, attribute in HOOK_POINTS:
+    for module, cls, attribute in (*cancel.HOOK_POINTS, *reuse.HOOK_POINTS):
         owner = getattr(importlib.import_module(module), cls)
         assert callable(getattr(owner, attribute, None)), f"{module}.{cls}.{attribute}"
 

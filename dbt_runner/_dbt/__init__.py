@@ -15,6 +15,9 @@ module             what of dbt it owns
                    Ctrl-C sequence (the hooks on dbt's task and connection manager)
 ``adapters``       dbt's adapter factory (under its lock): connections, relation
                    caches, threads, DuckDB's process-wide database handle
+``reuse``          keeping dbt's PostgreSQL connections for the next node (of the
+                   command, or of the session), each reset to a fresh session (the
+                   hooks on dbt's connection open and close)
 ``events``         dbt's event messages as :class:`~.events.DbtEvent` values
 ``deprecations``   dbt's deprecation counts and summary, per command as plain dbt
 ``results``        dbt's node results as run_results.json entries
@@ -54,6 +57,7 @@ from .manifest import GraphNode, node_graph, node_names, reset_compile_state
 from .outputs import capture_macro_return, command_output, json_value
 from .profile import render_value
 from .results import entries, read_run_results
+from .reuse import ConnectionPool, pooled
 from .routes import Route, add_route, libpq_address, resolve
 from .runner import DbtReturn, imported, invocation_id, invoke, warm_up
 
@@ -63,6 +67,7 @@ __all__ = [
     "TOP_FILES",
     "Cancellation",
     "CommandDeprecations",
+    "ConnectionPool",
     "DbtEvent",
     "DbtReturn",
     "GraphNode",
@@ -94,6 +99,7 @@ __all__ = [
     "node_names",
     "parse_inputs",
     "partial_parse_env_vars",
+    "pooled",
     "read_run_results",
     "release_duckdb",
     "render_value",
