@@ -373,8 +373,12 @@ class _ChildControl:
     def __init__(self, session: DbtSession) -> None:
         self.session = session
         self.stopped = threading.Event()
+        #: the steps are over: the client's hang-up after its result is no departure
+        self.finished = threading.Event()
 
     def stop(self, why: str) -> bool:
+        if self.finished.is_set():
+            return True  # nothing left to cancel (a signal still sets the exit code)
         if not self.stopped.is_set():
             log.warning("worker child: %s: cancelling", why)
         self.stopped.set()
@@ -426,6 +430,7 @@ def _run_child(
             if control.stopped.is_set() and pending and all(r.success for r in results.values()):
                 why = ErrorInfo(ErrorKind.CANCELLED, "cancelled before it started")
                 results[pending[0].label] = RunResult.not_run(pending[0].label, why)
+        control.finished.set()
         root.removeHandler(handler)
         with contextlib.suppress(OSError):
             _send(conn, {"type": "result", "results": {k: r.to_dict() for k, r in results.items()}})

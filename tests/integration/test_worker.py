@@ -145,6 +145,27 @@ def test_cycle_through_the_worker_equals_in_process(
     assert [n.name for n in again.nodes] == ["part_1"]
 
 
+def test_a_request_that_ended_is_not_cancelled_when_its_client_hangs_up(
+    duckdb_settings: Settings, tmp_path: Path
+) -> None:
+    """The client reads its result and closes the socket: the child that served it must
+    not then log a cancel (it did, on every request: the child's watch on the socket took
+    the client's hang-up after the result for a departure mid-run)."""
+    settings = _copy_settings(duckdb_settings, tmp_path, "hangup")
+    proc = WorkerProcess(settings, tmp_path / "w.sock")
+    try:
+        client = WorkerClient(proc.socket_path, settings=settings)
+        for _ in range(2):
+            assert client.invoke(["run", "--select", "part_1"]).success
+            assert client.last_ran_in_worker
+    finally:
+        proc.stop()  # every child reaped and the worker's output read to its end
+    proc._reader.join(READY_S)
+    output = "".join(proc.output)
+    assert output.count("DONE  model part_1 success") == 2, output
+    assert "went away" not in output and "client cancelled" not in output, output
+
+
 def test_a_killed_child_is_a_classified_failure_and_the_next_request_works(
     worker: WorkerProcess, duckdb_settings: Settings
 ) -> None:
