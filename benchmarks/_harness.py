@@ -218,11 +218,12 @@ class Bed:
             connect_timeout=10,
         )
 
-    def endpoint(self, adapter: str) -> Endpoint:
+    def endpoint(self, adapter: str, delayed: bool = True) -> Endpoint:
         """The warehouse as an adapter sees it: PostgreSQL itself, or the Redshift proxy
-        (behind the delaying proxy in latency mode)."""
+        (behind the delaying proxy in latency mode, unless ``delayed`` is false: a bed
+        with latency serves contenders without it too)."""
         assert self.pg is not None
-        if adapter in self.delayed:  # latency mode: through the delaying proxy
+        if delayed and adapter in self.delayed:  # latency mode: through the delaying proxy
             host, port = self.delayed[adapter]
         elif adapter == "redshift":
             assert self.proxy is not None, "start the bed with the redshift adapter"
@@ -338,11 +339,12 @@ class Bed:
 
     # ------------------------------------------------------------------ dbt settings
     def runner_env(
-        self, adapter: str, schema: str, state_dir: Path, threads: int = 3
+        self, adapter: str, schema: str, state_dir: Path, threads: int = 3, delayed: bool = True
     ) -> dict[str, str]:
-        """``DBT_RUNNER_*`` variables for a :class:`dbt_runner.DbtSession` through the bastion."""
+        """``DBT_RUNNER_*`` variables for a :class:`dbt_runner.DbtSession` through the bastion
+        (``delayed``: see :meth:`endpoint`)."""
         assert self.sshd is not None
-        ep = self.endpoint(adapter)
+        ep = self.endpoint(adapter, delayed)
         return {
             "DBT_RUNNER_WAREHOUSE__TYPE": adapter,
             "DBT_RUNNER_WAREHOUSE__HOST": ep.host,

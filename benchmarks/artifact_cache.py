@@ -28,6 +28,9 @@ node: the goal's "starts"), ``command`` (open until the session closed) and
 median: ``cold / cache`` of open->first node (goal >= 5x) and ``cache / target``
 of the command (goal <= 1.2x). The 1-minute load average is printed with every
 round: the machine is shared.
+
+:class:`CacheBench` is the same contenders on any warehouse: ``benchmarks.matrix``
+runs them on the bench's PostgreSQL through its bastion, with the staging cycle.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUCKET = "bench-artifacts"
 CHILD_TIMEOUT_S = 1800
 RESULT_TAG = "BENCH_RESULT "
+CONTENDERS = ("cold", "target", "cache-local", "cache-s3")
 
 _CHILD = """
 import json, sys, time
@@ -59,7 +63,7 @@ started = time.monotonic()
 config = json.loads(sys.argv[1])
 from dbt_runner import DbtSession, Settings
 from dbt_runner import _dbt
-_dbt.warm_up("duckdb")  # dbt's own imports, outside the session's figures
+_dbt.warm_up(config["adapter"])  # dbt's own imports, outside the session's figures
 imported = time.monotonic()
 first = []
 def on_node(event):
@@ -93,9 +97,16 @@ def _load() -> float:
 
 
 def run_child(
-    settings: dict[str, Any], args: list[str], threads: int, cwd: Path, env: dict[str, str]
+    settings: dict[str, Any],
+    args: list[str],
+    threads: int,
+    cwd: Path,
+    env: dict[str, str],
+    adapter: str = "duckdb",
 ) -> dict[str, Any]:
-    payload = json.dumps({"settings": settings, "args": args, "threads": threads})
+    payload = json.dumps(
+        {"settings": settings, "args": args, "threads": threads, "adapter": adapter}
+    )
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, payload],
@@ -143,6 +154,186 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+class CacheBench:
+    """``cold``, ``target`` and a warm cache per entry of ``caches``, each a new process
+    in a new empty directory, on the generated ``project``.
+
+    ``settings``: the session's settings besides project, state dir and cache (a DuckDB
+    ``warehouse``, or nothing when ``env``'s ``DBT_RUNNER_*`` variables name the
+    warehouse); ``activity``: the warehouse server's (statements, connection opens) so
+    far, read around each process (None: an embedded warehouse, no server log).
+    """
+
+    def __init__(
+        self,
+        work: Path,
+        project: Path,
+        *,
+        settings: dict[str, Any],
+        env: dict[str, str],
+        caches: dict[str, tuple[str, dict[str, str]]],
+        adapter: str = "duckdb",
+        command: list[str] | None = None,
+        threads: int = 4,
+        out: Callable[[str], None] = print,
+        activity: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        self.work = work
+        self.project = project
+        self.settings = settings
+        self.env = env
+        self.caches = {f"cache-{name}": value for name, value in caches.items()}
+        self.adapter = adapter
+        self.command = command or ["run"]
+        self.threads = threads
+        self.out = out
+        self.activity = activity
+        self.contenders = ["cold", "target", *self.caches]
+        self.rows: dict[str, list[dict[str, Any]]] = {c: [] for c in self.contenders}
+        self.ratios: dict[str, list[float]] = {}
+        self._counter = iter(range(1, 100_000))
+        self._target_state = self.work / "target-state"
+
+    def _fresh(self, name: str) -> Path:
+        path = self.work / f"{name}-{next(self._counter)}"
+        path.mkdir(parents=True)
+        return path
+
+    def _settings(self, state: Path, cache: str | None) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            **self.settings,
+            "project_dir": str(self.project),
+            "state_dir": str(state),
+        }
+        if cache is not None:
+            values["artifact_cache"] = cache
+        return values
+
+    def _child(
+        self, state: Path, cache: str | None, cwd: Path, args: list[str] | None = None
+    ) -> dict[str, Any]:
+        env = self.env
+        if cache is not None:
+            env = env | self.caches[cache][1]
+        location = self.caches[cache][0] if cache is not None else None
+        return run_child(
+            self._settings(state, location),
+            args or self.command,
+            self.threads,
+            cwd,
+            env,
+            self.adapter,
+        )
+
+    def setup(self) -> None:
+        """Untimed: seed, a first run with a kept state dir (``target``), each cache filled."""
+        seed_dir = self._fresh("setup")
+        self._child(seed_dir / "state", None, seed_dir, ["seed"])
+        self._target_state.mkdir(parents=True, exist_ok=True)
+        self._child(self._target_state, None, seed_dir)
+        for name in self.caches:
+            warm = self._fresh(f"warm-{name}")
+            self._child(warm / "state", name, warm)
+        shutil.rmtree(seed_dir, ignore_errors=True)
+
+    def run_round(self, rnd: int) -> dict[str, dict[str, Any]]:
+        """Every contender once, in turn; prints the round's line with the load average."""
+        this: dict[str, dict[str, Any]] = {}
+        for name in self.contenders:
+            cwd = self._fresh(name)
+            before = self.activity() if self.activity is not None else None
+            try:
+                if name == "target":
+                    res = self._child(self._target_state, None, cwd)
+                else:
+                    res = self._child(cwd / "state", name if name != "cold" else None, cwd)
+            finally:
+                shutil.rmtree(cwd, ignore_errors=True)
+            if before is not None and self.activity is not None:
+                after = self.activity()
+                res["statements"] = after[0] - before[0]
+                res["connections"] = after[1] - before[1]
+            expect_path(
+                name,
+                res["parse_count"],
+                res["full_parse_reasons"],
+                name == "cold",
+                parses=1 if name in ("cold", "target") else 0,
+            )
+            if res["first_node_s"] is None:
+                raise BenchError(f"{name}: dbt started no node")
+            res["load"] = _load()
+            self.rows[name].append(res)
+            this[name] = res
+        line = [f"round {rnd}:"]
+        for name, res in this.items():
+            counts = f" {res['statements']}st/{res['connections']}co" if "statements" in res else ""
+            line.append(
+                f"{name} first={res['first_node_s']:.2f}s cmd={res['command_s']:.2f}s "
+                f"wall={res['wall_s']:.2f}s{counts}"
+            )
+        for name in self.caches:
+            first = this["cold"]["first_node_s"] / this[name]["first_node_s"]
+            whole = this[name]["command_s"] / this["target"]["command_s"]
+            self.ratios.setdefault(f"cold/{name} open->first node", []).append(first)
+            self.ratios.setdefault(f"{name}/target command", []).append(whole)
+            wall = this["cold"]["wall_s"] / this[name]["wall_s"]
+            self.ratios.setdefault(f"cold/{name} process wall", []).append(wall)
+        line.append(f"load {_load():.2f}")
+        self.out("  ".join(line))
+        return this
+
+    def report(self) -> dict[str, Any]:
+        """Prints the medians and the per-round ratios; returns every figure."""
+        out = self.out
+        counted = self.activity is not None
+        out("")
+        out(
+            f"{'contender':<12} {'import':>8} {'open->1st node':>15} {'command':>9} {'wall':>8}"
+            + (f" {'statements':>11} {'opens':>6}" if counted else "")
+        )
+        for name, rs in self.rows.items():
+            counts = ""
+            if counted:
+                counts = (
+                    f" {median([r['statements'] for r in rs]):>11.0f}"
+                    f" {median([r['connections'] for r in rs]):>6.0f}"
+                )
+            out(
+                f"{name:<12} {median([r['import_s'] for r in rs]):>7.2f}s "
+                f"{median([r['first_node_s'] for r in rs]):>14.2f}s "
+                f"{median([r['command_s'] for r in rs]):>8.2f}s "
+                f"{median([r['wall_s'] for r in rs]):>7.2f}s" + counts
+            )
+        out("")
+        out("ratios (per round, then the median; min-max; per round):")
+        for name, xs in self.ratios.items():
+            rounds = " ".join(f"{x:.2f}" for x in xs)
+            out(f"  {name:<40} {median(xs):5.2f}x  ({min(xs):.2f}-{max(xs):.2f})  {rounds}")
+        return {
+            "rows": self.rows,
+            "ratios": {
+                name: {"per_round": xs, "median": median(xs)} for name, xs in self.ratios.items()
+            },
+        }
+
+
+def expect_path(
+    name: str, parse_count: int, reasons: list[str], full: bool, *, parses: int | None = None
+) -> None:
+    """The contender took the path it stands for (else its figure would mislead): a full
+    parse when ``full`` (dbt found no saved manifest), none at all on a cache hit
+    (``parses`` 0: the default unless ``full``)."""
+    if parses is None:
+        parses = 1 if full else 0
+    full_parse = any("saved manifest not found" in r for r in reasons)
+    if parse_count != parses or full_parse != full:
+        raise BenchError(
+            f"{name}: parse_count {parse_count} (expected {parses}), "
+            f"full parse reasons {reasons} (expected {'a' if full else 'no'} full parse)"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -162,121 +353,34 @@ def main() -> int:
 
 
 def _bench(args: argparse.Namespace, work: Path) -> int:
-    out = print
     project = generate(work / "project", models=args.models)
-    db = work / "warehouse.duckdb"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
     base_env["PYTHONPATH"] = str(REPO)
-    counter = iter(range(1, 10_000))
-
-    def fresh(name: str) -> Path:
-        path = work / f"{name}-{next(counter)}"
-        path.mkdir()
-        return path
-
-    def settings(state: Path, cache: str | None) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "project_dir": str(project),
-            "state_dir": str(state),
-            "warehouse": {"type": "duckdb", "path": str(db)},
-        }
-        if cache is not None:
-            values["artifact_cache"] = cache
-        return values
-
-    command = [args.command]
     with s3_location(not args.no_s3) as (s3, s3_env):
-        caches: dict[str, tuple[str, dict[str, str]]] = {
-            "cache-local": (str(work / "shared-cache"), {})
-        }
+        caches: dict[str, tuple[str, dict[str, str]]] = {"local": (str(work / "shared-cache"), {})}
         if s3 is not None:
-            caches["cache-s3"] = (s3, s3_env)
-        out(
-            f"project: {args.models} models (benchmarks/bigproject.py), dbt {' '.join(command)} "
+            caches["s3"] = (s3, s3_env)
+        bench = CacheBench(
+            work,
+            project,
+            settings={"warehouse": {"type": "duckdb", "path": str(work / "warehouse.duckdb")}},
+            env=base_env,
+            caches=caches,
+            command=[args.command],
+            threads=args.threads,
+        )
+        print(
+            f"project: {args.models} models (benchmarks/bigproject.py), dbt {args.command} "
             f"--threads {args.threads}, {args.rounds} rounds, load average {_load():.2f}"
         )
-        seed_dir = fresh("setup")
-        run_child(settings(seed_dir / "state", None), ["seed"], args.threads, seed_dir, base_env)
-        target_state = fresh("target-state")
-        run_child(settings(target_state, None), command, args.threads, seed_dir, base_env)
-        for name, (location, env) in caches.items():
-            warm = fresh(f"warm-{name}")
-            run_child(
-                settings(warm / "state", location), command, args.threads, warm, base_env | env
-            )
-        contenders = ["cold", "target", *caches]
-        rows: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
-        ratios: dict[str, list[float]] = {}
+        bench.setup()
         for rnd in range(1, args.rounds + 1):
-            this: dict[str, dict[str, Any]] = {}
-            for name in contenders:
-                cwd = fresh(name)
-                if name == "cold":
-                    res = run_child(
-                        settings(cwd / "state", None), command, args.threads, cwd, base_env
-                    )
-                    _expect(name, res, parses=1, full=True)
-                elif name == "target":
-                    res = run_child(
-                        settings(target_state, None), command, args.threads, cwd, base_env
-                    )
-                    _expect(name, res, parses=1, full=False)
-                else:
-                    location, env = caches[name]
-                    res = run_child(
-                        settings(cwd / "state", location),
-                        command,
-                        args.threads,
-                        cwd,
-                        base_env | env,
-                    )
-                    _expect(name, res, parses=0, full=False)
-                res["load"] = _load()
-                rows[name].append(res)
-                this[name] = res
-            line = [f"round {rnd}:"]
-            for name, res in this.items():
-                line.append(
-                    f"{name} first={res['first_node_s']:.2f}s cmd={res['command_s']:.2f}s "
-                    f"wall={res['wall_s']:.2f}s"
-                )
-            for name in caches:
-                first = this["cold"]["first_node_s"] / this[name]["first_node_s"]
-                whole = this[name]["command_s"] / this["target"]["command_s"]
-                ratios.setdefault(f"cold/{name} open->first node", []).append(first)
-                ratios.setdefault(f"{name}/target command", []).append(whole)
-                wall = this["cold"]["wall_s"] / this[name]["wall_s"]
-                ratios.setdefault(f"cold/{name} process wall", []).append(wall)
-            line.append(f"load {_load():.2f}")
-            out("  ".join(line))
-
-    out("")
-    out(f"{'contender':<12} {'import':>8} {'open->1st node':>15} {'command':>9} {'wall':>8}")
-    for name, rs in rows.items():
-        out(
-            f"{name:<12} {median([r['import_s'] for r in rs]):>7.2f}s "
-            f"{median([r['first_node_s'] for r in rs]):>14.2f}s "
-            f"{median([r['command_s'] for r in rs]):>8.2f}s "
-            f"{median([r['wall_s'] for r in rs]):>7.2f}s"
-        )
-    out("")
-    out("ratios (per round, then the median; min-max):")
-    for name, xs in ratios.items():
-        out(f"  {name:<40} {median(xs):5.2f}x  ({min(xs):.2f}-{max(xs):.2f})")
-    out(f"load average at the end: {_load():.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
+            bench.run_round(rnd)
+    figures = bench.report()
+    print(f"load average at the end: {_load():.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
     if args.json is not None:
-        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios}, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
-
-
-def _expect(name: str, res: dict[str, Any], *, parses: int, full: bool) -> None:
-    """The contender took the path it stands for (else its figure would mislead)."""
-    full_parse = any("saved manifest not found" in r for r in res["full_parse_reasons"])
-    if res["parse_count"] != parses or full_parse != full or res["first_node_s"] is None:
-        raise BenchError(
-            f"{name}: parse_count {res['parse_count']} (expected {parses}), "
-            f"full parse reasons {res['full_parse_reasons']}"
-        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A generated, realistic dbt project of a few hundred models (DuckDB), always the same.
+"""A generated, realistic dbt project of a few hundred models, always the same.
 
 Not a test: the project the parse-cache benchmark (``benchmarks/artifact_cache.py``)
 and its tests run on. ``generate(root, models=300)`` writes, deterministically (a
@@ -19,7 +19,8 @@ seeded :class:`random.Random`, no clock, sorted output):
   ``sources.yml`` that declares the seeds as a source too.
 
 Every model outputs ``id, category, amount, created_at`` with a unique ``id``: each
-table holds at most a few hundred rows, so a ``dbt build`` measures dbt, not DuckDB.
+table holds at most a few hundred rows, so a ``dbt build`` measures dbt, not the
+warehouse. Its SQL runs on DuckDB and PostgreSQL alike.
 
     python -m benchmarks.bigproject /tmp/big --models 300     # writes /tmp/big/dbt_project.yml ...
 """
@@ -51,7 +52,7 @@ _SEED_ROWS = 40
 _MACROS = {
     "money.sql": """\
 {% macro cents_to_units(column, scale=100) -%}
-    round(cast({{ column }} as double) / {{ scale }}, 2)
+    round(cast({{ column }} as numeric) / {{ scale }}, 2)
 {%- endmacro %}
 
 {% macro safe_divide(numerator, denominator) -%}

@@ -52,6 +52,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -76,6 +77,9 @@ ALL_CONTENDERS = (
     "dbtcli",
     "prefect",
     "new",
+    "newcold",
+    "newcache",
+    "news3",
     "newnr",
     "newss",
     "warm",
@@ -141,6 +145,7 @@ def child_main(argv: Sequence[str]) -> int:
                 out["error"] = tests.summary()
         out["tests_s"] = time.monotonic() - t_run
         out["parses"] = session.parse_count
+        out["full_parse_reasons"] = list(session._relay.full_parse_reasons)
     finally:
         t_close = time.monotonic()
         session.close()
@@ -164,9 +169,12 @@ class Sample:
 
 
 def run_child_rusage(
-    args: list[str], env: dict[str, str], timeout: float = STEP_TIMEOUT_S
+    args: list[str],
+    env: dict[str, str],
+    timeout: float = STEP_TIMEOUT_S,
+    cwd: Path = REPO,
 ) -> tuple[float, int, str, float, float]:
-    """Run a subprocess reaped with ``os.wait4``.
+    """Run a subprocess (in ``cwd``) reaped with ``os.wait4``.
 
     Returns (wall s, exit code, output, peak RSS MB, user+sys CPU s).
     """
@@ -175,7 +183,7 @@ def run_child_rusage(
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(
-            args, env=env, cwd=REPO, stdin=devnull, stdout=out, stderr=subprocess.STDOUT
+            args, env=env, cwd=cwd, stdin=devnull, stdout=out, stderr=subprocess.STDOUT
         )
         deadline = t0 + timeout
         status, rusage = 0, None
@@ -275,12 +283,12 @@ class SshTunnel:
 
 
 def write_old_profile(
-    bed: Any, adapter: str, schema: str, local_port: int, directory: Path
+    bed: Any, adapter: str, schema: str, local_port: int, directory: Path, delayed: bool = True
 ) -> None:
     """The old job's profiles.yml: target ``dev``, ``threads: 1``, through the tunnel port."""
     import yaml
 
-    ep = bed.endpoint(adapter)
+    ep = bed.endpoint(adapter, delayed)
     output: dict[str, Any] = {
         "type": adapter,
         "host": "127.0.0.1",
@@ -310,10 +318,18 @@ class Contenders:
     workdir: Path
     old_port: int
     base_env: dict[str, str]
+    #: through the bed's delaying proxy when it has one (False: the no-latency lane)
+    delayed: bool = True
+    #: the artifact caches of ``newcache`` and ``news3``: name -> (location, environment)
+    caches: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.old_dir = self.workdir / f"old_{self.adapter}"
-        write_old_profile(self.bed, self.adapter, self.schema, self.old_port, self.old_dir)
+        write_old_profile(
+            self.bed, self.adapter, self.schema, self.old_port, self.old_dir, self.delayed
+        )
+        self._fresh_dirs = iter(range(1, 100_000))
+        self._filled: set[str | None] = set()
         self.new_state = self.workdir / f"new_{self.adapter}"
         self.new7d_state = self.workdir / f"new7d_{self.adapter}"
         #: the warm workers by variant ("" or "nr"): (process, client)
@@ -331,7 +347,7 @@ class Contenders:
             DBT_LOG_PATH=str(self.old_dir / "logs"),
         )
         common = ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(self.old_dir)]
-        remote = (self.bed.endpoint(self.adapter).host, self.bed.endpoint(self.adapter).port)
+        remote = (self.endpoint().host, self.endpoint().port)
         steps: dict[str, float] = {}
         rss = 0.0
         t0 = time.monotonic()
@@ -370,7 +386,46 @@ class Contenders:
                 step(f"tunnel{task}_close", tunnel.close)
         return time.monotonic() - t0, steps, rss
 
+    def endpoint(self) -> Any:
+        """The warehouse as this lane's contenders reach it (:meth:`Bed.endpoint`)."""
+        return self.bed.endpoint(self.adapter, self.delayed)
+
+    def runner_env(self, state: Path) -> dict[str, str]:
+        return dict(self.bed.runner_env(self.adapter, self.schema, state, delayed=self.delayed))
+
     # -- new
+    def newcold(self) -> tuple[float, dict[str, float], float]:
+        return self.fresh(None)
+
+    def newcache(self) -> tuple[float, dict[str, float], float]:
+        return self.fresh("local")
+
+    def news3(self) -> tuple[float, dict[str, float], float]:
+        return self.fresh("s3")
+
+    def fresh(self, cache: str | None) -> tuple[float, dict[str, float], float]:
+        """``new`` in a new empty working directory with an empty state dir (a fresh
+        container): without an artifact cache (``newcold``: dbt parses everything) or
+        with a warm one (``newcache``, ``news3``: no parse). The child's parse count and
+        full-parse reasons must say it took that path, else the figure would mislead."""
+        from benchmarks.artifact_cache import expect_path
+
+        name = {None: "newcold", "local": "newcache", "s3": "news3"}[cache]
+        cwd = self.workdir / f"{name}-{next(self._fresh_dirs)}"
+        cwd.mkdir(parents=True)
+        extra: dict[str, str] = {}
+        if cache is not None:
+            location, env = self.caches[cache]
+            extra = dict(env, DBT_RUNNER_ARTIFACT_CACHE=location)
+        try:
+            wall, steps, rss, result = self._new_child(cwd / "state", cwd=cwd, extra_env=extra)
+        finally:
+            shutil.rmtree(cwd, ignore_errors=True)
+        if cache is None or cache in self._filled:
+            expect_path(name, result["parses"], result["full_parse_reasons"], cache is None)
+        self._filled.add(cache)  # its first run (the warm-up) filled the cache
+        return wall, steps, rss
+
     def newnr(self) -> tuple[float, dict[str, float], float]:
         return self.new(state=self.workdir / f"newnr_{self.adapter}", reuse="off")
 
@@ -385,16 +440,31 @@ class Contenders:
         state: Path | None = None,
         reuse: str | None = None,
     ) -> tuple[float, dict[str, float], float]:
+        extra = {} if reuse is None else {"DBT_RUNNER_CONNECTIONS__REUSE": reuse}
+        wall, steps, rss, _ = self._new_child(
+            state or self.new_state, variables, full_refresh=full_refresh, extra_env=extra
+        )
+        return wall, steps, rss
+
+    def _new_child(
+        self,
+        state: Path,
+        variables: dict[str, Any] | None = None,
+        *,
+        full_refresh: bool = False,
+        cwd: Path = REPO,
+        extra_env: dict[str, str] | None = None,
+    ) -> tuple[float, dict[str, float], float, dict[str, Any]]:
+        """One ``child_main`` process: (wall, steps, peak RSS, its result)."""
         env = dict(self.base_env)
-        env.update(self.bed.runner_env(self.adapter, self.schema, state or self.new_state))
-        if reuse is not None:
-            env["DBT_RUNNER_CONNECTIONS__REUSE"] = reuse
+        env.update(self.runner_env(state))
+        env.update(extra_env or {})
         args = [sys.executable, "-m", "benchmarks.cycle", "--child"]
         if variables:
             args += ["--vars", json.dumps(variables)]
         if full_refresh:
             args.append("--full-refresh")
-        wall, code, text, rss, cpu = run_child_rusage(args, env)
+        wall, code, text, rss, cpu = run_child_rusage(args, env, cwd=cwd)
         result = _child_result(text)
         if code != 0 or not result.get("ok"):
             raise BenchError(f"new ({self.adapter}) failed: {result.get('error')}\n{text[-2000:]}")
@@ -404,7 +474,7 @@ class Contenders:
         steps = {k.removesuffix("_s"): v for k, v in steps.items()}
         steps["process_overhead"] = wall - sum(steps.values())
         steps["client_cpu"] = cpu  # user+sys CPU of the process (not a wall-time step)
-        return wall, steps, rss
+        return wall, steps, rss, result
 
     # -- dbtcli
     def dbtcli(self) -> tuple[float, dict[str, float], float]:
@@ -416,7 +486,7 @@ class Contenders:
             DBT_LOG_PATH=str(self.old_dir / "logs_cli"),
         )
         common = ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(self.old_dir)]
-        ep = self.bed.endpoint(self.adapter)
+        ep = self.endpoint()
         steps: dict[str, float] = {"client_cpu": 0.0}
         rss = 0.0
         t0 = time.monotonic()
@@ -486,7 +556,7 @@ class Contenders:
         if self._prefect_server is None:
             self._start_prefect_server()
         env = dict(self._prefect_env(), PREFECT_API_URL=self._prefect_api)
-        ep = self.bed.endpoint(self.adapter)
+        ep = self.endpoint()
         t0 = time.monotonic()
         tunnel = SshTunnel(self.bed, (ep.host, ep.port), self.old_port)
         tunnel.open()
@@ -535,7 +605,7 @@ class Contenders:
         if variant in self._workers:
             return self._workers[variant][1]
         state = self.workdir / f"warm{variant}_{self.adapter}"
-        env = self.bed.runner_env(self.adapter, self.schema, state)
+        env = self.runner_env(state)
         if variant in _REUSE_VARIANTS:
             env["DBT_RUNNER_CONNECTIONS__REUSE"] = _REUSE_VARIANTS[variant]
         sock = self.workdir / f"warm{variant}_{self.adapter}.sock"
@@ -626,7 +696,7 @@ class Contenders:
         tests = [p.read_text() for p in sorted((target / "run").rglob("schema.yml/*.sql"))]
         if not tests:
             raise BenchError("floor: no test SQL in target/run (run 'new' first)")
-        ep = self.bed.endpoint(self.adapter)
+        ep = self.endpoint()
 
         def run_model(sql: str) -> None:
             conn = ep.connect()
@@ -688,91 +758,139 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One adapter at one added round-trip time: contenders of its own (state dirs,
+    workers, the floor's replay) on the adapter's staging tables."""
+
+    label: str
+    adapter: str
+    rtt_ms: float
+
+
+def lanes_of(args: argparse.Namespace) -> list[Lane]:
+    """Every adapter at every ``--rtt-ms`` value; labelled by adapter alone when there is
+    one value (``postgres``), else with the added round trip (``postgres 20ms``)."""
+    rtts: list[float] = args.rtt_list
+    return [
+        Lane(adapter if len(rtts) == 1 else f"{adapter} {rtt:g}ms", adapter, rtt)
+        for adapter in args.adapters
+        for rtt in rtts
+    ]
+
+
 class SizeRun:
     """One data size: its bed (PostgreSQL, proxy, sshd), staging built, then rounds.
 
     ``run_size`` runs one size from start to end; ``--interleave-sizes`` keeps
     every size's bed up at once and alternates the sizes round by round, so
     each round's ratio between sizes compares cycles run under the same load.
+    With several ``--rtt-ms`` values the lanes (adapter x added round trip) share
+    one bed and alternate within each round too.
     """
 
-    def __init__(self, args: argparse.Namespace, size_rows: int, out: Callable[[str], None]):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        size_rows: int,
+        out: Callable[[str], None],
+        caches: dict[str, tuple[str, dict[str, str]]] | None = None,
+    ):
         from benchmarks._harness import Bed
 
         self.args = args
         self.out = out
         self.contenders = [c for c in args.contenders if c in ALL_CONTENDERS]
+        self.lanes = lanes_of(args)
         self.bed = Bed(
             size_rows=size_rows,
             orders_per_minute=args.orders_per_minute,
             adapters=tuple(args.adapters),
             log=out,
-            rtt_ms=args.rtt_ms,
+            rtt_ms=max(args.rtt_list),
             sslmode=args.sslmode,
         )
         self.report: dict[str, Any] = {"size_rows": size_rows, "adapters": {}}
+        #: per lane label
         self.runners: dict[str, Contenders] = {}
-        self.funcs: dict[str, dict[str, Callable[..., Any]]] = {}
         self.samples: dict[str, list[Sample]] = {}
+        #: newcache / news3: name -> (location, environment); made here when not given
+        self.caches = caches
+        self._stack = contextlib.ExitStack()
 
     @property
     def tag(self) -> str:
         return f"{self.report.get('raw_rows', self.report['size_rows']) / 1e6:.0f}M"
 
     def __enter__(self) -> SizeRun:
-        bed, out = self.bed, self.out
-        bed.__enter__()
+        self.bed.__enter__()
+        self._stack.callback(self.bed.__exit__, None, None, None)
         try:
-            out(f"\n== size {self.report['size_rows']:,} raw rows: loading ...")
-            bed.load_history()
-            out(
-                f"   loaded {bed.raw_total:,} raw rows "
-                f"({', '.join(f'{k} {v:,}' for k, v in bed.raw_counts.items())}) "
-                f"over {bed.history_minutes() / 1440:.1f} days in {bed.timings['load_s']:.1f}s; "
-                f"index+cluster {bed.timings['index_cluster_s']:.1f}s"
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        bed, out = self.bed, self.out
+        if self.caches is None:
+            self.caches = {}
+            if "newcache" in self.contenders:
+                self.caches["local"] = (str(bed.workdir / "artifact-cache"), {})
+            if "news3" in self.contenders:
+                from benchmarks.artifact_cache import s3_location
+
+                location, env = self._stack.enter_context(s3_location(True))
+                assert location is not None
+                self.caches["s3"] = (location, env)
+        out(f"\n== size {self.report['size_rows']:,} raw rows: loading ...")
+        bed.load_history()
+        out(
+            f"   loaded {bed.raw_total:,} raw rows "
+            f"({', '.join(f'{k} {v:,}' for k, v in bed.raw_counts.items())}) "
+            f"over {bed.history_minutes() / 1440:.1f} days in {bed.timings['load_s']:.1f}s; "
+            f"index+cluster {bed.timings['index_cluster_s']:.1f}s"
+        )
+        self.report["raw_rows"] = bed.raw_total
+        self.report["load_s"] = bed.timings["load_s"]
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
+        base_env["PYTHONPATH"] = str(REPO)
+        base_env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+        built: set[str] = set()
+        for lane in self.lanes:
+            schema = "stg_pg" if lane.adapter == "postgres" else "stg_rs"
+            workdir = (
+                bed.workdir
+                if len(self.lanes) == len(self.args.adapters)
+                else (bed.workdir / f"lane_{lane.adapter}_{lane.rtt_ms:g}ms")
             )
-            self.report["raw_rows"] = bed.raw_total
-            self.report["load_s"] = bed.timings["load_s"]
-            base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_RUNNER_")}
-            base_env["PYTHONPATH"] = str(REPO)
-            base_env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
-            for adapter in self.args.adapters:
-                schema = "stg_pg" if adapter == "postgres" else "stg_rs"
-                c = Contenders(bed, adapter, schema, bed.workdir, _free_port(), base_env)
+            c = Contenders(
+                bed,
+                lane.adapter,
+                schema,
+                workdir,
+                _free_port(),
+                base_env,
+                delayed=lane.rtt_ms > 0,
+                caches=self.caches,
+            )
+            if lane.adapter not in built:
                 t0 = time.monotonic()
                 c.new(full_refresh=True)
                 bed.index_staging(schema)
                 out(
-                    f"   [{adapter}] staging built (full refresh + indexes) in "
+                    f"   [{lane.adapter}] staging built (full refresh + indexes) in "
                     f"{time.monotonic() - t0:.1f}s: {bed.staging_counts(schema)}"
                 )
-                self.runners[adapter] = c
-                self.funcs[adapter] = {
-                    "old": c.old,
-                    "dbtcli": c.dbtcli,
-                    "new": c.new,
-                    "newnr": c.newnr,
-                    "newss": c.newss,
-                    "warmnr": c.warmnr,
-                    "warmss": c.warmss,
-                    "warm": c.warm,
-                    "warmnpc": c.warmnpc,
-                    "warmbuild": c.warmbuild,
-                    "warmlean": c.warmlean,
-                    "prefect": c.prefect,
-                    "floor": c.floor,
-                    "new7d": c.new7d,
-                }
-                self.samples[adapter] = []
-        except BaseException:
-            bed.__exit__(None, None, None)
-            raise
-        return self
+                built.add(lane.adapter)
+            self.runners[lane.label] = c
+            self.samples[lane.label] = []
 
     def __exit__(self, *exc: object) -> None:
         for c in self.runners.values():
             c.stop_worker()
-        self.bed.__exit__(*exc)
+        self._stack.close()
 
     def phases(self) -> list[list[str]]:
         """Phase 1: old/new/floor alternate. Phase 2 (if asked): the 7-day variant alone,
@@ -786,24 +904,24 @@ class SizeRun:
 
     def warm_up(self, phase: list[str]) -> None:
         """Not measured: catch the staging tables up, warm caches and dbt's partial-parse
-        files for every contender."""
-        for adapter in self.args.adapters:
+        files for every contender (and fill the artifact caches of newcache and news3)."""
+        for lane in self.lanes:
             for name in phase:
                 self.bed.append_batch()
-                self.funcs[adapter][name]()
+                getattr(self.runners[lane.label], name)()
 
     def run_round(self, rnd: int, phase: list[str], label: str = "") -> None:
-        for adapter in self.args.adapters:
+        for lane in self.lanes:
             for name in phase:
                 batch = self.bed.append_batch()
                 before = self.bed.activity()
-                wall, steps, rss = self.funcs[adapter][name]()
+                wall, steps, rss = getattr(self.runners[lane.label], name)()
                 after = self.bed.activity()
                 steps["statements"] = after[0] - before[0]
                 steps["connections"] = after[1] - before[1]
                 s = Sample(
                     name,
-                    adapter,
+                    lane.label,
                     rnd,
                     wall,
                     steps,
@@ -811,27 +929,30 @@ class SizeRun:
                     sum(batch.values()),
                     os.getloadavg()[0],
                 )
-                self.samples[adapter].append(s)
+                self.samples[lane.label].append(s)
                 self.out(
-                    f"   [{adapter}{label}] round {rnd} {name:<6} {wall:7.2f}s  "
+                    f"   [{lane.label}{label}] round {rnd} {name:<6} {wall:7.2f}s  "
                     + " ".join(f"{k}={v:.2f}" for k, v in steps.items())
                     + (f"  rss={rss:.0f}MB" if name.startswith("new") else "")
                     + f"  load1={s.load1:.1f}"
                 )
 
     def finish(self) -> dict[str, Any]:
-        for adapter in self.args.adapters:
-            self.runners[adapter].stop_worker()
-            summary = summarize(self.samples[adapter], self.contenders, self.args.rounds)
-            summary["differing_rows"] = self.check_against_full_refresh(adapter)
-            self.report["adapters"][adapter] = summary
-            print_adapter(self.out, adapter, summary, self.contenders)
+        differing: dict[str, dict[str, int]] = {}
+        for lane in self.lanes:
+            self.runners[lane.label].stop_worker()
+            summary = summarize(self.samples[lane.label], self.contenders, self.args.rounds)
+            if lane.adapter not in differing:
+                differing[lane.adapter] = self.check_against_full_refresh(lane.label)
+            summary["differing_rows"] = differing[lane.adapter]
+            self.report["adapters"][lane.label] = summary
+            print_adapter(self.out, lane.label, summary, self.contenders)
         self.report["raw_rows_end"] = self.bed.raw_total
         if self.args.latency:
             self.report["latency_ms"] = measure_latency(self.bed, self.args, self.out)
         return self.report
 
-    def check_against_full_refresh(self, adapter: str) -> dict[str, int]:
+    def check_against_full_refresh(self, label: str) -> dict[str, int]:
         """Rows that differ between the staging tables every contender's cycles built
         incrementally and a full refresh of the same raw data (``<schema>_fr``), per table
         (both directions, duplicates counted: ``except all``). Prints the verdict.
@@ -840,7 +961,7 @@ class SizeRun:
         this adapter's last cycle, which its staging tables have not seen yet."""
         from benchmarks._harness import STAGING_INDEXES
 
-        c = self.runners[adapter]
+        c = self.runners[label]
         c.new()
         fresh = dataclasses.replace(c, schema=f"{c.schema}_fr", workdir=c.workdir / "full_refresh")
         fresh.new(full_refresh=True)
@@ -853,7 +974,7 @@ class SizeRun:
             )
             differing[table] = int(rows[0][0])
         verdict = "yes" if not any(differing.values()) else f"NO, rows differing: {differing}"
-        label = f"   [{adapter}] staging == full refresh after every contender's cycles"
+        label = f"   [{c.adapter}] staging == full refresh after every contender's cycles"
         self.out(f"{label}: {verdict}")
         return differing
 
@@ -970,6 +1091,13 @@ def summarize(samples: list[Sample], contenders: list[str], rounds: int) -> dict
         ("warm", "warmnr"),
         ("newss", "newnr"),
         ("warmss", "warmnr"),
+        ("newcold", "new"),
+        ("newcache", "new"),
+        ("news3", "new"),
+        ("newcold", "newcache"),
+        ("newcold", "news3"),
+        ("old", "newcache"),
+        ("newcache", "floor"),
     )
     for a, b in pairs:
         if a in by and b in by:
@@ -1197,10 +1325,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--rtt-ms",
-        type=float,
-        default=0.0,
+        default="0",
         help="latency mode: add this round-trip time between bastion and warehouse "
-        "(a delaying proxy on loopback; the floor pays it too)",
+        "(a delaying proxy on loopback; the floor pays it too); a comma list (0,20) runs "
+        "each adapter as one lane per value, the lanes alternating within each round",
     )
     p.add_argument(
         "--sslmode",
@@ -1227,6 +1355,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ]
     if bad or not a.contenders or not a.adapters:
         p.error(f"unknown contender/adapter: {bad}")
+    if "news3" in a.contenders and not _has("moto"):
+        p.error("news3 needs a moto server: pip install 'moto[server]' (the test extra)")
     if "floor" in a.contenders and "new" not in a.contenders:
         p.error("floor replays what 'new' executed: include 'new'")
     if "prefect" in a.contenders and not PREFECT_PYTHON.exists():
@@ -1238,8 +1368,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             file=sys.stderr,
         )
         a.contenders.remove("prefect")
-    if not 0 <= a.rtt_ms <= 1000:
+    try:
+        a.rtt_list = list(dict.fromkeys(float(x) for x in str(a.rtt_ms).split(",") if x))
+    except ValueError:
+        p.error("--rtt-ms takes numbers: 20, or 0,20")
+    if not a.rtt_list or not all(0 <= x <= 1000 for x in a.rtt_list):
         p.error("--rtt-ms must be 0..1000")
+    if len([x for x in a.rtt_list if x]) > 1:
+        p.error("--rtt-ms: one added round trip at most (with or without 0)")
+    a.rtt_ms = max(a.rtt_list)
     if not 1 <= a.rounds <= 50:
         p.error("--rounds must be 1..50")
     a.size_list = (a.sizes or a.size).split(",")
@@ -1263,7 +1400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out(f"benchmarks.cycle  {started:%Y-%m-%d %H:%M} UTC  argv: {' '.join(argv) or '(defaults)'}")
     out(f"machine: {machine()}")
     if args.rtt_ms:
-        out(f"latency mode: {args.rtt_ms:g} ms round trip added between bastion and warehouse")
+        lanes = " (and lanes without it)" if 0 in args.rtt_list else ""
+        out(
+            f"latency mode: {args.rtt_ms:g} ms round trip added between bastion and "
+            f"warehouse{lanes}"
+        )
     if args.sslmode != "disable":
         out(f"postgres sessions with sslmode={args.sslmode} (TLS)")
     out(
@@ -1271,11 +1412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.orders_per_minute} orders/min, 15-min batch appended before every cycle"
     )
     reports = []
+    labels = [lane.label for lane in lanes_of(args)]
     interleaved: dict[str, Any] = {}
     if args.interleave_sizes and len(args.size_list) > 1:
         reports = run_sizes_interleaved(args, [parse_size(s) for s in args.size_list], out)
         if "new" in args.contenders:
-            interleaved = print_interleaved_ratios(out, reports, args.adapters)
+            interleaved = print_interleaved_ratios(out, reports, labels)
     else:
         for size in args.size_list:
             reports.append(run_size(args, parse_size(size), out))
@@ -1291,8 +1433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("session/floor", 14),
         ("new7d/new", 10),
     )
+    width = max(9, *(len(label) + 1 for label in labels))
     out(
-        f"   {'raw rows':>12} {'adapter':<9}"
+        f"   {'raw rows':>12} {'adapter':<{width}}"
         + "".join(f"{c:>10}" for c in cols)
         + "".join(f"{k:>{w}}" for k, w in ratio_cols)
         + f"{'RSS MB':>8}"
@@ -1303,9 +1446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells += "".join(f"{_ratio_cell(s['ratios'], k):>{w}}" for k, w in ratio_cols)
             rss = s["contenders"].get("new", {}).get("peak_rss_mb")
             rss_cell = f"{rss:.0f}" if rss else "-"
-            out(f"   {rep['raw_rows']:>12,} {adapter:<9}{cells}{rss_cell:>8}")
+            out(f"   {rep['raw_rows']:>12,} {adapter:<{width}}{cells}{rss_cell:>8}")
     if "new" in args.contenders and len(reports) > 1:
-        print_scaling(out, reports, args.adapters)
+        print_scaling(out, reports, labels)
     out(f"\ndone in {(dt.datetime.now(dt.timezone.utc) - started).total_seconds():.0f}s")
     if args.json:
         args.json.write_text(
