@@ -4,7 +4,7 @@ contender side by side, with and without 20 ms round trips, and the goals' verdi
 Run from the repository root (as root, or a user that can start PostgreSQL and sshd)::
 
     python -m benchmarks.matrix --rounds 5                       # ~45 min on 2 cores
-    python -m benchmarks.matrix --size tiny --models 30 --rounds 1   # a quick look
+    python -m benchmarks.matrix --size tiny --models 30 --rounds 1   # a quick look (~6 min)
 
 One bed (:mod:`benchmarks._harness`: PostgreSQL with 2 M raw rows, the sshd bastion,
 a delaying proxy for the 20 ms lane), one loopback moto server (S3) and one local
@@ -72,6 +72,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, argparse.Namesp
     p.add_argument("--adapters", default="postgres", help="staging adapters (redshift: optional)")
     p.add_argument("--contenders", default=STAGING_CONTENDERS, help="staging contenders")
     p.add_argument("--no-s3", action="store_true", help="leave out news3 and cache-s3")
+    p.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="no unmeasured staging cycle per contender before the rounds (the smoke test: "
+        "a first cycle's figures include cold caches, they are not for reading)",
+    )
     p.add_argument("--orders-per-minute", type=int, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write every figure here")
     a = p.parse_args(argv)
@@ -133,12 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({time.monotonic() - t0:.0f}s)"
         )
         phase = run.phases()[0]
-        t0 = time.monotonic()
-        run.warm_up(phase)
-        out(
-            f"== set-up: one unmeasured cycle per staging contender and lane "
-            f"({time.monotonic() - t0:.0f}s)"
-        )
+        if not args.no_warm_up:
+            t0 = time.monotonic()
+            run.warm_up(phase)
+            out(
+                f"== set-up: one unmeasured cycle per staging contender and lane "
+                f"({time.monotonic() - t0:.0f}s)"
+            )
         for rnd in range(1, args.rounds + 1):
             out(f"\n== round {rnd} (load average {os.getloadavg()[0]:.2f} at its start)")
             run.run_round(rnd, phase)
