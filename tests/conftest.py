@@ -60,6 +60,17 @@ SLOW_UNIT_MODULES = frozenset(
 )
 
 
+def pytest_xdist_auto_num_workers(config: Any) -> int | None:
+    """``-n auto``: one worker more than the machine has CPUs. Much of the suite waits (on
+    servers, locks, subprocesses, signals), and a worker that waits leaves its CPU idle;
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides when set."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_collection_modifyitems(items: list[Any]) -> None:
     """Mark the slow tier; slow modules first (their own test order unchanged: the sort
     is stable)."""

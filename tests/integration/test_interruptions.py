@@ -427,7 +427,7 @@ def test_waits_longer_than_the_connect_timeout_are_not_cut(bed: Bed, tmp_path: P
         rows = bed.sql(
             "select count(*) from pg_stat_activity where usename = "
             f"'{bed.db.user}' and wait_event_type = 'Lock' and application_name like "
-            f"'{application}%' and now() - query_start > interval '{3 * connect_timeout_s} s'"
+            f"'{application}%' and now() - query_start > interval '{2 * connect_timeout_s} s'"
         )
         return bool(rows[0][0])
 
