@@ -85,48 +85,10 @@ def _airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-#: per Airflow interpreter, a metadata database that ``airflow db migrate`` made for this
-#: module (:func:`_migrated_databases`); each test's child starts from a copy of it
-_MIGRATED: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Where the module's migrated metadata databases live (made on first use, one per
-    Airflow version; Airflow 3's migrations take several seconds on SQLite)."""
-    _MIGRATED.clear()
-    _MIGRATED["<dir>"] = tmp_path_factory.mktemp("airflow-db")
-    yield
-    _MIGRATED.clear()
-
-
-def _metadata_db(env: dict[str, str], python: str) -> None:
-    """The test's own SQLite metadata database, a copy of one migrated for the module by
-    the same Airflow (the child's own ``upgradedb()`` then finds nothing to do)."""
-    import shutil
-
-    if python not in _MIGRATED:
-        home = _MIGRATED["<dir>"] / f"home{len(_MIGRATED)}"
-        home.mkdir()
-        db = home / "airflow.db"
-        env = dict(
-            env, AIRFLOW_HOME=str(home), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{db}"
-        )
-        code = "from airflow.utils.db import upgradedb; upgradedb()"
-        proc = subprocess.run(
-            [python, "-c", code], env=env, capture_output=True, text=True, timeout=240
-        )
-        assert proc.returncode == 0 and db.is_file(), proc.stdout + proc.stderr
-        _MIGRATED[python] = db
-    shutil.copyfile(_MIGRATED[python], Path(env["AIRFLOW_HOME"]) / "airflow.db")
-
-
 def _run_child(
     tmp_path: Path, env: dict[str, str], spec: dict[str, Any], python: str = sys.executable
 ) -> tuple[dict, str]:
     spec_path, out_path = tmp_path / "spec.json", tmp_path / "out.json"
-    if not spec.get("parse_only"):
-        _metadata_db(env, python)
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run(
         [python, "-m", "tests.integration.test_airflow_dag", str(spec_path), str(out_path)],
@@ -644,7 +606,7 @@ def _drive(spec_path: str, out_path: str) -> None:  # pragma: no cover - runs in
 
     from airflow.utils.db import upgradedb
 
-    upgradedb()  # `airflow db migrate` on the test's own SQLite database (a migrated copy)
+    upgradedb()  # `airflow db migrate` on the test's own SQLite database
     if _airflow_major() == 2:
         # what Airflow 2's DAG processor does before a run (3's dag.test() does it itself):
         # the DAG's DatasetAlias outlets exist in the metadata DB
