@@ -384,7 +384,7 @@ def _run_steps(steps: list[Step], opts: _SessionOptions, *, keyed: bool = False)
         if settings is not None:
             _hint_missing_raw(settings, results)
     if received:
-        _say_interrupted(received[0], where[0], results.get(where[0]))
+        _say_interrupted(received[0], where[0], results.get(where[0]), settings)
         sys.exit(128 + received[0])
     sys.exit(exit_code(*results.values()))
 
@@ -406,8 +406,12 @@ def _interruptions(
             sys.exit(code)
 
 
-def _say_interrupted(signum: int, where: str, result: RunResult | None) -> None:
-    """The one line an interrupted command prints on stderr."""
+def _say_interrupted(
+    signum: int, where: str, result: RunResult | None, settings: Settings | None = None
+) -> None:
+    """The one line an interrupted command prints on stderr: what ran, and what was
+    cleaned up (as far as ``settings`` tell: a tunnel only with a bastion, a generated
+    profile only without the user's own; no settings: only that it was cleaned up)."""
     what = "stopped"
     if result is not None and result.nodes:
         counts = {"committed": 0, "cancelled": 0, "skipped": 0}
@@ -421,11 +425,22 @@ def _say_interrupted(signum: int, where: str, result: RunResult | None) -> None:
         what = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     code = 128 + signum
     click.echo(
-        f"dbt-runner: interrupted by {signal_name(signum)} during {where} ({what}); running "
-        f"statements cancelled on the server, tunnel closed, generated profile removed "
-        f"(exit {code})",
+        f"dbt-runner: interrupted by {signal_name(signum)} during {where} ({what}); "
+        f"{_cleaned_up(settings)} (exit {code})",
         err=True,
     )
+
+
+def _cleaned_up(settings: Settings | None) -> str:
+    if settings is None:
+        return "cleaned up"
+    embedded = settings.profiles_dir is None and settings.warehouse.type == "duckdb"
+    done = ["running statements cancelled" + ("" if embedded else " on the server")]
+    if settings.ssh.enabled:
+        done.append("tunnel closed")
+    if settings.profiles_dir is None:
+        done.append("generated profile removed")
+    return ", ".join(done)
 
 
 def entry() -> None:

@@ -473,6 +473,8 @@ def test_a_wait_for_the_writer_lock_is_shown_and_an_interrupt_there_says_so(
     assert child.returncode == 130, err
     assert "LOCK_TIMEOUT_S" in err
     assert "interrupted by SIGINT during the wait for the writer lock (staging)" in err, err
+    # what it cleaned up, and nothing it never had: no server, no tunnel
+    assert "(stopped); running statements cancelled, generated profile removed (exit 130)" in err
 
 
 @pytest.mark.parametrize(

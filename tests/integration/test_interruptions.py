@@ -343,6 +343,9 @@ def test_a_signal_to_dbt_runner_cycle_cancels_on_the_server_and_cleans_up(
         name = signal.Signals(sig).name
         assert lines[0].startswith(f"dbt-runner: interrupted by {name} during staging")
         assert "2 committed" in lines[0] and "1 cancelled" in lines[0]
+        cleaned = "running statements cancelled on the server"
+        cleaned += ", tunnel closed" if via == "bastion" else ""
+        assert lines[0].endswith(f"; {cleaned}, generated profile removed (exit {128 + sig})")
         staging = json.loads(out)["staging"]
         assert staging["error"]["kind"] == "cancelled"
         assert no_backend_left(pg_bed), "a backend of the killed cycle is still on the server"
