@@ -794,7 +794,6 @@ class SizeRun:
         args: argparse.Namespace,
         size_rows: int,
         out: Callable[[str], None],
-        caches: dict[str, tuple[str, dict[str, str]]] | None = None,
     ):
         from benchmarks._harness import Bed
 
@@ -814,8 +813,9 @@ class SizeRun:
         #: per lane label
         self.runners: dict[str, Contenders] = {}
         self.samples: dict[str, list[Sample]] = {}
-        #: newcache / news3: name -> (location, environment); made here when not given
-        self.caches = caches
+        #: newcache / news3: name -> (location, environment); made on entering unless
+        #: set before (benchmarks.matrix shares its own with the 300-model project)
+        self.caches: dict[str, tuple[str, dict[str, str]]] | None = None
         self._stack = contextlib.ExitStack()
 
     @property
