@@ -4,8 +4,9 @@ The differential suite (issue 12): ``tests/fixtures/foreign_project`` — anothe
 team's project with seeds, two ``local:`` packages, selectors, a snapshot, unit
 tests, an ephemeral and an incremental model, a source with freshness, a model
 and a data test that fail on purpose — is copied twice. Plain ``dbt`` runs a
-sequence of commands as a subprocess in copy A (the way a user runs it: from
-the project directory, ``DBT_PROFILES_DIR`` set), the library runs the same
+sequence of commands, each a process of its own, in copy A (the way a user runs it:
+from the project directory, ``DBT_PROFILES_DIR`` set; forked after dbt's import,
+:mod:`tests._dbt_fork`), the library runs the same
 sequence through ``DbtSession.invoke`` in copy B (one long-lived session for
 the whole sequence, as a notebook or a long-running orchestrator holds one),
 each against its own database.
@@ -36,6 +37,7 @@ from typing import Any
 import pytest
 
 from dbt_runner import DbtSession, RunResult, Settings
+from tests import _dbt_fork
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PROJECT = "foreign_project"
@@ -112,14 +114,6 @@ def make_copy(root: Path, project: str = PROJECT, packages: str = PACKAGES) -> P
             ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "*.duckdb"),
         )
     return root / project
-
-
-def dbt_executable() -> str:
-    """The ``dbt`` of this interpreter's venv (the one the library imports)."""
-    found = shutil.which("dbt", path=str(Path(sys.executable).parent))
-    if found is None:  # pragma: no cover - dbt-core is a dependency
-        pytest.fail("no dbt executable next to the test interpreter")
-    return found
 
 
 def _json(path: Path) -> Any:
@@ -208,7 +202,8 @@ def artifacts(target: Path) -> dict[str, Any]:
 
 
 class PlainDbt(Side):
-    """``dbt <args>`` as a subprocess from the project directory."""
+    """``dbt <args>`` as a process of its own from the project directory (forked after
+    dbt's import: :mod:`tests._dbt_fork`)."""
 
     name = "plain dbt"
 
@@ -225,15 +220,7 @@ class PlainDbt(Side):
         }
 
     def _run(self, args: list[str]) -> Outcome:
-        done = subprocess.run(
-            [dbt_executable(), *args],
-            cwd=self.project,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=PLAIN_TIMEOUT_S,
-            check=False,
-        )
+        done = _dbt_fork.run(args, cwd=self.project, env=self.env, timeout=PLAIN_TIMEOUT_S)
         return Outcome(
             step=Step("", ()),
             args=args,

@@ -2,7 +2,7 @@
 
 A small foreign project (a seed, two models, a source with freshness, a macro
 that returns a value, a snapshot, a test that fails) is written twice: plain
-``dbt`` (a subprocess) runs one copy, a :class:`DbtSession` the other, each
+``dbt`` (a process of its own) runs one copy, a :class:`DbtSession` the other, each
 on its own DuckDB file of the same name (so both compile to the same SQL).
 """
 
@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from typing import Any
 import pytest
 
 from dbt_runner import DbtSession, RunResult, Settings
-
-DBT = str(Path(sys.executable).parent / "dbt")
+from tests import _dbt_fork
 
 FILES = {
     "dbt_project.yml": """\
@@ -111,16 +109,10 @@ def _write_project(root: Path) -> Path:
 
 
 def _dbt(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Plain dbt in a subprocess, as a user runs it in the project directory."""
+    """Plain dbt in a process of its own, as a user runs it in the project directory
+    (forked after dbt's import: :mod:`tests._dbt_fork`)."""
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_USE_COLORS": "false"}
-    proc = subprocess.run(
-        [DBT, *args, "--profiles-dir", str(project)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _dbt_fork.run([*args, "--profiles-dir", str(project)], cwd=project, env=env, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
