@@ -29,6 +29,7 @@ import contextlib
 import re
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -80,6 +81,17 @@ RAW_TIME_COLUMNS = {
 }
 
 ADAPTERS = ("postgres", "redshift")
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (a ``kill``, a CI timeout) ends the benchmark as Ctrl-C does: it raises
+    ``SystemExit(143)`` in the main thread, so every ``with``/``finally`` runs and the
+    bed's PostgreSQL, sshd and moto server (detached processes) are stopped, not left."""
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def parse_size(text: str) -> int:

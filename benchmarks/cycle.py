@@ -1389,7 +1389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--child"]:
         return child_main(argv[1:])
-    from benchmarks._harness import parse_size
+    from benchmarks._harness import exit_on_sigterm, parse_size
+
+    exit_on_sigterm()
 
     args = parse_args(argv)
 

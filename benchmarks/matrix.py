@@ -107,7 +107,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, argparse.Namesp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks._harness import parse_size
+    from benchmarks._harness import exit_on_sigterm, parse_size
+
+    exit_on_sigterm()
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, staging_args = parse_args(argv)
