@@ -75,7 +75,7 @@ def _build(home: Path, name: str, requirements: Sequence[str], timeout_s: float)
             shutil.rmtree(stale, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(home)], check=True, timeout=120)
     proc = subprocess.run(
-        [str(home / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile", *requirements],
+        [str(home / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
         cwd=ROOT,
         capture_output=True,
         text=True,
