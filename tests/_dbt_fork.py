@@ -34,8 +34,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+
+def _console_script() -> str:
+    found = shutil.which("dbt", path=str(Path(sys.executable).parent))
+    if found is None:  # dbt-core is a dependency: a broken venv, said at collection
+        raise RuntimeError(f"no dbt console script next to {sys.executable}")
+    return found
+
+
 #: the console script's path (argv[0] of a plain ``dbt`` process)
-DBT = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+DBT = _console_script()
 #: the server's import of dbt may take this long on a loaded 2-core machine
 _START_TIMEOUT_S = 180
 

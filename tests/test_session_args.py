@@ -1,9 +1,9 @@
 """The caller's arguments win: plain ``dbt`` and the library on identical copies (DuckDB).
 
 A team's own project and ``profiles.yml`` (two targets, a ``local:`` package)
-is copied twice; plain ``dbt`` runs in a subprocess on one copy and a
-``DbtSession`` on the other, with the same arguments. What each wrote — which
-target's database got the tables, the per-node statuses in
+is copied twice; plain ``dbt`` runs in a process of its own (:mod:`tests._dbt_fork`)
+on one copy and a ``DbtSession`` on the other, with the same arguments. What each
+wrote — which target's database got the tables, the per-node statuses in
 ``run_results.json``, the installed packages — must be the same.
 """
 
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import duckdb
 import pytest
 
 from dbt_runner import DbtSession, Settings
+from tests import _dbt_fork
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -62,14 +61,11 @@ def copies(tmp_path: Path) -> tuple[Path, Path]:
 
 def plain_dbt(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
-    return subprocess.run(
-        [dbt, *args, "--project-dir", str(project), "--profiles-dir", str(project)],
+    return _dbt_fork.run(
+        [*args, "--project-dir", str(project), "--profiles-dir", str(project)],
+        cwd=Path.cwd(),
         env=env,
-        capture_output=True,
-        text=True,
         timeout=240,
-        check=False,
     )
 
 
