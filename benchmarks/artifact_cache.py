@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks._harness import exit_on_sigterm
 from benchmarks.bigproject import generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -335,6 +336,7 @@ def expect_path(
 
 
 def main() -> int:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", type=int, default=300)
