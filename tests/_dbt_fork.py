@@ -82,7 +82,9 @@ def serve() -> None:
     import dbt.cli.main  # noqa: F401 - the console script's first import, done once
 
     reply_fd = os.dup(1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing but replies on the reply pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # nothing but replies on the reply pipe
+    os.close(devnull)  # a child inherits no descriptor a dbt process would not have
     requests = sys.stdin.buffer
 
     def reply(**values: Any) -> None:
