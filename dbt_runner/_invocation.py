@@ -369,10 +369,7 @@ class Invocation:
         t0 = time.monotonic()
         session = self._session
         self._attempt_number = number
-        importing = not _dbt.imported()
-        full_args = session._effective_args(args, threads)  # the first one imports dbt
-        if importing:
-            self.record_phase("import", started_at, t0)
+        full_args = session._effective_args(args, threads)
         with self._lock:
             self._cancellation = _dbt.Cancellation()
             if self._cancel is not None:  # cancelled before this attempt began

@@ -550,6 +550,7 @@ class DbtSession:
             with self._current_lock:
                 self._current = self._last = invocation
             try:
+                self._import_dbt()
                 artifact_target = self._before_command(invocation, resume)
                 result = invocation.run()
                 if artifact_target is not None and invocation.interrupted is None:
@@ -975,6 +976,24 @@ class DbtSession:
             # our --log-level quiets dbt's console only: dbt would lower its file log to it
             defaults.append(("--log-level-file", _file_log_level()))
         return _dbt.with_defaults(args, defaults)
+
+    def _import_dbt(self) -> None:
+        """dbt's import, in the first command of the process (before the artifact cache's
+        lookups, which need dbt): the ``import`` phase of that command's result."""
+        if _dbt.imported():
+            return
+        started_at, t0 = utc_now_iso(), time.monotonic()
+        _dbt.import_dbt(self._adapter_type())
+        self._phases.append(Phase("import", started_at, round(time.monotonic() - t0, 3)))
+
+    def _adapter_type(self) -> str | None:
+        """The adapter dbt will load: the tunnelled profile target's, the generated
+        profile's; None for a user's profile without a tunnel (dbt reads it later)."""
+        if self._own_target is not None:
+            return self._own_target.type
+        if self._profile is not None:
+            return self.settings.warehouse.type
+        return None
 
     def _threads_used(self, full_args: Sequence[str]) -> int | None:
         """The threads dbt ran with: the command line's, else the profile's (as dbt read it)."""

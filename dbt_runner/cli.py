@@ -14,7 +14,6 @@ and the Airflow DAG.
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
 import re
@@ -27,6 +26,7 @@ from typing import Any
 
 import click
 
+from . import _dbt
 from ._classify import classify_exception
 from ._events import dbt_console_to_log
 from ._exceptions import (
@@ -449,10 +449,11 @@ def entry() -> None:
     Once the result is on stdout, the exit handlers ran and every log line is
     flushed, the process ends without the interpreter's final teardown (a
     garbage collection of dbt's whole heap, ~1 s of a fresh cycle), see
-    :mod:`dbt_runner._exit`. Only here, never in library calls: ``main`` itself
-    (click's test runner) exits normally.
+    :mod:`dbt_runner._exit`. Its heap is frozen out of the garbage collector's way
+    once dbt is imported (:func:`dbt_runner._dbt.own_process`). Only here, never in
+    library calls: ``main`` itself (click's test runner) exits normally.
     """
-    gc.freeze()  # the imports' objects: out of every later collection's way
+    _dbt.own_process()  # the imports' objects (now, and dbt's): out of the collector's way
     try:
         main()
         code: object = 0

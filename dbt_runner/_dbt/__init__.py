@@ -10,7 +10,8 @@ when a session first needs it.
 module             what of dbt it owns
 =================  ==============================================================
 ``runner``         ``dbtRunner``: one invocation as a :class:`DbtReturn`; the warm
-                   worker's imports; dbt's invocation id
+                   worker's imports (and a console script's, frozen out of the
+                   garbage collector's way); dbt's invocation id
 ``cancel``         stopping a running invocation from any thread, in dbt's own
                    Ctrl-C sequence (the hooks on dbt's task and connection manager)
 ``adapters``       dbt's adapter factory (under its lock): connections, relation
@@ -59,7 +60,15 @@ from .profile import render_value
 from .results import entries, read_run_results
 from .reuse import ConnectionPool, pooled
 from .routes import Route, add_route, libpq_address, resolve
-from .runner import DbtReturn, imported, invocation_id, invoke, warm_up
+from .runner import (
+    DbtReturn,
+    import_dbt,
+    imported,
+    invocation_id,
+    invoke,
+    own_process,
+    warm_up,
+)
 
 __all__ = [
     "DEPRECATION_SUMMARY",
@@ -89,6 +98,7 @@ __all__ = [
     "drop_connections",
     "entries",
     "given",
+    "import_dbt",
     "imported",
     "invocation_id",
     "invoke",
@@ -97,6 +107,7 @@ __all__ = [
     "load_partial_parse",
     "node_graph",
     "node_names",
+    "own_process",
     "parse_inputs",
     "partial_parse_env_vars",
     "pooled",

@@ -279,7 +279,9 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     config = json.loads(sys.argv[1])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    from dbt_runner import DbtSession, Settings
+    from dbt_runner import DbtSession, Settings, _dbt
+    if config.get("console"):
+        _dbt.own_process()  # what the dbt-runner console script does first
     go = config.get("go")
     if go:  # start together: wait for the test's signal (bounded)
         Path(config["ready"]).touch()
@@ -295,6 +297,8 @@ _CHILD = textwrap.dedent(
             "nodes": {n.name: n.status for n in result.nodes},
             "parse_count": session.parse_count,
             "attempts": [list(a.args[:1]) for a in result.attempt_log],
+            "phases": [p.name for p in result.phases],
+            "frozen": __import__("gc").get_freeze_count(),
         }))
     """
 )
@@ -317,6 +321,26 @@ def _result(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], str]:
     out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1]), err
+
+
+def test_a_fresh_process_reports_dbts_import_and_keeps_a_library_hosts_collector(
+    containers: Containers, project: Path
+) -> None:
+    """A cache hit in a new process still says where its time went: dbt's import is the
+    ``import`` phase (the cache's lookup needs dbt, so it comes first). The console
+    script's process freezes dbt's import heap out of the collector's way; a process
+    that only calls the library keeps its collector as it was."""
+    with containers.session(project) as first:
+        first.invoke(["ls"]).raise_for_status()  # fills the cache
+    library, _ = _result(_child(containers, project, ["ls"]))
+    console, err = _result(_child(containers, project, ["ls"], console=True))
+    for result in (library, console):
+        assert result["success"]
+        assert result["parse_count"] == 0  # the cache's manifest
+        assert result["phases"] == ["open", "import"]
+    assert "parse: cache hit" in err
+    assert library["frozen"] == 0
+    assert console["frozen"] > 100_000  # dbt's and the adapter's modules
 
 
 def test_two_processes_writing_the_same_entry_at_once_leave_a_good_one(
