@@ -983,7 +983,7 @@ class DbtSession:
         if _dbt.imported():
             return
         started_at, t0 = utc_now_iso(), time.monotonic()
-        _dbt.import_dbt(self._adapter_type())
+        _dbt.import_dbt(self._adapter_type(), freeze=self.settings.gc_freeze)
         self._phases.append(Phase("import", started_at, round(time.monotonic() - t0, 3)))
 
     def _adapter_type(self) -> str | None:

@@ -569,6 +569,15 @@ class Settings(BaseSettings):
         "container starts without a full parse, and dbt retry / resume=True find the failed "
         "run's results (s3:// needs boto3: the 's3' extra); unset = no shared cache",
     )
+    gc_freeze: bool = Field(
+        False,
+        description="true = once a session's first command has imported dbt, move this "
+        "process's heap out of the garbage collector's way (gc.freeze), as the dbt-runner "
+        "console script always does: a faster start where dbt builds or loads a large "
+        "manifest, for a process that runs its task and exits (a Kubernetes pod, an Airflow "
+        "task's process); frozen objects are never collected, so not for a long-lived host "
+        "(a notebook, a service); false = the host's collector as it was",
+    )
     install_deps: InstallDeps = Field(
         "auto",
         description="dbt deps before a session's first command (a first `deps` does it "

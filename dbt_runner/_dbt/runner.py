@@ -145,11 +145,12 @@ def own_process() -> None:
     gc.freeze()
 
 
-def import_dbt(warehouse_type: str | None) -> None:
-    """Import dbt (the first command of a process): in a process we own, also what a
-    command needs (:func:`warm_up`), then freeze that heap out of the collector's way;
-    in a library host, dbt only (its collector is untouched)."""
-    if _owned:
+def import_dbt(warehouse_type: str | None, freeze: bool = False) -> None:
+    """Import dbt (the first command of a process). In a process we own, or when the
+    host asked for it (``freeze``: ``DBT_RUNNER_GC_FREEZE``), also what a command needs
+    (:func:`warm_up`), then freeze that heap out of the collector's way; else dbt only
+    (the host's collector is untouched)."""
+    if _owned or freeze:
         warm_up(warehouse_type)
         gc.freeze()
     else:

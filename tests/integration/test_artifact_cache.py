@@ -304,9 +304,16 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _child(containers: Containers, project: Path, args: list[str], **config: Any) -> Any:
+def _child(
+    containers: Containers,
+    project: Path,
+    args: list[str],
+    settings: dict[str, Any] | None = None,
+    **config: Any,
+) -> Any:
     work = containers.fresh_dir()
-    payload = {"settings": containers.settings(work, project), "args": args, **config}
+    values = containers.settings(work, project, **(settings or {}))
+    payload = {"settings": values, "args": args, **config}
     return subprocess.Popen(
         [sys.executable, "-c", _CHILD, json.dumps(payload)],
         cwd=work,
@@ -328,19 +335,22 @@ def test_a_fresh_process_reports_dbts_import_and_keeps_a_library_hosts_collector
 ) -> None:
     """A cache hit in a new process still says where its time went: dbt's import is the
     ``import`` phase (the cache's lookup needs dbt, so it comes first). The console
-    script's process freezes dbt's import heap out of the collector's way; a process
-    that only calls the library keeps its collector as it was."""
+    script's process freezes dbt's import heap out of the collector's way, and so does a
+    library host that sets ``DBT_RUNNER_GC_FREEZE``; any other keeps its collector as it
+    was."""
     with containers.session(project) as first:
         first.invoke(["ls"]).raise_for_status()  # fills the cache
     library, _ = _result(_child(containers, project, ["ls"]))
     console, err = _result(_child(containers, project, ["ls"], console=True))
-    for result in (library, console):
+    opted_in, _ = _result(_child(containers, project, ["ls"], settings={"gc_freeze": True}))
+    for result in (library, console, opted_in):
         assert result["success"]
         assert result["parse_count"] == 0  # the cache's manifest
         assert result["phases"] == ["open", "import"]
     assert "parse: cache hit" in err
     assert library["frozen"] == 0
     assert console["frozen"] > 100_000  # dbt's and the adapter's modules
+    assert opted_in["frozen"] > 100_000
 
 
 def test_two_processes_writing_the_same_entry_at_once_leave_a_good_one(
