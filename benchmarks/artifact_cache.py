@@ -212,6 +212,8 @@ class CacheBench:
         self.out = out
         self.activity = activity
         self.contenders = ["cold", "target", *self.caches]
+        if library and not self.caches:
+            raise ValueError("library: the lib-cold / lib-cache pair needs a cache")
         #: the library host's pair: the goal's ratio in a process the library does not own
         self.library = [f"lib-{name}" for name in ("cold", *self.caches)][:2] if library else []
         self.contenders += self.library

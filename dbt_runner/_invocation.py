@@ -297,7 +297,7 @@ class Invocation:
         policy = session.settings.retry
         started_at = utc_now_iso()
         t0 = time.monotonic()
-        earlier = session._take_phases()  # the session's open and writer lock, if not told yet
+        earlier = session._take_phases()  # open, import, writer lock: those not told yet
         attempts: list[Attempt] = []
         degraded: int | None = None
         # run_results.json of the latest attempt in which nodes ran

@@ -131,7 +131,7 @@ class DbtSession:
         self._current_lock = threading.RLock()
         self._writer: WriterLock | None = None  # the writer lock, while this session holds it
         self._lock_abort: threading.Event | None = None  # set by cancel() during a lock wait
-        #: the open and writer-lock phases the next result carries (see RunResult.phases)
+        #: the open, import and writer-lock phases the next result carries (RunResult.phases)
         self._phases: list[Phase] = []
         own_profiles = self.settings.profiles_dir
         self.manifests = manifests or ManifestCache(
@@ -517,6 +517,8 @@ class DbtSession:
         args = [str(a) for a in args]
         if not args or args[0].startswith("-"):
             raise ConfigurationError(f"invoke() needs a dbt command first, got {args!r}")
+        if self._state is SessionState.OPEN:
+            self._import_dbt()  # before anything below reads dbt's flags
         self._check_tunnel_args(args)
         args = _with_vars(args, self.settings.dbt_vars)
         if threads is not None and threads < 1:
@@ -550,7 +552,6 @@ class DbtSession:
             with self._current_lock:
                 self._current = self._last = invocation
             try:
-                self._import_dbt()
                 artifact_target = self._before_command(invocation, resume)
                 result = invocation.run()
                 if artifact_target is not None and invocation.interrupted is None:
@@ -721,7 +722,7 @@ class DbtSession:
         return replace(skipped, success=True)
 
     def _take_phases(self) -> list[Phase]:
-        """The open and writer-lock phases not yet in a result: the next result's."""
+        """The open, import and writer-lock phases not yet in a result: the next result's."""
         phases, self._phases = self._phases, []
         return phases
 
@@ -978,8 +979,9 @@ class DbtSession:
         return _dbt.with_defaults(args, defaults)
 
     def _import_dbt(self) -> None:
-        """dbt's import, in the first command of the process (before the artifact cache's
-        lookups, which need dbt): the ``import`` phase of that command's result."""
+        """dbt's import, in the first command of the process, before anything of the
+        command needs dbt (its flags, the artifact cache's lookups): the ``import`` phase
+        of that command's result."""
         if _dbt.imported():
             return
         started_at, t0 = utc_now_iso(), time.monotonic()

@@ -571,11 +571,11 @@ class Settings(BaseSettings):
     )
     gc_freeze: bool = Field(
         False,
-        description="true = once a session's first command has imported dbt, move this "
-        "process's heap out of the garbage collector's way (gc.freeze), as the dbt-runner "
-        "console script always does: a faster start where dbt builds or loads a large "
-        "manifest, for a process that runs its task and exits (a Kubernetes pod, an Airflow "
-        "task's process); frozen objects are never collected, so not for a long-lived host "
+        description="true = when a session's command is the first to import dbt in this "
+        "process, move the process's heap out of the garbage collector's way (gc.freeze), as "
+        "the dbt-runner console script always does: a faster start where dbt builds or loads "
+        "a large manifest, for a process that runs its task and exits (a Kubernetes pod, an "
+        "Airflow task's process); frozen objects are never collected, so not for a long-lived host "
         "(a notebook, a service); false = the host's collector as it was",
     )
     install_deps: InstallDeps = Field(

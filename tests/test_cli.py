@@ -589,6 +589,10 @@ def test_console_script_exits_with_the_command_s_code(
         raise Exited(code)
 
     monkeypatch.setattr(cli, "main", fake_main)
+    # the console script owns its process (its heap frozen once dbt is imported); this
+    # test's process is pytest's: record the call instead
+    owned: list[bool] = []
+    monkeypatch.setattr(cli._dbt, "own_process", lambda: owned.append(True))
     exit_handlers: list[bool] = []
     monkeypatch.setattr("dbt_runner._exit.os._exit", fake_exit)
     # the real handlers are pytest's own here: record the call instead of running them
@@ -598,6 +602,7 @@ def test_console_script_exits_with_the_command_s_code(
     with pytest.raises(Exited) as info:
         cli.entry()
     assert info.value.args == (expected,)
+    assert owned == [True]
     assert exit_handlers == [True]  # multiprocessing's and logging's handlers still run
     out, err = capsys.readouterr()
     assert out == "result on stdout\n"

@@ -134,8 +134,9 @@ def own_process() -> None:
     library call (a host's garbage collector is the host's).
 
     Freezes the heap so far (``gc.freeze``), and again once dbt is imported
-    (:func:`import_dbt`): dbt's and the adapter's ~150 000 long-lived import objects
-    then leave every later collection. Without that, each full collection while dbt
+    (:func:`import_dbt`): dbt's ~150 000 long-lived import objects (and the adapter's,
+    when the session knows it before dbt reads the profile) then leave every later
+    collection. Without that, each full collection while dbt
     builds or loads a manifest walks them all again (two before a 300-model
     project's first node). Frozen objects are never collected: fine for the import's
     modules, classes and functions, which live as long as the process.
@@ -150,8 +151,14 @@ def import_dbt(warehouse_type: str | None, freeze: bool = False) -> None:
     host asked for it (``freeze``: ``DBT_RUNNER_GC_FREEZE``), also what a command needs
     (:func:`warm_up`), then freeze that heap out of the collector's way; else dbt only
     (the host's collector is untouched)."""
-    if _owned or freeze:
-        warm_up(warehouse_type)
-        gc.freeze()
-    else:
-        importlib.import_module("dbt.cli.main")
+    importlib.import_module("dbt.cli.main")
+    if not (_owned or freeze):
+        return
+    warm_up(None)
+    adapter = _ADAPTER_MODULES.get(warehouse_type or "")
+    if adapter is not None:
+        try:
+            importlib.import_module(adapter)
+        except ImportError:  # not installed: dbt's own error comes with the command
+            log.debug("adapter %s not importable before the freeze", adapter)
+    gc.freeze()
