@@ -118,11 +118,12 @@ def test_real_three_thread_run_draws_three_named_bars_in_three_slots(
 def test_a_real_run_records_where_its_time_before_the_first_node_went(
     staging: RunResult,
 ) -> None:
-    """open (the session), import (dbt, once per process), lock (a writer), parse,
-    connect: measured, in order, and connect ends where the first node starts."""
+    """open (the session), lock (run_staging's writer lock, taken before its command),
+    import (dbt, once per process), parse, connect: measured, in order, and connect ends
+    where the first node starts."""
     names = [p.name for p in staging.phases]
     assert names in (
-        ["open", "import", "lock", "parse", "connect"],
+        ["open", "lock", "import", "parse", "connect"],
         ["open", "lock", "parse", "connect"],  # dbt was imported by an earlier test
     ), names
     # before the command's first attempt, or in it
