@@ -352,8 +352,7 @@ class Invocation:
     def record_phase(self, name: str, started_at: str, t0: float) -> None:
         """A :class:`Phase` of the running attempt, from ``started_at`` (``t0``: its
         monotonic time) until now."""
-        elapsed = round(time.monotonic() - t0, 3)
-        self._phases.append(Phase(name, started_at, elapsed, self._attempt_number))
+        self._phases.append(Phase.until_now(name, started_at, t0, self._attempt_number))
 
     def _time_out(self) -> None:
         self.cancel(

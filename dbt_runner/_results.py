@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -147,6 +148,11 @@ class Phase:
     started_at: str
     elapsed_s: float
     attempt: int | None = None
+
+    @classmethod
+    def until_now(cls, name: str, started_at: str, t0: float, attempt: int | None = None) -> Phase:
+        """The phase ``name`` from ``started_at`` (``t0``: its monotonic time) until now."""
+        return cls(name, started_at, round(time.monotonic() - t0, 3), attempt)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form."""

@@ -199,7 +199,7 @@ class DbtSession:
             self._teardown()
             self._state = SessionState.CLOSED
             raise
-        self._phases.append(Phase("open", started_at, round(time.monotonic() - t0, 3)))
+        self._phases.append(Phase.until_now("open", started_at, t0))
         self._state = SessionState.OPEN
         log.info("session open: %r", self)
         return self
@@ -633,7 +633,7 @@ class DbtSession:
             return
         started_at, t0 = utc_now_iso(), time.monotonic()
         error = self._take_writer_lock(lock)
-        self._phases.append(Phase("lock", started_at, round(time.monotonic() - t0, 3)))
+        self._phases.append(Phase.until_now("lock", started_at, t0))
         if error is not None:
             yield self._not_run(command, error)
             return
@@ -986,7 +986,7 @@ class DbtSession:
             return
         started_at, t0 = utc_now_iso(), time.monotonic()
         _dbt.import_dbt(self._adapter_type(), freeze=self.settings.gc_freeze)
-        self._phases.append(Phase("import", started_at, round(time.monotonic() - t0, 3)))
+        self._phases.append(Phase.until_now("import", started_at, t0))
 
     def _adapter_type(self) -> str | None:
         """The adapter dbt will load: the tunnelled profile target's, the generated
