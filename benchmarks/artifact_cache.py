@@ -22,13 +22,14 @@ within each round (``cold target cache-local cache-s3 ...``):
 
 Each process runs ``dbt <--command>`` (default ``run``: every model) with
 ``--threads`` in a ``DbtSession``, set up as the ``dbt-runner`` console script sets up
-its process (:data:`SHAPES`: the heap frozen out of the garbage collector's way once dbt
-is imported). With ``--library``, ``lib-cold`` and ``lib-cache-local`` are the same as
-``cold`` and ``cache-local`` in a process the library does not own (an Airflow task, a
-notebook: the collector untouched). Figures per process: ``import`` (``import
-dbt_runner`` and dbt's modules, before the session), ``open->first node``
-(``DbtSession.open()`` until dbt starts the first node: the goal's "starts"),
-``command`` (open until the session closed) and ``wall`` (process start to exit).
+its process (``dbt_runner._dbt.own_process``: the heap frozen out of the garbage
+collector's way once dbt is imported). With ``--library``, ``lib-cold`` and
+``lib-cache-local`` are the same as ``cold`` and ``cache-local`` in a process the
+library does not own (an Airflow task, a notebook: the collector untouched). Figures
+per process: ``import`` (``import dbt_runner`` and dbt's modules, before the session),
+``open->first node`` (``DbtSession.open()`` until dbt starts the first node: the goal's
+"starts"), ``command`` (open until the session closed) and ``wall`` (process start to
+exit).
 Ratios are taken within each round, then their median: ``cold / cache`` of
 open->first node (goal >= 5x) and ``cache / target`` of the command (goal <= 1.2x).
 The 1-minute load average is printed with every round: the machine is shared.
@@ -93,12 +94,6 @@ print("BENCH_RESULT " + json.dumps({
     "full_parse_reasons": full,
 }))
 """
-
-#: the process a contender runs in: ``console`` as the ``dbt-runner`` console script
-#: sets its process up (dbt_runner._dbt.own_process: the heap frozen out of the garbage
-#: collector's way once dbt is imported), ``library`` as any host process calling
-#: DbtSession (its collector untouched)
-SHAPES = ("console", "library")
 
 
 class BenchError(RuntimeError):
@@ -177,8 +172,8 @@ def median(xs: list[float]) -> float:
 class CacheBench:
     """``cold``, ``target`` and a warm cache per entry of ``caches``, each a new process
     in a new empty directory, on the generated ``project``, in the console script's
-    process (:data:`SHAPES`); with ``library``, also ``lib-cold`` and ``lib-cache-<the
-    first cache>`` in a library host's process.
+    process; with ``library``, also ``lib-cold`` and ``lib-cache-<the first cache>`` in a
+    library host's process (its collector untouched).
 
     ``settings``: the session's settings besides project, state dir and cache (a DuckDB
     ``warehouse``, or nothing when ``env``'s ``DBT_RUNNER_*`` variables name the
@@ -215,7 +210,7 @@ class CacheBench:
         if library and not self.caches:
             raise ValueError("library: the lib-cold / lib-cache pair needs a cache")
         #: the library host's pair: the goal's ratio in a process the library does not own
-        self.library = [f"lib-{name}" for name in ("cold", *self.caches)][:2] if library else []
+        self.library = ["lib-cold", f"lib-{next(iter(self.caches))}"] if library else []
         self.contenders += self.library
         self.rows: dict[str, list[dict[str, Any]]] = {c: [] for c in self.contenders}
         self.ratios: dict[str, list[float]] = {}
@@ -384,7 +379,9 @@ def main() -> int:
     parser.add_argument("--command", default="run", help="the dbt command each process runs")
     parser.add_argument("--no-s3", action="store_true", help="leave out the S3 (moto) cache")
     parser.add_argument(
-        "--library", action="store_true", help="also lib-cold and lib-cache-local (SHAPES)"
+        "--library",
+        action="store_true",
+        help="also lib-cold and lib-cache-local (a library host's process)",
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     args = parser.parse_args()

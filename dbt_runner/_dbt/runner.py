@@ -136,10 +136,10 @@ def own_process() -> None:
     Freezes the heap so far (``gc.freeze``), and again once dbt is imported
     (:func:`import_dbt`): dbt's ~150 000 long-lived import objects (and the adapter's,
     when the session knows it before dbt reads the profile) then leave every later
-    collection. Without that, each full collection while dbt
-    builds or loads a manifest walks them all again (two before a 300-model
-    project's first node). Frozen objects are never collected: fine for the import's
-    modules, classes and functions, which live as long as the process.
+    collection. Without that, each full collection while dbt builds or loads a manifest
+    walks them all again (two before a 300-model project's first node). Frozen objects
+    are never collected: fine for the import's modules, classes and functions, which
+    live as long as the process.
     """
     global _owned
     _owned = True

@@ -275,7 +275,7 @@ def test_a_corrupt_or_foreign_entry_is_skipped_and_replaced(
 # ---------------------------------------------------------------------- real processes
 _CHILD = textwrap.dedent(
     """
-    import json, logging, os, sys, time
+    import gc, json, logging, os, sys, time
     from pathlib import Path
     config = json.loads(sys.argv[1])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -298,7 +298,7 @@ _CHILD = textwrap.dedent(
             "parse_count": session.parse_count,
             "attempts": [list(a.args[:1]) for a in result.attempt_log],
             "phases": [p.name for p in result.phases],
-            "frozen": __import__("gc").get_freeze_count(),
+            "frozen": gc.get_freeze_count(),
         }))
     """
 )
